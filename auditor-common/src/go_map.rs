@@ -1,0 +1,221 @@
+//! Wire types for Go map auditing: probe cookies, per-target configuration
+//! and the access/overlap records.
+
+use crate::{EventHeader, Pod};
+
+/// Deepest user stack a record carries.
+pub const MAX_STACK: usize = 16;
+
+/// Name of the per-target configuration hash map (key: tgid).
+pub const TARGETS_MAP: &str = "GO_TARGETS";
+/// Name of the per-map state hash map (key: [`MapKey`]).
+pub const MAP_STATE_MAP: &str = "GO_MAP_STATE";
+
+/// What a Go runtime map function does to the map.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MapOp {
+    Read = 1,
+    Write = 2,
+    Delete = 3,
+    Iterate = 4,
+    Clear = 5,
+    Make = 6,
+}
+
+impl MapOp {
+    pub fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Read,
+            2 => Self::Write,
+            3 => Self::Delete,
+            4 => Self::Iterate,
+            5 => Self::Clear,
+            6 => Self::Make,
+            _ => return None,
+        })
+    }
+
+    /// Operations that change the map (and set the runtime's writing marker).
+    pub const fn mutates(self) -> bool {
+        matches!(self, Self::Write | Self::Delete | Self::Clear)
+    }
+
+    /// Stable lower-case name used in logs and JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Delete => "delete",
+            Self::Iterate => "iterate",
+            Self::Clear => "clear",
+            Self::Make => "make",
+        }
+    }
+}
+
+/// Probe cookie layout (one BPF program, many attachments).
+///
+/// bits 0..8   [`MapOp`]
+/// bits 8..24  probe id (index into the userspace probe plan)
+/// bit  24     [`COOKIE_EXIT`]
+/// bit  25     [`COOKIE_STACKCHECK`]
+/// bits 32..40 argument register holding the map (see [`MapArg`])
+pub mod cookie {
+    /// The probe sits on a RET instruction: the function is leaving.
+    pub const EXIT: u64 = 1 << 24;
+    /// The probe sits on the `jbe` of the stack-growth check: when the branch
+    /// will be taken (CF or ZF set) the function restarts after `morestack`,
+    /// so this hit is skipped.
+    pub const STACKCHECK: u64 = 1 << 25;
+
+    pub const fn encode(op: u8, probe_id: u16, flags: u64, map_arg: u8) -> u64 {
+        (op as u64) | ((probe_id as u64) << 8) | flags | ((map_arg as u64) << 32)
+    }
+    pub const fn op(c: u64) -> u8 {
+        (c & 0xff) as u8
+    }
+    pub const fn probe_id(c: u64) -> u16 {
+        ((c >> 8) & 0xffff) as u16
+    }
+    pub const fn map_arg(c: u64) -> u8 {
+        ((c >> 32) & 0xff) as u8
+    }
+}
+
+/// Where the probe finds the map pointer.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapArg {
+    /// RBX: second register argument (`t *maptype, h *hmap, ...`).
+    Rbx = 0,
+    /// RAX: first argument (iterator functions take the iterator, makemap
+    /// returns the map in RAX at its RET).
+    Rax = 1,
+    /// RCX: third register argument (`makemap(t, hint, h)` passes `h`).
+    Rcx = 2,
+    /// The map pointer is read from the iterator struct in RAX at
+    /// [`GoTargetConfig::iter_map_off`].
+    IterInRax = 3,
+    /// No map argument known at this point (e.g. `makemap_small` entry).
+    None = 4,
+}
+
+/// Overlap detection modes.
+pub mod mode {
+    /// Entry probes only; overlap when an access enters while the runtime's
+    /// writing marker is set by another goroutine.
+    pub const ENTRY: u32 = 0;
+    /// Entry and RET probes; full intervals of every access are tracked.
+    pub const INTERVAL: u32 = 1;
+}
+
+/// Per-target configuration, written by userspace before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoTargetConfig {
+    /// Offset of `goid` in `runtime.g`.
+    pub goid_off: u32,
+    /// Offset of the byte holding the writing marker in the map header.
+    pub writing_off: u32,
+    /// Mask applied to that byte (classic `hashWriting` = 4; Swiss: 0xff).
+    pub writing_mask: u32,
+    /// Offset of the map pointer in the iterator struct.
+    pub iter_map_off: u32,
+    /// A [`mode`] value.
+    pub mode: u32,
+    /// User stack frames to record (0..=[`MAX_STACK`]).
+    pub stack_depth: u32,
+    /// Non-zero: emit one access record per probe hit. Zero: only overlaps.
+    pub emit_access: u32,
+    pub _pad: u32,
+}
+
+/// Key of the per-map state: a map is identified by its process and address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MapKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub map: u64,
+}
+
+/// One side of an access, as remembered in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Party {
+    pub ts_ns: u64,
+    pub goid: u64,
+    pub tid: u32,
+    pub probe_id: u16,
+    pub op: u8,
+    pub stack_len: u8,
+    /// Return addresses, innermost first; `stack[0]` is the map function's
+    /// caller (the return address of the runtime call).
+    pub stack: [u64; MAX_STACK],
+}
+
+impl Default for Party {
+    fn default() -> Self {
+        Self { ts_ns: 0, goid: 0, tid: 0, probe_id: 0, op: 0, stack_len: 0, stack: [0; MAX_STACK] }
+    }
+}
+
+/// Number of concurrently active accessors tracked per map in interval mode.
+pub const ACTIVE_SLOTS: usize = 4;
+
+/// Per-map state kept in the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapState {
+    /// The last goroutine that entered a mutating operation.
+    pub last_writer: Party,
+    /// Interval mode: accessors currently inside a map function
+    /// (`goid == 0` means free).
+    pub active: [Party; ACTIVE_SLOTS],
+}
+
+/// A probe hit on a Go map function.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoMapAccess {
+    pub header: EventHeader,
+    pub map: u64,
+    pub party: Party,
+    /// 1 when the hit is an exit (RET) probe.
+    pub exit: u8,
+    /// Raw writing-marker byte seen at entry (diagnostics).
+    pub writing_seen: u8,
+    pub _pad: [u8; 6],
+}
+
+/// Two goroutines inside the same map at once, at least one mutating.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoMapOverlap {
+    pub header: EventHeader,
+    pub map: u64,
+    /// The party that was already inside (or last entered a write).
+    pub first: Party,
+    /// The party whose entry revealed the overlap.
+    pub second: Party,
+    /// [`mode`] in which it was detected.
+    pub mode: u32,
+    /// Non-zero when the runtime's writing marker was seen set.
+    pub writing_seen: u32,
+}
+
+unsafe impl Pod for GoMapAccess {}
+unsafe impl Pod for GoMapOverlap {}
+unsafe impl Pod for GoTargetConfig {}
+unsafe impl Pod for MapKey {}
+unsafe impl Pod for Party {}
+
+#[cfg(feature = "user")]
+mod user {
+    use super::*;
+    unsafe impl aya::Pod for GoTargetConfig {}
+    unsafe impl aya::Pod for MapKey {}
+    unsafe impl aya::Pod for MapState {}
+    unsafe impl aya::Pod for Party {}
+}

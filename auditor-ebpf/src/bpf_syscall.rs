@@ -1,0 +1,1 @@
+//! Tracepoints on bpf(2): who touched which BPF map.

@@ -1,0 +1,311 @@
+//! Uprobes on the Go runtime's map functions.
+//!
+//! One program, attached once per probe site; the attach cookie says which
+//! operation the site is, which register holds the map, and whether the
+//! site is an entry (usually the `jbe` of the stack check, which the kernel
+//! emulates cheaply) or a RET instruction. No uretprobes: Go moves stacks
+//! and walks return addresses, and a hijacked return address kills it.
+//!
+//! Overlaps are decided here, because only here is the interleaving seen:
+//! - entry mode: an access that enters while the runtime's own writing
+//!   marker is set, with the last goroutine that entered a mutation on record
+//!   for this map being another goroutine, is an overlap with that writer;
+//! - interval mode: RET probes close each access, so every goroutine inside
+//!   a map function is known; any two of them, one mutating, overlap.
+
+use auditor_common::{
+    Counter, EventKind,
+    go_map::{
+        ACTIVE_SLOTS, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg, MapKey,
+        MapOp, MapState, Party, cookie, mode,
+    },
+};
+use aya_ebpf::{
+    EbpfContext,
+    bindings::pt_regs,
+    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{map, uprobe},
+    maps::{HashMap, PerCpuArray},
+    programs::ProbeContext,
+};
+
+use crate::shared::{EVENTS, count, header, now};
+
+#[map(name = "GO_TARGETS")]
+static GO_TARGETS: HashMap<u32, GoTargetConfig> = HashMap::with_max_entries(1024, 0);
+
+/// Userspace sizes this at load time (`--max-maps`).
+#[map(name = "GO_MAP_STATE")]
+static GO_MAP_STATE: HashMap<MapKey, MapState> = HashMap::with_max_entries(65536, 0);
+
+/// Scratch space: a zeroed `MapState` to insert, and the party being built
+/// (both too large for the 512-byte BPF stack).
+#[map(name = "GO_SCRATCH_STATE")]
+static SCRATCH_STATE: PerCpuArray<MapState> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "GO_SCRATCH_PARTY")]
+static SCRATCH_PARTY: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
+
+const EFLAGS_CF: u64 = 1 << 0;
+const EFLAGS_ZF: u64 = 1 << 6;
+/// An accessor slot older than this is stale (its RET was never reached,
+/// e.g. the map function panicked) and no longer counts as inside.
+const SLOT_STALE_NS: u64 = 50_000_000;
+
+#[uprobe]
+pub fn go_map_probe(ctx: ProbeContext) -> u32 {
+    let _ = try_go_map_probe(&ctx);
+    0
+}
+
+#[inline(always)]
+fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
+    count(Counter::GoProbeHits);
+    let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let pid = (pid_tgid >> 32) as u32;
+    let tid = pid_tgid as u32;
+    let cfg = unsafe { GO_TARGETS.get(&pid) }?;
+    let regs = unsafe { &*(ctx.regs as *const pt_regs) };
+
+    if c & cookie::STACKCHECK != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
+        count(Counter::GoMorestackSkipped);
+        return None;
+    }
+    let exit = c & cookie::EXIT != 0;
+    let op_raw = cookie::op(c);
+    let op = MapOp::from_u8(op_raw)?;
+
+    let map = match cookie::map_arg(c) {
+        x if x == MapArg::Rbx as u8 => regs.rbx,
+        x if x == MapArg::Rax as u8 => regs.rax,
+        x if x == MapArg::Rcx as u8 => regs.rcx,
+        x if x == MapArg::IterInRax as u8 => {
+            let it = regs.rax;
+            if it == 0 {
+                0
+            } else {
+                match unsafe {
+                    bpf_probe_read_user((it + cfg.iter_map_off as u64) as *const u64)
+                } {
+                    Ok(m) => m,
+                    Err(_) => {
+                        count(Counter::GoReadFailed);
+                        return None;
+                    }
+                }
+            }
+        }
+        _ => 0,
+    };
+    if map == 0 {
+        // A nil map (reads of nil maps are legal) or no map known yet.
+        return None;
+    }
+
+    let goid = match unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_off as u64) as *const u64) }
+    {
+        Ok(g) => g,
+        Err(_) => {
+            count(Counter::GoReadFailed);
+            return None;
+        }
+    };
+    let ts = now();
+
+    let party = unsafe { &mut *SCRATCH_PARTY.get_ptr_mut(0)? };
+    party.ts_ns = ts;
+    party.goid = goid;
+    party.tid = tid;
+    party.probe_id = cookie::probe_id(c);
+    party.op = op_raw;
+    fill_stack(party, regs, cfg.stack_depth);
+
+    let key = MapKey { pid, _pad: 0, map };
+
+    if exit {
+        if op == MapOp::Make {
+            // A new map lives at this address now: forget the old one's state.
+            let _ = GO_MAP_STATE.remove(&key);
+            emit_access(pid, tid, ts, map, party, true, 0);
+        } else if cfg.mode == mode::INTERVAL {
+            if let Some(state) = GO_MAP_STATE.get_ptr_mut(&key) {
+                let state = unsafe { &mut *state };
+                for i in 0..ACTIVE_SLOTS {
+                    if state.active[i].goid == goid {
+                        state.active[i].goid = 0;
+                    }
+                }
+            }
+        }
+        return Some(());
+    }
+
+    let writing = if op == MapOp::Make {
+        0
+    } else {
+        match unsafe { bpf_probe_read_user((map + cfg.writing_off as u64) as *const u8) } {
+            Ok(b) => b & (cfg.writing_mask as u8),
+            Err(_) => 0,
+        }
+    };
+
+    let state = match GO_MAP_STATE.get_ptr_mut(&key) {
+        Some(s) => s,
+        None => {
+            let zero = SCRATCH_STATE.get_ptr(0)?;
+            if GO_MAP_STATE.insert(&key, unsafe { &*zero }, 0).is_err() {
+                count(Counter::GoStateFull);
+            }
+            match GO_MAP_STATE.get_ptr_mut(&key) {
+                Some(s) => s,
+                None => {
+                    if cfg.emit_access != 0 {
+                        emit_access(pid, tid, ts, map, party, false, writing);
+                    }
+                    return Some(());
+                }
+            }
+        }
+    };
+    let state = unsafe { &mut *state };
+
+    let mut reported = false;
+    if cfg.mode == mode::INTERVAL {
+        for i in 0..ACTIVE_SLOTS {
+            let other = &state.active[i];
+            if other.goid != 0
+                && other.goid != goid
+                && ts.saturating_sub(other.ts_ns) < SLOT_STALE_NS
+                && (op.mutates() || is_mutating(other.op))
+                && !reported
+            {
+                emit_overlap(pid, tid, ts, map, other, party, mode::INTERVAL, writing);
+                reported = true;
+            }
+        }
+    }
+    if !reported
+        && writing != 0
+        && state.last_writer.goid != 0
+        && state.last_writer.goid != goid
+    {
+        emit_overlap(pid, tid, ts, map, &state.last_writer, party, mode::ENTRY, writing);
+    }
+
+    if op.mutates() {
+        state.last_writer = *party;
+    }
+    if cfg.mode == mode::INTERVAL {
+        let mut placed = false;
+        for i in 0..ACTIVE_SLOTS {
+            let slot = &mut state.active[i];
+            if !placed
+                && (slot.goid == 0
+                    || slot.goid == goid
+                    || ts.saturating_sub(slot.ts_ns) >= SLOT_STALE_NS)
+            {
+                *slot = *party;
+                placed = true;
+            }
+        }
+        if !placed {
+            count(Counter::GoSlotsFull);
+        }
+    }
+
+    if cfg.emit_access != 0 {
+        emit_access(pid, tid, ts, map, party, false, writing);
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn is_mutating(op: u8) -> bool {
+    MapOp::from_u8(op).is_some_and(MapOp::mutates)
+}
+
+/// Walk Go's frame-pointer chain. At an entry site the function has not
+/// pushed its frame yet, so `[rsp]` is the return address into the caller
+/// and `rbp` is the caller's frame; at a RET site the same holds.
+#[inline(always)]
+fn fill_stack(party: &mut Party, regs: &pt_regs, depth: u32) {
+    party.stack_len = 0;
+    if depth == 0 {
+        return;
+    }
+    let Ok(ret) = (unsafe { bpf_probe_read_user(regs.rsp as *const u64) }) else {
+        return;
+    };
+    party.stack[0] = ret;
+    let mut n: usize = 1;
+    let mut fp = regs.rbp;
+    for _ in 1..MAX_STACK {
+        if n >= depth as usize || n >= MAX_STACK || fp == 0 {
+            break;
+        }
+        let Ok(ret) = (unsafe { bpf_probe_read_user((fp + 8) as *const u64) }) else {
+            break;
+        };
+        if ret == 0 {
+            break;
+        }
+        party.stack[n] = ret;
+        n += 1;
+        let Ok(next) = (unsafe { bpf_probe_read_user(fp as *const u64) }) else {
+            break;
+        };
+        if next <= fp {
+            break;
+        }
+        fp = next;
+    }
+    if n >= depth as usize && fp != 0 {
+        count(Counter::StackTruncated);
+    }
+    party.stack_len = n as u8;
+}
+
+#[inline(always)]
+fn emit_access(pid: u32, tid: u32, ts: u64, map: u64, party: &Party, exit: bool, writing: u8) {
+    match EVENTS.reserve::<GoMapAccess>(0) {
+        Some(mut entry) => {
+            let ev = unsafe { &mut *entry.as_mut_ptr() };
+            ev.header = header(EventKind::GoMapAccess, pid, tid, ts);
+            ev.map = map;
+            ev.party = *party;
+            ev.exit = exit as u8;
+            ev.writing_seen = writing;
+            ev._pad = [0; 6];
+            entry.submit(0);
+        }
+        None => count(Counter::GoAccessDropped),
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn emit_overlap(
+    pid: u32,
+    tid: u32,
+    ts: u64,
+    map: u64,
+    first: &Party,
+    second: &Party,
+    m: u32,
+    writing: u8,
+) {
+    count(Counter::GoOverlaps);
+    match EVENTS.reserve::<GoMapOverlap>(0) {
+        Some(mut entry) => {
+            let ev = unsafe { &mut *entry.as_mut_ptr() };
+            ev.header = header(EventKind::GoMapOverlap, pid, tid, ts);
+            ev.map = map;
+            ev.first = *first;
+            ev.second = *second;
+            ev.mode = m;
+            ev.writing_seen = writing as u32;
+            entry.submit(0);
+        }
+        None => count(Counter::GoOverlapDropped),
+    }
+}

@@ -1,0 +1,1 @@
+//! map-auditor library.
