@@ -181,6 +181,9 @@ pub struct MapState {
 pub struct GoMapAccess {
     pub header: EventHeader,
     pub map: u64,
+    /// RAX at entry: the map's type descriptor (`*maptype`) for functions
+    /// that take one, else 0.
+    pub maptype: u64,
     pub party: Party,
     /// 1 when the hit is an exit (RET) probe.
     pub exit: u8,

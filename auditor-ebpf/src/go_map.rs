@@ -111,6 +111,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         }
     };
     let ts = now();
+    let maptype = if cookie::map_arg(c) == MapArg::Rbx as u8 { regs.rax } else { 0 };
 
     let party = unsafe { &mut *SCRATCH_PARTY.get_ptr_mut(0)? };
     party.ts_ns = ts;
@@ -126,7 +127,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         if op == MapOp::Make {
             // A new map lives at this address now: forget the old one's state.
             let _ = GO_MAP_STATE.remove(&key);
-            emit_access(pid, tid, ts, map, party, true, 0);
+            emit_access(pid, tid, ts, map, 0, party, true, 0);
         } else if cfg.mode == mode::INTERVAL {
             if let Some(state) = GO_MAP_STATE.get_ptr_mut(&key) {
                 let state = unsafe { &mut *state };
@@ -160,7 +161,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
                 Some(s) => s,
                 None => {
                     if cfg.emit_access != 0 {
-                        emit_access(pid, tid, ts, map, party, false, writing);
+                        emit_access(pid, tid, ts, map, maptype, party, false, writing);
                     }
                     return Some(());
                 }
@@ -214,7 +215,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     }
 
     if cfg.emit_access != 0 {
-        emit_access(pid, tid, ts, map, party, false, writing);
+        emit_access(pid, tid, ts, map, maptype, party, false, writing);
     }
     Some(())
 }
@@ -266,12 +267,23 @@ fn fill_stack(party: &mut Party, regs: &pt_regs, depth: u32) {
 }
 
 #[inline(always)]
-fn emit_access(pid: u32, tid: u32, ts: u64, map: u64, party: &Party, exit: bool, writing: u8) {
+#[allow(clippy::too_many_arguments)]
+fn emit_access(
+    pid: u32,
+    tid: u32,
+    ts: u64,
+    map: u64,
+    maptype: u64,
+    party: &Party,
+    exit: bool,
+    writing: u8,
+) {
     match EVENTS.reserve::<GoMapAccess>(0) {
         Some(mut entry) => {
             let ev = unsafe { &mut *entry.as_mut_ptr() };
             ev.header = header(EventKind::GoMapAccess, pid, tid, ts);
             ev.map = map;
+            ev.maptype = maptype;
             ev.party = *party;
             ev.exit = exit as u8;
             ev.writing_seen = writing;

@@ -1,1 +1,19 @@
-//! map-auditor library.
+//! map-auditor: an eBPF runtime map-access auditor.
+//!
+//! - [`target`]: Go binary introspection and probe planning.
+//! - [`probe`]: loading the kernel programs, attaching a plan.
+//! - [`pipeline`]: ring-buffer reading, decoding, enrichment, loss accounting.
+//! - [`analysis`]: access graphs, rankings, overlap bookkeeping.
+//! - [`output`]: live log, JSON lines, reports.
+//! - [`bpf`]: bpf(2) syscall auditing.
+//! - [`doctor`]: environment checks.
+
+pub mod analysis;
+pub mod bpf;
+pub mod cli;
+pub mod doctor;
+pub mod event;
+pub mod output;
+pub mod pipeline;
+pub mod probe;
+pub mod target;

@@ -1,1 +1,6 @@
-fn main() {}
+use clap::Parser;
+use map_auditor::cli::Cli;
+
+fn main() {
+    let _cli = Cli::parse();
+}

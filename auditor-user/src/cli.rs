@@ -1,0 +1,214 @@
+//! Command-line definitions (clap). Nothing here does work.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "map-auditor",
+    version,
+    about = "Audit map accesses at run time: Go maps through uprobes, BPF maps through bpf(2)",
+    long_about = "Attach to a running Go process by PID and see, live, which goroutine reads, writes, \
+                  iterates or deletes which map and from where; catch concurrent map accesses with \
+                  both sides named. Or audit who touches which BPF map through the bpf() syscall.\n\n\
+                  Needs root (or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE). Run `map-auditor doctor` \
+                  to check this machine."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that this kernel and these privileges can run the auditor.
+    Doctor(DoctorArgs),
+    /// Attach to a running Go process and tail its map accesses.
+    Attach(AttachArgs),
+    /// Start a Go program with probes in place before it runs, and audit it.
+    Run(RunArgs),
+    /// Audit bpf(2) calls on BPF maps (system-wide by default).
+    Bpf(BpfArgs),
+    /// Render the report of a recorded session (JSON lines file).
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// Print the checks as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns, colour on a terminal.
+    Text,
+    /// One JSON object per line (docs/events.md).
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DetectMode {
+    /// Entry probes only: cheapest; catches accesses that enter while another
+    /// goroutine holds the runtime's writing marker.
+    Entry,
+    /// Entry and RET probes: full intervals; also catches a writer entering
+    /// while readers are inside. Costs more per access.
+    Interval,
+}
+
+/// Output and filtering options shared by `attach` and `run`.
+#[derive(Debug, Args, Clone)]
+pub struct GoAuditOptions {
+    /// Output format of the live log.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Only these operations (comma-separated: read,write,delete,iterate,clear,make).
+    #[arg(long, value_delimiter = ',')]
+    pub ops: Vec<String>,
+    /// Only this map (hex address, e.g. 0xc000012000).
+    #[arg(long)]
+    pub map: Option<String>,
+    /// Only accesses whose calling function contains this text.
+    #[arg(long)]
+    pub function: Option<String>,
+    /// Only accesses whose calling function is in this Go package (e.g. main, net/http).
+    #[arg(long)]
+    pub package: Option<String>,
+    /// Stop after this long (e.g. 30s, 5m). Default: until Ctrl-C or target exit.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Print only findings and the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Overlap detection mode.
+    #[arg(long, value_enum, default_value_t = DetectMode::Entry)]
+    pub detect: DetectMode,
+    /// User stack frames to record per access (0-16).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub stack_depth: u32,
+    /// Also write every event as JSON lines to this file (input for `report`).
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+    /// Ring buffer size in MiB (power of two).
+    #[arg(long, default_value_t = 16)]
+    pub ring_mib: u32,
+    /// Print the probe plan (functions, offsets, instructions) before tailing.
+    #[arg(long)]
+    pub show_plan: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// Process id of the Go program.
+    #[arg(long, short)]
+    pub pid: u32,
+    #[command(flatten)]
+    pub opts: GoAuditOptions,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub opts: GoAuditOptions,
+    /// The program and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BpfArgs {
+    /// Only calls made by this process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only calls made by processes with this command name.
+    #[arg(long)]
+    pub comm: Option<String>,
+    /// Only this map id.
+    #[arg(long)]
+    pub map_id: Option<u32>,
+    /// Only maps with this name.
+    #[arg(long)]
+    pub map_name: Option<String>,
+    /// Raise an alert when anyone but the map's creator (or an allowed
+    /// executable) writes, deletes or freezes it: NAME, ID or pin path.
+    #[arg(long)]
+    pub guard: Vec<String>,
+    /// Executables allowed to write guarded maps.
+    #[arg(long)]
+    pub allow_exe: Vec<PathBuf>,
+    /// Also show the auditor's own bpf() calls.
+    #[arg(long)]
+    pub include_self: bool,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Stop after this long.
+    #[arg(long, value_parser = parse_duration)]
+    pub duration: Option<std::time::Duration>,
+    /// Print only alerts, findings and the summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// Also write every event as JSON lines to this file.
+    #[arg(long)]
+    pub record: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Dot,
+    Html,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A JSON-lines recording (from `--record`).
+    pub input: PathBuf,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
+    pub format: ReportFormat,
+    /// Write here instead of stdout.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+}
+
+/// Parse `500ms`, `30s`, `5m`, `2h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 500ms, 30s, 5m, 2h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
+        assert_eq!(parse_duration("3").unwrap().as_secs(), 3);
+        assert!(parse_duration("3 weeks").is_err());
+    }
+}
