@@ -1,0 +1,1 @@
+//! Attaching a Go probe plan to one process.
