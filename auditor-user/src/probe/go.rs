@@ -1,1 +1,134 @@
-//! Attaching a Go probe plan to one process.
+//! Attaching a Go [`ProbePlan`] to one process: the per-target
+//! configuration goes into `GO_TARGETS`, then one uprobe per site, each with
+//! a cookie saying what the site is.
+
+use std::num::NonZeroU32;
+
+use auditor_common::go_map::{
+    GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, TARGETS_MAP, cookie,
+};
+use aya::{
+    Ebpf,
+    maps::HashMap,
+    programs::{
+        UProbe,
+        uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
+    },
+};
+
+use super::ProbeError;
+use crate::target::{ProbePlan, ProbeSite};
+
+/// Name of the uprobe program in the object.
+pub const GO_PROGRAM: &str = "go_map_probe";
+
+/// A site the kernel accepted.
+#[derive(Debug)]
+pub struct AttachedSite {
+    pub site: ProbeSite,
+    link: UProbeLinkId,
+}
+
+/// Probes attached to one Go process.
+#[derive(Debug)]
+pub struct GoAttachment {
+    pub pid: u32,
+    pub attached: Vec<AttachedSite>,
+    /// Sites the kernel refused, with the reason.
+    pub failed: Vec<(ProbeSite, String)>,
+}
+
+fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, ProbeError> {
+    let prog: &mut UProbe = ebpf
+        .program_mut(GO_PROGRAM)
+        .ok_or(ProbeError::MissingProgram { name: GO_PROGRAM })?
+        .try_into()
+        .map_err(|source| ProbeError::Program { name: GO_PROGRAM, source })?;
+    if prog.fd().is_err() {
+        prog.load().map_err(|source| ProbeError::Program { name: GO_PROGRAM, source })?;
+    }
+    Ok(prog)
+}
+
+/// The attach cookie for a site (layout in `auditor_common::go_map::cookie`).
+pub fn site_cookie(site: &ProbeSite) -> u64 {
+    let mut flags = 0;
+    if site.exit {
+        flags |= cookie::EXIT;
+    }
+    if site.stackcheck {
+        flags |= cookie::STACKCHECK;
+    }
+    cookie::encode(site.op as u8, site.id, flags, site.map_arg as u8)
+}
+
+/// Configure the kernel for `pid` and attach every site of `plan`.
+///
+/// Individual sites the kernel refuses are collected in `failed`; the call
+/// fails only when no site at all could be attached.
+pub fn attach(
+    ebpf: &mut Ebpf,
+    pid: u32,
+    plan: &ProbePlan,
+    config: GoTargetConfig,
+) -> Result<GoAttachment, ProbeError> {
+    let nz = NonZeroU32::new(pid).ok_or(ProbeError::MissingProgram { name: "pid 0" })?;
+    {
+        let map = ebpf
+            .map_mut(TARGETS_MAP)
+            .ok_or(ProbeError::MissingMap { name: TARGETS_MAP })?;
+        let mut targets: HashMap<_, u32, GoTargetConfig> = HashMap::try_from(map)
+            .map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
+        targets
+            .insert(pid, config, 0)
+            .map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
+    }
+    let prog = program(ebpf)?;
+    let mut out = GoAttachment { pid, attached: Vec::new(), failed: Vec::new() };
+    for site in &plan.sites {
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
+            cookie: Some(site_cookie(site)),
+        };
+        match prog.attach(point, &plan.exe, UProbeScope::OneProcess(nz)) {
+            Ok(link) => out.attached.push(AttachedSite { site: site.clone(), link }),
+            Err(e) => out.failed.push((site.clone(), e.to_string())),
+        }
+    }
+    if out.attached.is_empty() && !plan.sites.is_empty() {
+        let (site, reason) = &out.failed[0];
+        return Err(ProbeError::Attach {
+            function: site.function.clone(),
+            exe: plan.exe.display().to_string(),
+            offset: site.file_offset,
+            source: aya::programs::ProgramError::IOError(std::io::Error::other(reason.clone())),
+        });
+    }
+    Ok(out)
+}
+
+impl GoAttachment {
+    /// Remove every probe of this process and forget its kernel state.
+    pub fn detach(self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+        let prog = program(ebpf)?;
+        for a in self.attached {
+            // A link of an exited process may already be gone; that is fine.
+            let _ = prog.detach(a.link);
+        }
+        if let Some(map) = ebpf.map_mut(TARGETS_MAP) {
+            if let Ok(mut targets) = HashMap::<_, u32, GoTargetConfig>::try_from(map) {
+                let _ = targets.remove(&self.pid);
+            }
+        }
+        if let Some(map) = ebpf.map_mut(MAP_STATE_MAP) {
+            if let Ok(mut state) = HashMap::<_, MapKey, MapState>::try_from(map) {
+                let keys: Vec<MapKey> =
+                    state.keys().filter_map(Result::ok).filter(|k| k.pid == self.pid).collect();
+                for k in keys {
+                    let _ = state.remove(&k);
+                }
+            }
+        }
+        Ok(())
+    }
+}
