@@ -112,10 +112,49 @@ pub struct Summary {
     pub target_fatal: Option<String>,
 }
 
+/// One probe site as attached (the attach report).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttachedProbe {
+    pub function: String,
+    #[serde(serialize_with = "op_name")]
+    pub op: MapOp,
+    /// Offset of the probed instruction from the function's start.
+    pub offset: u64,
+    #[serde(serialize_with = "hex")]
+    pub file_offset: u64,
+    pub instruction: String,
+    /// Whether the kernel emulates the instruction (cheap) or single-steps it.
+    pub emulated: bool,
+    /// A RET site (exit probe).
+    pub exit: bool,
+}
+
+/// What was attached to a target, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct AttachReport {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub exe: String,
+    pub go_version: String,
+    pub module: Option<String>,
+    pub pie: bool,
+    pub stripped: bool,
+    pub swiss_maps: bool,
+    /// `entry` or `interval`.
+    pub detect: String,
+    pub offsets_from_dwarf: bool,
+    pub probes: Vec<AttachedProbe>,
+    /// Map functions of this Go version that the binary does not contain.
+    pub missing: Vec<String>,
+    /// Sites the kernel refused, with the reason.
+    pub failed: Vec<String>,
+}
+
 /// Anything a sink can receive. Serialises with a `kind` tag.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuditEvent {
+    Attach(AttachReport),
     Access(Access),
     Overlap(Overlap),
     BpfMap(crate::bpf::BpfMapEvent),
@@ -126,6 +165,7 @@ pub enum AuditEvent {
 impl AuditEvent {
     pub fn ts_ns(&self) -> u64 {
         match self {
+            Self::Attach(a) => a.ts_ns,
             Self::Access(a) => a.ts_ns,
             Self::Overlap(o) => o.ts_ns,
             Self::BpfMap(b) => b.ts_ns,

@@ -9,6 +9,7 @@
 //! - [`doctor`]: environment checks.
 
 pub mod analysis;
+pub mod audit;
 pub mod bpf;
 pub mod cli;
 pub mod doctor;

@@ -1,6 +1,45 @@
+//! The `map-auditor` binary: parse the command line, run one subcommand,
+//! print errors on one line. Exit codes: 0 ok, 1 error (or `doctor` found
+//! the machine unfit), 2 bad usage; `run` exits with the target's status.
+
 use clap::Parser;
-use map_auditor::cli::Cli;
+use map_auditor::cli::{Cli, Command};
 
 fn main() {
-    let _cli = Cli::parse();
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Doctor(args) => map_auditor::doctor::run(args),
+        Command::Report(args) => map_auditor::analysis::run_report(args).map(|()| 0),
+        other => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(async {
+                    match other {
+                        Command::Attach(args) => map_auditor::audit::attach(args).await,
+                        Command::Run(args) => map_auditor::audit::run(args).await,
+                        Command::Bpf(args) => map_auditor::bpf::run(args).await,
+                        Command::Doctor(_) | Command::Report(_) => unreachable!(),
+                    }
+                })
+            }),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            // One line: the chain of causes, no backtrace.
+            let msg: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+            let mut line = msg[0].clone();
+            for m in &msg[1..] {
+                if !line.contains(m.as_str()) {
+                    line.push_str(": ");
+                    line.push_str(m);
+                }
+            }
+            eprintln!("map-auditor: {line}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -1,1 +1,3 @@
-//! output
+//! Renderers: the live log (text or JSON lines), recordings, reports.
+
+pub mod live;

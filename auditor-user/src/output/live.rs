@@ -1,0 +1,264 @@
+//! The live log: one line per access, a block per finding, in text (aligned
+//! columns, colour on a terminal) or JSON lines (docs/events.md).
+
+use std::io::{self, Write};
+
+use crate::{
+    cli::Format,
+    event::{Access, AttachReport, AuditEvent, Frame, Overlap, OverlapParty},
+};
+
+/// Writes events to a stream in the chosen format.
+pub struct LiveLog<W: Write> {
+    out: W,
+    format: Format,
+    colour: bool,
+    header_done: bool,
+    /// Print every probe site in the attach report.
+    pub show_plan: bool,
+}
+
+const RED: &str = "\x1b[1;31m";
+const YELLOW: &str = "\x1b[33m";
+const DIM: &str = "\x1b[2m";
+const RESET: &str = "\x1b[0m";
+
+/// `HH:MM:SS.uuuuuu` (UTC) of a Unix-epoch nanosecond time.
+pub fn clock_time(ts_ns: u64) -> String {
+    let secs = ts_ns / 1_000_000_000;
+    let micros = (ts_ns % 1_000_000_000) / 1000;
+    let day = secs % 86_400;
+    format!("{:02}:{:02}:{:02}.{:06}", day / 3600, day / 60 % 60, day % 60, micros)
+}
+
+fn site(function: &str, file: &str, line: u32) -> String {
+    if file.is_empty() {
+        function.to_string()
+    } else {
+        let short = file.rsplit('/').next().unwrap_or(file);
+        format!("{function} ({short}:{line})")
+    }
+}
+
+impl<W: Write> LiveLog<W> {
+    pub fn new(out: W, format: Format, colour: bool) -> Self {
+        Self { out, format, colour, header_done: false, show_plan: false }
+    }
+
+    fn paint(&self, code: &'static str) -> &'static str {
+        if self.colour { code } else { "" }
+    }
+
+    /// Write one event. JSON lines are flushed at once so a consumer (or
+    /// the disk) has every finding even if the auditor is killed next.
+    pub fn write(&mut self, ev: &AuditEvent) -> io::Result<()> {
+        match self.format {
+            Format::Json => {
+                serde_json::to_writer(&mut self.out, ev)?;
+                self.out.write_all(b"\n")?;
+                if !matches!(ev, AuditEvent::Access(_) | AuditEvent::BpfMap(_)) {
+                    self.out.flush()?;
+                }
+                Ok(())
+            }
+            Format::Text => match ev {
+                AuditEvent::Attach(r) => self.attach(r),
+                AuditEvent::Access(a) => self.access(a),
+                AuditEvent::Overlap(o) => self.overlap(o),
+                AuditEvent::Lost(l) => {
+                    let (y, r) = (self.paint(YELLOW), self.paint(RESET));
+                    writeln!(
+                        self.out,
+                        "{y}{} LOST {} {} events (total {}){r}",
+                        clock_time(l.ts_ns),
+                        l.count,
+                        l.what,
+                        l.total
+                    )
+                }
+                AuditEvent::Summary(s) => {
+                    writeln!(self.out, "--- summary (pid {}) ---", s.pid)?;
+                    writeln!(
+                        self.out,
+                        "events {}  accesses {}  overlaps {}  dropped {}  probe hits {}  duration {:.1}s",
+                        s.events,
+                        s.accesses,
+                        s.overlaps,
+                        s.dropped,
+                        s.probe_hits,
+                        s.duration_ms as f64 / 1000.0
+                    )?;
+                    if let Some(c) = s.target_exit_code {
+                        writeln!(self.out, "target exited with status {c}")?;
+                    }
+                    if let Some(sig) = s.target_signal {
+                        writeln!(self.out, "target killed by signal {sig}")?;
+                    }
+                    if let Some(f) = &s.target_fatal {
+                        writeln!(self.out, "target fatal error: {f}")?;
+                    }
+                    self.out.flush()
+                }
+                other => {
+                    serde_json::to_writer(&mut self.out, other)?;
+                    self.out.write_all(b"\n")
+                }
+            },
+        }
+    }
+
+    fn attach(&mut self, r: &AttachReport) -> io::Result<()> {
+        let (d, rs) = (self.paint(DIM), self.paint(RESET));
+        let emulated = r.probes.iter().filter(|p| p.emulated).count();
+        let exits = r.probes.iter().filter(|p| p.exit).count();
+        writeln!(
+            self.out,
+            "{d}attached to pid {} ({}): go{}{}, {}{}, {} maps, detect={}{rs}",
+            r.pid,
+            r.exe,
+            r.go_version,
+            r.module.as_deref().map(|m| format!(" {m}")).unwrap_or_default(),
+            if r.pie { "PIE" } else { "non-PIE" },
+            if r.stripped { ", stripped" } else { "" },
+            if r.swiss_maps { "Swiss" } else { "classic" },
+            r.detect
+        )?;
+        writeln!(
+            self.out,
+            "{d}  {} probes ({} entry, {} exit); {} on emulated instructions, {} single-stepped{rs}",
+            r.probes.len(),
+            r.probes.len() - exits,
+            exits,
+            emulated,
+            r.probes.len() - emulated
+        )?;
+        if self.show_plan {
+            for p in &r.probes {
+                writeln!(
+                    self.out,
+                    "{d}    {:<32} {:<7} +{:<4} {:<5} {:<28} {}{rs}",
+                    p.function,
+                    p.op.as_str(),
+                    p.offset,
+                    if p.exit { "exit" } else { "entry" },
+                    p.instruction,
+                    if p.emulated { "emulated" } else { "single-step" }
+                )?;
+            }
+        }
+        if !r.missing.is_empty() {
+            writeln!(self.out, "{d}  not in this binary: {}{rs}", r.missing.join(", "))?;
+        }
+        for f in &r.failed {
+            let (y, rs) = (self.paint(YELLOW), self.paint(RESET));
+            writeln!(self.out, "{y}  not attached: {f}{rs}")?;
+        }
+        self.out.flush()
+    }
+
+    fn access(&mut self, a: &Access) -> io::Result<()> {
+        if !self.header_done {
+            self.header_done = true;
+            let d = self.paint(DIM);
+            let r = self.paint(RESET);
+            writeln!(
+                self.out,
+                "{d}{:<15} {:>7} {:>7} {:>6} {:<7} {:<14} CALLER{r}",
+                "TIME", "PID", "TID", "GOID", "OP", "MAP"
+            )?;
+        }
+        let map = if a.map_gen > 0 {
+            format!("{:#x}/{}", a.map, a.map_gen)
+        } else {
+            format!("{:#x}", a.map)
+        };
+        writeln!(
+            self.out,
+            "{:<15} {:>7} {:>7} {:>6} {:<7} {:<14} {}",
+            clock_time(a.ts_ns),
+            a.pid,
+            a.tid,
+            a.goid,
+            a.op.as_str(),
+            map,
+            site(&a.function, &a.file, a.line)
+        )
+    }
+
+    fn party(&mut self, label: &str, p: &OverlapParty) -> io::Result<()> {
+        writeln!(
+            self.out,
+            "  {label}: goroutine {} (tid {}) {} via {} at {}",
+            p.goid,
+            p.tid,
+            p.op.as_str(),
+            p.runtime_fn,
+            site(&p.function, &p.file, p.line)
+        )?;
+        for f in p.stack.iter().skip(1) {
+            let Frame { function, file, line, .. } = f;
+            writeln!(self.out, "        {}", site(function, file, *line))?;
+        }
+        Ok(())
+    }
+
+    fn overlap(&mut self, o: &Overlap) -> io::Result<()> {
+        let (red, r) = (self.paint(RED), self.paint(RESET));
+        writeln!(
+            self.out,
+            "{red}{} OVERLAP pid {} map {:#x}: concurrent {}/{} ({}){r}",
+            clock_time(o.ts_ns),
+            o.pid,
+            o.map,
+            o.first.op.as_str(),
+            o.second.op.as_str(),
+            match o.detection {
+                crate::event::DetectionMode::WritingMarker => "writing marker set",
+                crate::event::DetectionMode::Interval => "intervals overlap",
+            }
+        )?;
+        self.party("first ", &o.first)?;
+        self.party("second", &o.second)?;
+        self.out.flush()
+    }
+
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use auditor_common::go_map::MapOp;
+
+    #[test]
+    fn clock_time_is_utc_time_of_day() {
+        assert_eq!(clock_time(3_723_000_123_000), "01:02:03.000123");
+    }
+
+    #[test]
+    fn text_access_line_names_caller_with_short_file() {
+        let mut buf = Vec::new();
+        let mut log = LiveLog::new(&mut buf, Format::Text, false);
+        log.write(&AuditEvent::Access(Access {
+            ts_ns: 0,
+            pid: 1,
+            tid: 2,
+            goid: 3,
+            map: 0xc000,
+            map_gen: 0,
+            op: MapOp::Delete,
+            runtime_fn: "runtime.mapdelete".into(),
+            function: "main.evict".into(),
+            file: "/src/app/cache.go".into(),
+            line: 77,
+            stack: vec![],
+        }))
+        .unwrap();
+        let text = String::from_utf8(buf).unwrap();
+        let line = text.lines().nth(1).unwrap();
+        assert!(line.contains("delete"), "{line}");
+        assert!(line.ends_with("main.evict (cache.go:77)"), "{line}");
+    }
+}

@@ -1,0 +1,267 @@
+//! End-to-end Go map auditing: real BPF programs, real Go processes built
+//! with a classic-map Go (1.19) and a Swiss-map Go (>= 1.24), plain and
+//! stripped+PIE, in `run` and `attach --pid` modes.
+
+mod common;
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{BufRead, BufReader},
+    path::Path,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::{GoToolchain, Link, bpf_available, build_go};
+use serde_json::Value;
+
+const OPS: &str = include_str!("go/ops.go");
+const RACE: &str = include_str!("go/race.go");
+const SYNCED: &str = include_str!("go/synced.go");
+const STRESS: &str = include_str!("go/stress.go");
+
+fn auditor() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_map-auditor"))
+}
+
+/// Output of one auditor run: its JSON events and the target's stdout.
+struct Audit {
+    events: Vec<Value>,
+    status: std::process::ExitStatus,
+    stderr: String,
+}
+
+impl Audit {
+    fn kind(&self, kind: &str) -> Vec<&Value> {
+        self.events.iter().filter(|e| e["kind"] == kind).collect()
+    }
+    fn summary(&self) -> &Value {
+        self.kind("summary").last().copied().expect("a summary event")
+    }
+}
+
+fn parse_events(stdout: &[u8]) -> (Vec<Value>, Vec<String>) {
+    let mut events = Vec::new();
+    let mut other = Vec::new();
+    for line in String::from_utf8_lossy(stdout).lines() {
+        match serde_json::from_str::<Value>(line) {
+            Ok(v) if v.get("kind").is_some() => events.push(v),
+            _ => other.push(line.to_string()),
+        }
+    }
+    (events, other)
+}
+
+/// `map-auditor run --format json [extra] -- exe args`. The target's
+/// stdout is interleaved with the JSON lines; it is returned separately.
+fn run_audit(exe: &Path, args: &[&str], extra: &[&str]) -> (Audit, Vec<String>) {
+    let out = auditor()
+        .args(["run", "--format", "json"])
+        .args(extra)
+        .arg("--")
+        .arg(exe)
+        .args(args)
+        .output()
+        .expect("start map-auditor");
+    let (events, target_out) = parse_events(&out.stdout);
+    (
+        Audit { events, status: out.status, stderr: String::from_utf8_lossy(&out.stderr).into() },
+        target_out,
+    )
+}
+
+fn toolchains() -> [(GoToolchain, Link); 3] {
+    [
+        (GoToolchain::Classic, Link::Plain),
+        (GoToolchain::Swiss, Link::Plain),
+        (GoToolchain::Swiss, Link::StrippedPie),
+    ]
+}
+
+fn ops_by_function(audit: &Audit) -> HashMap<String, HashSet<String>> {
+    let mut m: HashMap<String, HashSet<String>> = HashMap::new();
+    for a in audit.kind("access") {
+        m.entry(a["function"].as_str().unwrap().to_string())
+            .or_default()
+            .insert(a["op"].as_str().unwrap().to_string());
+    }
+    m
+}
+
+#[test]
+fn run_mode_sees_every_operation_with_call_sites_and_goroutines() {
+    if !bpf_available("run_mode_sees_every_operation_with_call_sites_and_goroutines") {
+        return;
+    }
+    for (tc, link) in toolchains() {
+        let exe = build_go("ops", OPS, tc, link);
+        let (audit, out) = run_audit(&exe, &[], &[]);
+        let ctx = format!("{tc:?}/{link:?}: stderr {}", audit.stderr);
+        assert!(audit.status.success(), "{ctx}");
+        assert!(out.iter().any(|l| l == "result 0 0 1"), "target output {out:?} {ctx}");
+        let main_goid: u64 = out.iter().find_map(|l| l.strip_prefix("main goid ")).unwrap().parse().unwrap();
+        let worker_goid: u64 =
+            out.iter().find_map(|l| l.strip_prefix("worker goid ")).unwrap().parse().unwrap();
+
+        let ops = ops_by_function(&audit);
+        let has = |f: &str, op: &str| ops.get(f).is_some_and(|s| s.contains(op));
+        assert!(has("main.writeInts", "write"), "{ops:?} {ctx}");
+        assert!(has("main.writeStrings", "write"), "{ops:?} {ctx}");
+        assert!(has("main.readInts", "read"), "{ops:?} {ctx}");
+        assert!(has("main.deleteInts", "delete"), "{ops:?} {ctx}");
+        assert!(has("main.iterate", "iterate"), "{ops:?} {ctx}");
+        assert!(has("main.writePoints", "write") && has("main.writePoints", "read"), "{ops:?} {ctx}");
+        assert!(has("main.clearAll", "clear") || has("main.clearAll", "delete"), "{ops:?} {ctx}");
+        assert!(has("main.main", "make"), "{ops:?} {ctx}");
+
+        // Goroutine ids: what the program says of itself.
+        let accesses = audit.kind("access");
+        let by = |f: &str| -> HashSet<u64> {
+            accesses.iter().filter(|a| a["function"] == f).map(|a| a["goid"].as_u64().unwrap()).collect()
+        };
+        assert_eq!(by("main.readInts"), HashSet::from([main_goid]), "{ctx}");
+        assert_eq!(by("main.deleteInts"), HashSet::from([worker_goid]), "{ctx}");
+        assert_eq!(by("main.writeInts"), HashSet::from([main_goid, worker_goid]), "{ctx}");
+
+        // Call sites resolve to the source file with a line inside the function.
+        let w = accesses.iter().find(|a| a["function"] == "main.writeInts").unwrap();
+        assert!(w["file"].as_str().unwrap().ends_with("main.go"), "{w} {ctx}");
+        assert!(w["line"].as_u64().unwrap() > 0, "{w} {ctx}");
+        assert_eq!(w["pid"], w["pid"].as_u64().unwrap());
+        assert_eq!(accesses.iter().filter(|a| a["function"] == "main.readInts").count(), 10, "{ctx}");
+
+        let s = audit.summary();
+        assert_eq!(s["target_exit_code"], 0, "{ctx}");
+        assert_eq!(s["dropped"], 0, "{ctx}");
+        assert_eq!(s["overlaps"], 0, "{ctx}");
+        assert!(audit.kind("attach")[0]["probes"].as_array().unwrap().len() > 10, "{ctx}");
+    }
+}
+
+#[test]
+fn attach_by_pid_sees_accesses_of_a_running_program() {
+    if !bpf_available("attach_by_pid_sees_accesses_of_a_running_program") {
+        return;
+    }
+    for (tc, link) in [(GoToolchain::Classic, Link::Plain), (GoToolchain::Swiss, Link::StrippedPie)] {
+        let exe = build_go("ops", OPS, tc, link);
+        let mut target = Command::new(&exe).arg("wait").stdout(Stdio::piped()).spawn().unwrap();
+        let pid = target.id();
+        let auditor = auditor()
+            .args(["attach", "--format", "json", "--pid", &pid.to_string()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = auditor.wait_with_output().unwrap();
+        let status = target.wait().unwrap();
+        assert!(status.success());
+        let mut lines = Vec::new();
+        BufReader::new(target.stdout.take().unwrap()).lines().for_each(|l| lines.push(l.unwrap()));
+        let (events, _) = parse_events(&out.stdout);
+        let audit = Audit { events, status: out.status, stderr: String::from_utf8_lossy(&out.stderr).into() };
+        let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
+        assert!(audit.status.success(), "{ctx}");
+        let ops = ops_by_function(&audit);
+        assert!(ops.get("main.deleteInts").is_some_and(|s| s.contains("delete")), "{ops:?} {ctx}");
+        let main_goid: u64 =
+            lines.iter().find_map(|l| l.strip_prefix("main goid ")).unwrap().parse().unwrap();
+        assert!(
+            audit.kind("access").iter().any(|a| a["function"] == "main.readInts" && a["goid"] == main_goid),
+            "{ctx}"
+        );
+        // The summary comes after the target exits on its own.
+        assert!(audit.summary()["accesses"].as_u64().unwrap() >= 40, "{ctx}");
+    }
+}
+
+#[test]
+fn race_is_reported_with_both_writers_named() {
+    if !bpf_available("race_is_reported_with_both_writers_named") {
+        return;
+    }
+    for (tc, link) in toolchains() {
+        let exe = build_go("race", RACE, tc, link);
+        let (audit, _) = run_audit(&exe, &[], &["--quiet"]);
+        let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
+        let overlaps = audit.kind("overlap");
+        assert!(!overlaps.is_empty(), "no overlap reported {ctx}");
+        let o = overlaps[0];
+        let sides: HashSet<&str> =
+            [o["first"]["function"].as_str().unwrap(), o["second"]["function"].as_str().unwrap()].into();
+        assert!(
+            sides.iter().all(|f| *f == "main.writerA" || *f == "main.writerB"),
+            "{o} {ctx}"
+        );
+        assert_ne!(o["first"]["goid"], o["second"]["goid"], "{ctx}");
+        assert!(o["first"]["stack"].as_array().unwrap().len() >= 2, "{o}");
+        // When the runtime kills the target the summary says so.
+        let s = audit.summary();
+        if s["target_exit_code"] != 0 {
+            assert_eq!(s["target_fatal"], "concurrent map writes", "{s}");
+            assert_eq!(s["target_exit_code"], 2, "{s}");
+        }
+    }
+}
+
+#[test]
+fn correctly_synchronised_programs_report_no_overlap() {
+    if !bpf_available("correctly_synchronised_programs_report_no_overlap") {
+        return;
+    }
+    for (tc, link) in [(GoToolchain::Classic, Link::Plain), (GoToolchain::Swiss, Link::Plain)] {
+        let exe = build_go("synced", SYNCED, tc, link);
+        for pattern in ["mutex", "rwmutex", "shards", "syncmap", "owner"] {
+            for detect in ["entry", "interval"] {
+                let (audit, out) = run_audit(&exe, &[pattern], &["--quiet", "--detect", detect]);
+                let ctx = format!("{tc:?} {pattern} {detect}: {}", audit.stderr);
+                assert!(audit.status.success(), "{ctx}");
+                assert!(out.iter().any(|l| l.starts_with("result ")), "{out:?} {ctx}");
+                assert_eq!(audit.kind("overlap").len(), 0, "{:?} {ctx}", audit.kind("overlap"));
+                assert!(audit.summary()["probe_hits"].as_u64().unwrap() > 1000, "{ctx}");
+            }
+        }
+    }
+}
+
+#[test]
+fn fully_probed_target_survives_gc_and_stack_growth() {
+    if !bpf_available("fully_probed_target_survives_gc_and_stack_growth") {
+        return;
+    }
+    for (tc, link) in toolchains() {
+        let exe = build_go("stress", STRESS, tc, link);
+        let plain = Command::new(&exe).output().unwrap();
+        assert!(plain.status.success());
+        let expected = String::from_utf8_lossy(&plain.stdout).trim().to_string();
+        // Interval mode puts probes on every RET as well: the most invasive mode.
+        let (audit, out) = run_audit(&exe, &[], &["--quiet", "--detect", "interval"]);
+        let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
+        assert!(audit.status.success(), "{ctx}");
+        assert_eq!(out.last().map(String::as_str), Some(expected.as_str()), "{ctx}");
+        assert!(audit.summary()["probe_hits"].as_u64().unwrap() > 10_000, "{ctx}");
+        assert_eq!(audit.kind("overlap").len(), 0, "{ctx}");
+    }
+}
+
+#[test]
+fn bad_targets_get_one_line_errors() {
+    if !bpf_available("bad_targets_get_one_line_errors") {
+        return;
+    }
+    let out = auditor().args(["attach", "--pid", "999999999"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("999999999"), "{err}");
+
+    let mut sleeper = Command::new("sleep").arg("5").spawn().unwrap();
+    let out = auditor().args(["attach", "--pid", &sleeper.id().to_string()]).output().unwrap();
+    let _ = sleeper.kill();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.to_lowercase().contains("go"), "{err}");
+
+    std::thread::sleep(Duration::from_millis(10));
+}
