@@ -1,1 +1,2 @@
 //! output
+pub mod report;
