@@ -140,15 +140,24 @@ impl GoroutineId {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+    pub(crate) fn from_index(i: usize) -> Self {
+        Self(i as u32)
+    }
 }
 impl MapId {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+    pub(crate) fn from_index(i: usize) -> Self {
+        Self(i as u32)
+    }
 }
 impl SiteId {
     pub fn index(self) -> usize {
         self.0 as usize
+    }
+    pub(crate) fn from_index(i: usize) -> Self {
+        Self(i as u32)
     }
 }
 
