@@ -343,6 +343,25 @@ fn recording_round_trips_into_the_same_findings() {
 }
 
 #[test]
+fn every_event_kind_reads_back_as_written() {
+    let mut events = small_session();
+    events.push(lost("access", 3, 9));
+    events.push(crate::event::AuditEvent::Summary(crate::event::Summary {
+        ts_ns: 9,
+        pid: PID,
+        events: 12,
+        target_exit_code: Some(2),
+        target_fatal: Some("concurrent map writes".into()),
+        ..Default::default()
+    }));
+    for e in events {
+        let line = serde_json::to_string(&e).unwrap();
+        let back: crate::event::AuditEvent = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, e, "{line}");
+    }
+}
+
+#[test]
 fn bad_recording_line_names_its_line_number() {
     let mut rec = small_recording();
     rec.push_str("{\"ts_ns\": 5, \"pid\": 1}\n");
@@ -484,5 +503,54 @@ fn ingest_rate() {
         "findings in {:?}: {} shared maps",
         start.elapsed(),
         f.shared_maps.len()
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4096
+}
+
+/// Memory per tracked edge when every access makes a new one, up to the
+/// cap; run like [`ingest_rate`].
+#[test]
+#[ignore]
+fn memory_per_edge() {
+    let limits = GraphLimits {
+        max_edges: 1_000_000,
+        max_goroutines: 1_000_000,
+        ..GraphLimits::default()
+    };
+    // 500k goroutines x 1 map x 1 site: 500k goroutine edges + 1 site edge;
+    // then 1M accesses more that only bump counters or hit the cap.
+    let events: Vec<_> = (0..1_500_000u64)
+        .map(|i| {
+            access(
+                i,
+                i % 500_000 + 1,
+                0xc000000000 + (i % 7) * 0x1000,
+                Write,
+                "main.work",
+                1,
+            )
+        })
+        .collect();
+    let before = rss_bytes();
+    let start = std::time::Instant::now();
+    let g = graph_of(&events, limits);
+    let took = start.elapsed();
+    let after = rss_bytes();
+    let (gs, _, _, es) = g.size();
+    println!(
+        "{es} edges, {gs} goroutines in {took:?} ({:.1} M events/s); RSS +{} MiB, {:.0} bytes per edge (goroutine node included); truncated {:?}",
+        1.5 / took.as_secs_f64(),
+        (after - before) >> 20,
+        (after - before) as f64 / es as f64,
+        g.truncation()
     );
 }

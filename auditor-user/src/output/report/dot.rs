@@ -135,7 +135,7 @@ pub fn render_dot(report: &AuditReport, opts: &RenderOptions) -> String {
         out.push_str("  subgraph cluster_bpf {\n    label=\"bpf(2) on BPF maps\";\n");
         let mut ranked: Vec<_> = bpf.iter().collect();
         ranked.sort_by_key(|e| (std::cmp::Reverse(e.total), e.pid, e.map_id));
-        ranked.truncate(opts.top_maps.max(1) * 2);
+        ranked.truncate(opts.graph_top.max(1) * 2);
         let mut pids: Vec<u32> = ranked.iter().map(|e| e.pid).collect();
         pids.sort_unstable();
         pids.dedup();

@@ -74,6 +74,10 @@ fn scene(v: &ProcessView) -> (Vec<Node>, Vec<Edge>) {
             label.push('\n');
             label.push_str(t);
         }
+        if info.global.is_some() || info.make_site.is_some() {
+            label.push('\n');
+            label.push_str(&info.identity.to_string());
+        }
         if info.overlaps > 0 {
             label.push_str(&format!("\n{} overlaps", info.overlaps));
         }
@@ -154,7 +158,7 @@ fn layered_svg(nodes: &[Node], edges: &[Edge]) -> String {
     for e in edges {
         let look = StyleAttr::new(
             Color::new(if e.alarm { RED } else { GREY }),
-            if e.alarm { 3 } else { 1 },
+            if e.alarm { 2 } else { 1 },
             None,
             0,
             FONT - 2,

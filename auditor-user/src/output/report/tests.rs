@@ -196,11 +196,12 @@ fn big_graphs_show_top_n_and_say_so() {
         top_goroutines: 4,
         top_sites: 3,
         top_findings: 2,
+        graph_top: 5,
     };
     let dot = render_dot(&r, &small);
     assert_eq!(dot.matches("shape=box").count(), 5);
     assert!(
-        dot.contains("showing the top 5 of 50 maps, 4 of 52 goroutines"),
+        dot.contains("showing the top 5 of 50 maps, 5 of 52 goroutines, 5 of 50 call sites"),
         "{dot}"
     );
     let text = render_text(&r, &small);

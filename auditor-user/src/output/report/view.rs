@@ -17,6 +17,9 @@ pub struct RenderOptions {
     pub top_sites: usize,
     /// Overlap findings and shared maps listed.
     pub top_findings: usize,
+    /// Maps, goroutines and call sites drawn per process in graphs (each):
+    /// a layered picture stops being readable well before tables do.
+    pub graph_top: usize,
 }
 
 impl Default for RenderOptions {
@@ -26,6 +29,7 @@ impl Default for RenderOptions {
             top_goroutines: 20,
             top_sites: 20,
             top_findings: 50,
+            graph_top: 12,
         }
     }
 }
@@ -108,7 +112,7 @@ impl<'a> ProcessView<'a> {
     /// of overlaps on shown maps are always shown.
     pub fn new(p: &'a ProcessGraph, opts: &RenderOptions) -> Self {
         let mut maps = ranked_maps(p);
-        maps.truncate(opts.top_maps);
+        maps.truncate(opts.graph_top);
         let shown_map = |m: &MapId| maps.contains(m);
 
         let mut g_weight: FxHashMap<GoroutineId, u64> = FxHashMap::default();
@@ -119,7 +123,7 @@ impl<'a> ProcessView<'a> {
         }
         let mut goroutines: Vec<GoroutineId> = g_weight.keys().copied().collect();
         goroutines.sort_by_key(|g| (std::cmp::Reverse(g_weight[g]), p.goroutine(*g).goid));
-        goroutines.truncate(opts.top_goroutines);
+        goroutines.truncate(opts.graph_top);
 
         let overlaps: Vec<&OverlapGroup> = p
             .overlap_groups()
@@ -134,7 +138,7 @@ impl<'a> ProcessView<'a> {
         }
         let mut sites: Vec<SiteId> = s_weight.keys().copied().collect();
         sites.sort_by_key(|s| (std::cmp::Reverse(s_weight[s]), *s));
-        sites.truncate(opts.top_sites);
+        sites.truncate(opts.graph_top);
         for o in &overlaps {
             for s in [o.first_site, o.second_site] {
                 if !sites.contains(&s) {
