@@ -137,6 +137,7 @@ pub struct MapId(u32);
 pub struct SiteId(u32);
 
 impl GoroutineId {
+    /// Position in the process graph's node list.
     pub fn index(self) -> usize {
         self.0 as usize
     }
@@ -145,6 +146,7 @@ impl GoroutineId {
     }
 }
 impl MapId {
+    /// Position in the process graph's node list.
     pub fn index(self) -> usize {
         self.0 as usize
     }
@@ -153,6 +155,7 @@ impl MapId {
     }
 }
 impl SiteId {
+    /// Position in the process graph's node list.
     pub fn index(self) -> usize {
         self.0 as usize
     }
@@ -326,24 +329,31 @@ impl ProcessGraph {
         }
     }
 
+    /// Goroutine nodes, in first-seen order.
     pub fn goroutines(&self) -> &[GoroutineInfo] {
         &self.goroutines
     }
+    /// Map nodes, in first-seen order.
     pub fn maps(&self) -> &[MapInfo] {
         &self.maps
     }
+    /// Call-site nodes, in first-seen order.
     pub fn sites(&self) -> &[SiteInfo] {
         &self.sites
     }
+    /// Overlap groups, in first-seen order.
     pub fn overlap_groups(&self) -> &[OverlapGroup] {
         &self.overlap_groups
     }
+    /// The goroutine node `id`.
     pub fn goroutine(&self, id: GoroutineId) -> &GoroutineInfo {
         &self.goroutines[id.index()]
     }
+    /// The map node `id`.
     pub fn map(&self, id: MapId) -> &MapInfo {
         &self.maps[id.index()]
     }
+    /// The call-site node `id`.
     pub fn site(&self, id: SiteId) -> &SiteInfo {
         &self.sites[id.index()]
     }
@@ -615,6 +625,7 @@ pub struct BpfMapUse {
 }
 
 impl BpfMapUse {
+    /// Calls of every command.
     pub fn total(&self) -> u64 {
         self.commands.iter().map(|c| c.1).sum()
     }
@@ -754,9 +765,11 @@ impl AccessGraph {
         }
     }
 
+    /// The caps this graph enforces.
     pub fn limits(&self) -> &GraphLimits {
         &self.limits
     }
+    /// What the caps kept out so far.
     pub fn truncation(&self) -> &Truncation {
         &self.truncation
     }
@@ -768,6 +781,7 @@ impl AccessGraph {
     pub fn processes(&self) -> impl Iterator<Item = &ProcessGraph> {
         self.processes.values()
     }
+    /// The graph of process `pid`, if tracked.
     pub fn process_graph(&self, pid: u32) -> Option<&ProcessGraph> {
         self.processes.get(&pid)
     }

@@ -98,10 +98,12 @@ impl OpCounts {
         }
     }
 
+    /// Count of `op`.
     pub fn get(&self, op: MapOp) -> u64 {
         self.0[Self::slot(op)]
     }
 
+    /// Count of every operation.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
@@ -158,14 +160,17 @@ impl Serialize for OpCounts {
 pub struct OpSet(u8);
 
 impl OpSet {
+    /// Add `op` to the set.
     pub fn insert(&mut self, op: MapOp) {
         self.0 |= 1 << (op as u8);
     }
 
+    /// Is `op` in the set?
     pub fn contains(&self, op: MapOp) -> bool {
         self.0 & (1 << (op as u8)) != 0
     }
 
+    /// The operations in the set, in report order.
     pub fn iter(&self) -> impl Iterator<Item = MapOp> + '_ {
         ALL_OPS.into_iter().filter(|&op| self.contains(op))
     }

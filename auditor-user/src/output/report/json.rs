@@ -56,6 +56,7 @@ pub struct ReportDocument<'a> {
 }
 
 #[derive(Serialize)]
+/// Session totals.
 pub struct Totals {
     pub events: u64,
     pub processes: usize,
@@ -64,6 +65,7 @@ pub struct Totals {
 }
 
 #[derive(Serialize)]
+/// The findings, each overlap and shared map with `map_name`.
 pub struct FindingsDoc<'a> {
     pub overlaps: Vec<Named<'a, OverlapFinding>>,
     pub shared_maps: Vec<Named<'a, SharedMapRanking>>,
@@ -79,6 +81,7 @@ pub struct Named<'a, T> {
 }
 
 #[derive(Serialize)]
+/// One process's whole graph.
 pub struct ProcessDoc<'a> {
     pub pid: u32,
     pub accesses: u64,
@@ -93,6 +96,7 @@ pub struct ProcessDoc<'a> {
 }
 
 #[derive(Serialize)]
+/// A map node; `index` is what edges refer to.
 pub struct MapDoc<'a> {
     pub index: usize,
     pub map: MapIdentity,
@@ -105,6 +109,7 @@ pub struct MapDoc<'a> {
 }
 
 #[derive(Serialize)]
+/// A goroutine node.
 pub struct GoroutineDoc {
     pub goid: u64,
     pub ops: OpCounts,
@@ -115,6 +120,7 @@ pub struct GoroutineDoc {
 }
 
 #[derive(Serialize)]
+/// A call-site node; `index` is what edges refer to.
 pub struct SiteDoc<'a> {
     pub index: usize,
     #[serde(flatten)]
@@ -124,6 +130,7 @@ pub struct SiteDoc<'a> {
 }
 
 #[derive(Serialize)]
+/// Goroutine → map edge; `map` indexes the process's `maps`.
 pub struct GoroutineEdgeDoc {
     pub goid: u64,
     pub map: usize,
@@ -131,6 +138,7 @@ pub struct GoroutineEdgeDoc {
 }
 
 #[derive(Serialize)]
+/// Call site → map edge; both fields index the process's lists.
 pub struct SiteEdgeDoc {
     pub site: usize,
     pub map: usize,
@@ -138,6 +146,7 @@ pub struct SiteEdgeDoc {
 }
 
 #[derive(Serialize)]
+/// Events lost before they reached map-auditor.
 pub struct LossDoc<'a> {
     pub pid: u32,
     pub what: &'a str,
