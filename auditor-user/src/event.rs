@@ -3,15 +3,15 @@
 //! documented contract in docs/events.md; `SCHEMA_VERSION` versions it.
 
 use auditor_common::go_map::MapOp;
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Version of the JSON event schema (docs/events.md).
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// One resolved stack frame.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Frame {
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub pc: u64,
     pub function: String,
     pub file: String,
@@ -19,18 +19,18 @@ pub struct Frame {
 }
 
 /// A Go map access seen by a probe.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Access {
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
     pub goid: u64,
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub map: u64,
     /// Bumped each time a map is made at an address already seen, so a freed
     /// and reused address does not merge two maps.
     pub map_gen: u32,
-    #[serde(serialize_with = "op_name")]
+    #[serde(serialize_with = "op_name", deserialize_with = "op_from_name")]
     pub op: MapOp,
     /// The runtime function probed (e.g. `runtime.mapassign_faststr`).
     pub runtime_fn: String,
@@ -38,27 +38,28 @@ pub struct Access {
     pub function: String,
     pub file: String,
     pub line: u32,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<Frame>,
 }
 
 /// One side of an overlap.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlapParty {
     pub ts_ns: u64,
     pub goid: u64,
     pub tid: u32,
-    #[serde(serialize_with = "op_name")]
+    #[serde(serialize_with = "op_name", deserialize_with = "op_from_name")]
     pub op: MapOp,
     pub runtime_fn: String,
     pub function: String,
     pub file: String,
     pub line: u32,
+    #[serde(default)]
     pub stack: Vec<Frame>,
 }
 
 /// How an overlap was detected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DetectionMode {
     /// Entry probe saw the runtime's writing marker set by another goroutine.
@@ -68,11 +69,11 @@ pub enum DetectionMode {
 }
 
 /// Two goroutines in one map at once, at least one of them mutating.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Overlap {
     pub ts_ns: u64,
     pub pid: u32,
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub map: u64,
     pub map_gen: u32,
     pub detection: DetectionMode,
@@ -81,7 +82,7 @@ pub struct Overlap {
 }
 
 /// Events lost between the kernel and us.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lost {
     pub ts_ns: u64,
     pub pid: u32,
@@ -94,7 +95,7 @@ pub struct Lost {
 }
 
 /// End-of-session totals.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Summary {
     pub ts_ns: u64,
     pub pid: u32,
@@ -151,7 +152,7 @@ pub struct AttachReport {
 }
 
 /// Anything a sink can receive. Serialises with a `kind` tag.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum AuditEvent {
     Attach(AttachReport),
@@ -182,6 +183,53 @@ pub fn hex<S: Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
 
 fn op_name<S: Serializer>(op: &MapOp, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(op.as_str())
+}
+
+/// Read an address written by [`hex`]; a bare JSON integer is accepted too.
+pub fn from_hex<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Addr<'a> {
+        Num(u64),
+        Text(&'a str),
+        Owned(String),
+    }
+    let parse = |t: &str| {
+        let digits = t
+            .strip_prefix("0x")
+            .or_else(|| t.strip_prefix("0X"))
+            .ok_or_else(|| {
+                serde::de::Error::custom(format!("address {t:?} is not 0x-prefixed hex"))
+            })?;
+        u64::from_str_radix(digits, 16)
+            .map_err(|_| serde::de::Error::custom(format!("address {t:?} is not valid hex")))
+    };
+    match Addr::deserialize(d)? {
+        Addr::Num(n) => Ok(n),
+        Addr::Text(t) => parse(t),
+        Addr::Owned(t) => parse(&t),
+    }
+}
+
+/// Read an operation name written by `op_name` (`read`, `write`, ...).
+fn op_from_name<'de, D: Deserializer<'de>>(d: D) -> Result<MapOp, D::Error> {
+    let name = std::borrow::Cow::<str>::deserialize(d)?;
+    const OPS: [MapOp; 6] = [
+        MapOp::Read,
+        MapOp::Write,
+        MapOp::Delete,
+        MapOp::Iterate,
+        MapOp::Clear,
+        MapOp::Make,
+    ];
+    OPS.into_iter()
+        .find(|op| op.as_str() == name)
+        .ok_or_else(|| {
+            serde::de::Error::unknown_variant(
+                &name,
+                &["read", "write", "delete", "iterate", "clear", "make"],
+            )
+        })
 }
 
 #[cfg(test)]

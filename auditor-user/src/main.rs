@@ -9,7 +9,7 @@ fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Doctor(args) => map_auditor::doctor::run(args),
-        Command::Report(args) => map_auditor::analysis::run_report(args).map(|()| 0),
+        Command::Report(args) => map_auditor::output::report::run_report(args).map(|()| 0),
         other => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()

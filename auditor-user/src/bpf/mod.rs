@@ -1,9 +1,9 @@
 //! bpf(2) syscall auditing: who touched which BPF map.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// A bpf(2) call on a map, decoded and enriched.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BpfMapEvent {
     pub ts_ns: u64,
     pub pid: u32,

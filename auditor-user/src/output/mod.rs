@@ -1,3 +1,4 @@
-//! Renderers: the live log (text or JSON lines), recordings, reports.
+//! Renderers: the live log (text or JSON lines) and reports.
 
 pub mod live;
+pub mod report;

@@ -1,0 +1,75 @@
+//! Session reports rendered from an [`AuditReport`]: aligned text, one JSON
+//! document, Graphviz dot and a self-contained HTML page; and
+//! [`run_report`], the `map-auditor report` command.
+
+mod dot;
+mod html;
+mod json;
+mod svg;
+mod tables;
+mod text;
+mod view;
+
+use std::io::Write;
+
+use anyhow::Context;
+
+pub use dot::render_dot;
+pub use html::render_html;
+pub use json::{REPORT_SCHEMA_VERSION, ReportDocument, render_json, report_document};
+pub use text::render_text;
+pub use view::RenderOptions;
+
+use crate::analysis::{AuditReport, report_from_jsonl};
+use crate::cli::{ReportArgs, ReportFormat};
+
+/// Render `report` in `format`.
+///
+/// ```
+/// use map_auditor::analysis::{AccessGraph, AuditReport, GraphLimits};
+/// use map_auditor::cli::ReportFormat;
+/// use map_auditor::output::report::{render, RenderOptions};
+/// let report = AuditReport::from_graph(AccessGraph::new(GraphLimits::default()));
+/// let text = render(&report, ReportFormat::Text, &RenderOptions::default());
+/// assert!(text.contains("Overlaps: none caught"));
+/// ```
+pub fn render(report: &AuditReport, format: ReportFormat, opts: &RenderOptions) -> String {
+    match format {
+        ReportFormat::Text => render_text(report, opts),
+        ReportFormat::Json => render_json(report),
+        ReportFormat::Dot => render_dot(report, opts),
+        ReportFormat::Html => render_html(report, opts),
+    }
+}
+
+/// `map-auditor report`: read a recording, render it, write it to
+/// `--output` or stdout. Errors are one line naming the file (and line).
+pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
+    let name = args.input.display().to_string();
+    let file = std::fs::File::open(&args.input)
+        .with_context(|| format!("cannot open recording {name}"))?;
+    let mut report = report_from_jsonl(std::io::BufReader::new(file))
+        .map_err(|e| anyhow::anyhow!(e.in_file(&name)))?;
+    if let Some(r) = report.recording.as_mut() {
+        r.source = Some(name);
+    }
+    let rendered = render(&report, args.format, &RenderOptions::default());
+    match &args.output {
+        Some(path) => std::fs::write(path, rendered)
+            .with_context(|| format!("cannot write report to {}", path.display())),
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(rendered.as_bytes())
+                .and_then(|()| out.flush())
+            {
+                // A closed pipe (`| head`) is the reader's choice, not an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                r => r.context("cannot write report to stdout"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
