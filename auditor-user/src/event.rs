@@ -114,14 +114,14 @@ pub struct Summary {
 }
 
 /// One probe site as attached (the attach report).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachedProbe {
     pub function: String,
-    #[serde(serialize_with = "op_name")]
+    #[serde(serialize_with = "op_name", deserialize_with = "op_from_name")]
     pub op: MapOp,
     /// Offset of the probed instruction from the function's start.
     pub offset: u64,
-    #[serde(serialize_with = "hex")]
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub file_offset: u64,
     pub instruction: String,
     /// Whether the kernel emulates the instruction (cheap) or single-steps it.
@@ -131,7 +131,7 @@ pub struct AttachedProbe {
 }
 
 /// What was attached to a target, and how.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttachReport {
     pub ts_ns: u64,
     pub pid: u32,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use super::identity::{CallSite, MapIdentity, OpCounts, OpSet};
 use crate::bpf::BpfMapEvent;
-use crate::event::{Access, AuditEvent, DetectionMode, Lost, Overlap, Summary};
+use crate::event::{Access, AttachReport, AuditEvent, DetectionMode, Lost, Overlap, Summary};
 
 /// Caps on what the graph tracks, session-wide (summed over processes).
 ///
@@ -661,6 +661,7 @@ pub struct AccessGraph {
     bpf: FxHashMap<(u32, u32), BpfMapUse>,
     losses: BTreeMap<(u32, String), LossTally>,
     summaries: BTreeMap<u32, Summary>,
+    attachments: BTreeMap<u32, AttachReport>,
     events: u64,
 }
 
@@ -688,6 +689,15 @@ impl AccessGraph {
                 }
             }
             AuditEvent::BpfMap(e) => self.ingest_bpf(e),
+            AuditEvent::Attach(r) => {
+                if self.attachments.len() < self.limits.max_processes
+                    || self.attachments.contains_key(&r.pid)
+                {
+                    self.attachments.insert(r.pid, r.clone());
+                } else {
+                    self.truncation.processes += 1;
+                }
+            }
             AuditEvent::Lost(l) => self.ingest_lost(l),
             AuditEvent::Summary(s) => {
                 if self.summaries.len() < self.limits.max_processes
@@ -799,6 +809,11 @@ impl AccessGraph {
         &self.losses
     }
     /// Last summary per PID.
+    /// Attach reports by PID: what was probed in each target, and how.
+    pub fn attachments(&self) -> &BTreeMap<u32, AttachReport> {
+        &self.attachments
+    }
+
     pub fn summaries(&self) -> &BTreeMap<u32, Summary> {
         &self.summaries
     }
