@@ -11,6 +11,7 @@ package main
 
 import (
 	"fmt"
+	"math/rand"
 	"os"
 	"strconv"
 	"sync"
@@ -35,8 +36,10 @@ func (inv *Inventory) Count(item string) int {
 	return inv.items[item]
 }
 
-// sessions is the deliberately unsynchronised part.
-var sessions = map[int]string{}
+// sessions is the deliberately unsynchronised part. It is sized up front:
+// a map that grows makes each write long (buckets are moved), and the race
+// would then end the program within a second.
+var sessions = make(map[int]string, 4096)
 
 func recordSession(worker, i int) {
 	sessions[worker*1000+i%1000] = "user-" + strconv.Itoa(i)
@@ -45,6 +48,13 @@ func recordSession(worker, i int) {
 func lookupSession(i int) bool {
 	_, ok := sessions[i%4000]
 	return ok
+}
+
+// pause sleeps about d, give or take half. The jitter keeps the racing
+// goroutines from waking on the same timer tick, which would make their
+// accesses collide (and the runtime abort) far more often.
+func pause(d time.Duration) {
+	time.Sleep(d/2 + time.Duration(rand.Int63n(int64(d))))
 }
 
 func main() {
@@ -78,7 +88,7 @@ func main() {
 			defer wg.Done()
 			for i := 0; time.Now().Before(deadline); i++ {
 				recordSession(w, i)
-				time.Sleep(500 * time.Microsecond)
+				pause(10 * time.Millisecond)
 			}
 		}(w)
 	}
@@ -91,7 +101,7 @@ func main() {
 			if lookupSession(i) {
 				hits++
 			}
-			time.Sleep(300 * time.Microsecond)
+			pause(4 * time.Millisecond)
 		}
 		fmt.Printf("session lookups hit %d times\n", hits)
 	}()
