@@ -18,7 +18,11 @@ fn main() -> anyhow::Result<()> {
         .parent()
         .ok_or_else(|| anyhow!("auditor-ebpf has no directory"))?;
     aya_build::build_ebpf(
-        [Package { name: "auditor-ebpf", root_dir: root.as_str(), ..Default::default() }],
+        [Package {
+            name: "auditor-ebpf",
+            root_dir: root.as_str(),
+            ..Default::default()
+        }],
         Toolchain::default(),
     )
 }

@@ -1,1 +1,68 @@
-fn main() {}
+//! `cargo xtask`: the project's developer and CI tooling.
+//!
+//! - `setup`: install what builds and tests need (idempotent).
+//! - `test`: setup, then the workspace tests with the Go toolchains exported.
+//! - `lint`: rustfmt check and clippy with warnings denied.
+//! - `demo`: build map-auditor and audit a bundled racy Go program.
+//! - `bench`: overhead measurements (to be written).
+//!
+//! Exit codes: 0 success, 1 failure (the reason is printed on one line,
+//! followed by what to do), 2 bad command line (clap).
+
+mod bench;
+mod demo;
+mod lint;
+mod paths;
+mod process;
+mod setup;
+mod test;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", about = "Developer and CI tasks for map-auditor")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install toolchains, packages and mounts the build and tests need.
+    /// Safe to run again: steps already done are only checked.
+    Setup,
+    /// Run setup, then `cargo test --workspace` with the Go toolchains exported.
+    ///
+    /// Extra arguments go to `cargo test`, e.g.
+    /// `cargo xtask test -p auditor-user -- --nocapture`.
+    Test {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        cargo_args: Vec<String>,
+    },
+    /// Check formatting (rustfmt) and lints (clippy, warnings denied).
+    Lint,
+    /// Build map-auditor and audit a bundled Go program that races on a map.
+    Demo(demo::DemoArgs),
+    /// Measure the auditor's overhead on Go map operations.
+    Bench(bench::BenchArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => setup::run().map(|_| 0),
+        Task::Test { cargo_args } => test::run(&cargo_args),
+        Task::Lint => lint::run().map(|()| 0),
+        Task::Demo(args) => demo::run(&args).map(|()| 0),
+        Task::Bench(args) => bench::run(&args).map(|()| 0),
+    };
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line:
+            // "what failed: why: what to do".
+            eprintln!("error: {err:#}");
+            std::process::exit(1);
+        }
+    }
+}

@@ -1,0 +1,3 @@
+module example.com/racy-maps
+
+go 1.19

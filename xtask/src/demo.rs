@@ -1,0 +1,91 @@
+//! `cargo xtask demo`: build map-auditor, build the bundled racy Go program
+//! (xtask/demo/main.go) and audit it for fifteen seconds.
+//!
+//! The program shares one map under a mutex and races on another; the demo
+//! shows the auditor naming the racing accesses. Attaching uprobes needs
+//! root (or CAP_BPF + CAP_PERFMON + CAP_SYS_PTRACE).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Args, ValueEnum};
+
+use crate::setup::GoToolchains;
+use crate::{paths, process, setup};
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Which Go builds the demo program: its map implementation differs.
+    #[arg(long, value_enum, default_value_t = GoFlavour::Swiss)]
+    pub go: GoFlavour,
+    /// How long map-auditor watches (passed as `--duration`).
+    #[arg(long, default_value = "15s")]
+    pub duration: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GoFlavour {
+    /// Go 1.19: classic hashmap.
+    Classic,
+    /// Go 1.24+: Swiss tables.
+    Swiss,
+}
+
+/// Build both programs, then run the auditor on the demo.
+pub fn run(args: &DemoArgs) -> Result<()> {
+    if !paths::is_root() {
+        bail!(
+            "the demo attaches uprobes, which needs root: run `sudo -E cargo xtask demo` \
+             (or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE)"
+        );
+    }
+    let go = setup::run()?;
+    let root = paths::workspace_root();
+    process::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "auditor-user",
+    ]))
+    .context("building map-auditor failed")?;
+    let demo = build_demo(&root, &go, args.go)?;
+    let auditor = root.join("target/release/map-auditor");
+
+    println!("auditing {} for {}", demo.display(), args.duration);
+    process::run(
+        Command::new(&auditor)
+            .args(["run", "--duration", &args.duration, "--"])
+            .arg(&demo),
+    )
+    .context("map-auditor run did not finish cleanly")
+}
+
+/// Compile xtask/demo with the chosen Go into target/demo/racy-maps-<flavour>.
+fn build_demo(root: &Path, go: &GoToolchains, flavour: GoFlavour) -> Result<PathBuf> {
+    let go_binary = match flavour {
+        GoFlavour::Classic => &go.classic,
+        GoFlavour::Swiss => &go.swiss,
+    };
+    let goroot = go_binary
+        .parent()
+        .and_then(Path::parent)
+        .context("go binary is not inside a GOROOT")?;
+    let out_dir = root.join("target/demo");
+    let exe = out_dir.join(format!("racy-maps-{flavour:?}").to_lowercase());
+    process::run(
+        Command::new(go_binary)
+            .current_dir(root.join("xtask/demo"))
+            .env("GOROOT", goroot)
+            .env("GOCACHE", out_dir.join(".gocache"))
+            .env("GOPATH", out_dir.join(".gopath"))
+            .env("GOTOOLCHAIN", "local")
+            // A static binary keeps the probes on Go code only.
+            .env("CGO_ENABLED", "0")
+            .args(["build", "-o"])
+            .arg(&exe)
+            .arg("."),
+    )
+    .context("building the demo Go program failed")?;
+    Ok(exe)
+}

@@ -1,0 +1,81 @@
+//! Debian packages: `bpftool` (inspecting loaded programs and maps) and
+//! `golang-go` (Go 1.19, the last classic-hashmap toolchain Debian ships).
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use super::Outcome;
+use crate::{paths, process};
+
+/// A Debian package and the file that proves it is installed.
+struct DebianPackage {
+    name: &'static str,
+    provides: &'static str,
+}
+
+const PACKAGES: &[DebianPackage] = &[
+    DebianPackage {
+        name: "bpftool",
+        provides: "/usr/sbin/bpftool",
+    },
+    DebianPackage {
+        name: "golang-go",
+        provides: paths::GO_CLASSIC,
+    },
+];
+
+/// Install the missing packages with one `apt-get install`.
+pub fn ensure() -> Result<Vec<Outcome>> {
+    let missing: Vec<&DebianPackage> = PACKAGES
+        .iter()
+        .filter(|p| !Path::new(p.provides).exists())
+        .collect();
+    if !missing.is_empty() {
+        if !paths::is_root() {
+            bail!(
+                "Debian packages missing: {}; run `sudo apt-get install -y {}` or `cargo xtask setup` as root",
+                names(&missing),
+                names(&missing)
+            );
+        }
+        // Only refresh the package lists when we must: it is the slow part.
+        process::run(Command::new("apt-get").args(["update", "-q"]))
+            .context("apt-get update failed: check that Debian's package mirror is reachable")?;
+        process::run(
+            Command::new("apt-get")
+                .args(["install", "-y", "-q", "--no-install-recommends"])
+                .args(missing.iter().map(|p| p.name))
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )
+        .with_context(|| format!("apt-get could not install {}", names(&missing)))?;
+    }
+    PACKAGES
+        .iter()
+        .map(|p| {
+            if !Path::new(p.provides).exists() {
+                bail!(
+                    "package {} is installed but {} does not exist: this Debian release lays it out differently; \
+                     update paths in xtask/src/setup/apt.rs",
+                    p.name,
+                    p.provides
+                );
+            }
+            let what = format!("{} ({})", p.name, p.provides);
+            Ok(if missing.iter().any(|m| m.name == p.name) {
+                Outcome::Installed(what)
+            } else {
+                Outcome::Present(what)
+            })
+        })
+        .collect()
+}
+
+fn names(packages: &[&DebianPackage]) -> String {
+    packages
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
