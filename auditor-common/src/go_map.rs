@@ -157,7 +157,15 @@ pub struct Party {
 
 impl Default for Party {
     fn default() -> Self {
-        Self { ts_ns: 0, goid: 0, tid: 0, probe_id: 0, op: 0, stack_len: 0, stack: [0; MAX_STACK] }
+        Self {
+            ts_ns: 0,
+            goid: 0,
+            tid: 0,
+            probe_id: 0,
+            op: 0,
+            stack_len: 0,
+            stack: [0; MAX_STACK],
+        }
     }
 }
 

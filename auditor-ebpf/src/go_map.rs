@@ -16,8 +16,8 @@
 use auditor_common::{
     Counter, EventKind,
     go_map::{
-        ACTIVE_SLOTS, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg, MapKey,
-        MapOp, MapState, Party, cookie, mode,
+        ACTIVE_SLOTS, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg, MapKey, MapOp,
+        MapState, Party, cookie, mode,
     },
 };
 use aya_ebpf::{
@@ -84,9 +84,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
             if it == 0 {
                 0
             } else {
-                match unsafe {
-                    bpf_probe_read_user((it + cfg.iter_map_off as u64) as *const u64)
-                } {
+                match unsafe { bpf_probe_read_user((it + cfg.iter_map_off as u64) as *const u64) } {
                     Ok(m) => m,
                     Err(_) => {
                         count(Counter::GoReadFailed);
@@ -111,7 +109,11 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         }
     };
     let ts = now();
-    let maptype = if cookie::map_arg(c) == MapArg::Rbx as u8 { regs.rax } else { 0 };
+    let maptype = if cookie::map_arg(c) == MapArg::Rbx as u8 {
+        regs.rax
+    } else {
+        0
+    };
 
     let party = unsafe { &mut *SCRATCH_PARTY.get_ptr_mut(0)? };
     party.ts_ns = ts;
@@ -185,12 +187,17 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
             }
         }
     }
-    if !reported
-        && writing != 0
-        && state.last_writer.goid != 0
-        && state.last_writer.goid != goid
-    {
-        emit_overlap(pid, tid, ts, map, &state.last_writer, party, mode::ENTRY, writing);
+    if !reported && writing != 0 && state.last_writer.goid != 0 && state.last_writer.goid != goid {
+        emit_overlap(
+            pid,
+            tid,
+            ts,
+            map,
+            &state.last_writer,
+            party,
+            mode::ENTRY,
+            writing,
+        );
     }
 
     if op.mutates() {

@@ -55,9 +55,20 @@ fn filter_from(opts: &GoAuditOptions) -> Result<AccessFilter> {
     let ops = if opts.ops.is_empty() {
         None
     } else {
-        Some(opts.ops.iter().map(|s| parse_op(s)).collect::<Result<Vec<_>, _>>().map_err(anyhow::Error::msg)?)
+        Some(
+            opts.ops
+                .iter()
+                .map(|s| parse_op(s))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(anyhow::Error::msg)?,
+        )
     };
-    let map = opts.map.as_deref().map(parse_addr).transpose().map_err(anyhow::Error::msg)?;
+    let map = opts
+        .map
+        .as_deref()
+        .map(parse_addr)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
     Ok(AccessFilter {
         ops,
         map,
@@ -86,22 +97,35 @@ impl Sinks {
     fn new(opts: &GoAuditOptions) -> Result<Self> {
         let stdout = std::io::stdout();
         let colour = opts.format == Format::Text && stdout.is_terminal();
-        let mut live = LiveLog::new(Box::new(BufWriter::new(stdout)) as Box<dyn Write>, opts.format, colour);
+        let mut live = LiveLog::new(
+            Box::new(BufWriter::new(stdout)) as Box<dyn Write>,
+            opts.format,
+            colour,
+        );
         live.show_plan = opts.show_plan;
         let record = match &opts.record {
-            Some(p) => Some(BufWriter::new(
-                File::create(p).with_context(|| format!("cannot create recording {}", p.display()))?,
-            )),
+            Some(p) => {
+                Some(BufWriter::new(File::create(p).with_context(|| {
+                    format!("cannot create recording {}", p.display())
+                })?))
+            }
             None => None,
         };
-        Ok(Self { live, record, filter: filter_from(opts)? })
+        Ok(Self {
+            live,
+            record,
+            filter: filter_from(opts)?,
+        })
     }
 
     fn emit(&mut self, ev: &AuditEvent) -> Result<()> {
         if let Some(r) = &mut self.record {
             serde_json::to_writer(&mut *r, ev)?;
             r.write_all(b"\n")?;
-            if matches!(ev, AuditEvent::Overlap(_) | AuditEvent::Summary(_) | AuditEvent::Lost(_)) {
+            if matches!(
+                ev,
+                AuditEvent::Overlap(_) | AuditEvent::Summary(_) | AuditEvent::Lost(_)
+            ) {
                 r.flush()?;
             }
         }
@@ -212,7 +236,9 @@ impl GoSession {
     fn start(pid: u32, opts: &GoAuditOptions) -> Result<Self> {
         let plan = ProbePlan::for_pid_with(
             pid,
-            PlanOptions { exit_sites: opts.detect == DetectMode::Interval },
+            PlanOptions {
+                exit_sites: opts.detect == DetectMode::Interval,
+            },
         )?;
         if plan.sites.is_empty() {
             bail!(
@@ -307,14 +333,23 @@ impl GoSession {
 
     fn dropped(&self) -> u64 {
         let c = &self.totals.last_counters;
-        c.get(Counter::GoAccessDropped) + c.get(Counter::GoOverlapDropped) + self.totals.decode_errors
+        c.get(Counter::GoAccessDropped)
+            + c.get(Counter::GoOverlapDropped)
+            + self.totals.decode_errors
     }
 
-    async fn pump(&mut self, stop: &AtomicBool, deadline: Option<Instant>, target_gone: &dyn Fn() -> bool) -> Result<()> {
+    async fn pump(
+        &mut self,
+        stop: &AtomicBool,
+        deadline: Option<Instant>,
+        target_gone: &dyn Fn() -> bool,
+    ) -> Result<()> {
         let mut batch = Vec::with_capacity(1024);
         let mut last_check = Instant::now();
         loop {
-            self.ring.read_batch(&mut batch, Duration::from_millis(100)).await;
+            self.ring
+                .read_batch(&mut batch, Duration::from_millis(100))
+                .await;
             self.handle(&mut batch)?;
             if last_check.elapsed() >= Duration::from_secs(1) {
                 self.check_losses()?;
@@ -381,7 +416,12 @@ fn stop_flag() -> Arc<AtomicBool> {
 fn process_alive(pid: u32) -> bool {
     // A zombie still has /proc/PID but no longer runs code.
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'),
+        Ok(s) => !s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
         Err(_) => false,
     }
 }
@@ -393,7 +433,9 @@ pub async fn attach(args: &AttachArgs) -> Result<i32> {
     let stop = stop_flag();
     let mut session = GoSession::start(pid, &args.opts)?;
     let deadline = args.opts.duration.map(|d| Instant::now() + d);
-    session.pump(&stop, deadline, &|| !process_alive(pid)).await?;
+    session
+        .pump(&stop, deadline, &|| !process_alive(pid))
+        .await?;
     session.finish(TargetEnd::default())?;
     Ok(0)
 }
@@ -414,9 +456,9 @@ pub async fn run(args: &RunArgs) -> Result<i32> {
             Ok(())
         });
     }
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("cannot start {prog}: check the path and that it is executable"))?;
+    let mut child = cmd.spawn().with_context(|| {
+        format!("cannot start {prog}: check the path and that it is executable")
+    })?;
     let pid = child.id();
     // The child stops with SIGTRAP right after exec, before its first instruction.
     let mut status = 0;

@@ -36,7 +36,10 @@ impl Audit {
         self.events.iter().filter(|e| e["kind"] == kind).collect()
     }
     fn summary(&self) -> &Value {
-        self.kind("summary").last().copied().expect("a summary event")
+        self.kind("summary")
+            .last()
+            .copied()
+            .expect("a summary event")
     }
 }
 
@@ -65,7 +68,11 @@ fn run_audit(exe: &Path, args: &[&str], extra: &[&str]) -> (Audit, Vec<String>) 
         .expect("start map-auditor");
     let (events, target_out) = parse_events(&out.stdout);
     (
-        Audit { events, status: out.status, stderr: String::from_utf8_lossy(&out.stderr).into() },
+        Audit {
+            events,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        },
         target_out,
     )
 }
@@ -98,10 +105,22 @@ fn run_mode_sees_every_operation_with_call_sites_and_goroutines() {
         let (audit, out) = run_audit(&exe, &[], &[]);
         let ctx = format!("{tc:?}/{link:?}: stderr {}", audit.stderr);
         assert!(audit.status.success(), "{ctx}");
-        assert!(out.iter().any(|l| l == "result 0 0 1"), "target output {out:?} {ctx}");
-        let main_goid: u64 = out.iter().find_map(|l| l.strip_prefix("main goid ")).unwrap().parse().unwrap();
-        let worker_goid: u64 =
-            out.iter().find_map(|l| l.strip_prefix("worker goid ")).unwrap().parse().unwrap();
+        assert!(
+            out.iter().any(|l| l == "result 0 0 1"),
+            "target output {out:?} {ctx}"
+        );
+        let main_goid: u64 = out
+            .iter()
+            .find_map(|l| l.strip_prefix("main goid "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        let worker_goid: u64 = out
+            .iter()
+            .find_map(|l| l.strip_prefix("worker goid "))
+            .unwrap()
+            .parse()
+            .unwrap();
 
         let ops = ops_by_function(&audit);
         let has = |f: &str, op: &str| ops.get(f).is_some_and(|s| s.contains(op));
@@ -110,31 +129,61 @@ fn run_mode_sees_every_operation_with_call_sites_and_goroutines() {
         assert!(has("main.readInts", "read"), "{ops:?} {ctx}");
         assert!(has("main.deleteInts", "delete"), "{ops:?} {ctx}");
         assert!(has("main.iterate", "iterate"), "{ops:?} {ctx}");
-        assert!(has("main.writePoints", "write") && has("main.writePoints", "read"), "{ops:?} {ctx}");
-        assert!(has("main.clearAll", "clear") || has("main.clearAll", "delete"), "{ops:?} {ctx}");
+        assert!(
+            has("main.writePoints", "write") && has("main.writePoints", "read"),
+            "{ops:?} {ctx}"
+        );
+        assert!(
+            has("main.clearAll", "clear") || has("main.clearAll", "delete"),
+            "{ops:?} {ctx}"
+        );
         assert!(has("main.main", "make"), "{ops:?} {ctx}");
 
         // Goroutine ids: what the program says of itself.
         let accesses = audit.kind("access");
         let by = |f: &str| -> HashSet<u64> {
-            accesses.iter().filter(|a| a["function"] == f).map(|a| a["goid"].as_u64().unwrap()).collect()
+            accesses
+                .iter()
+                .filter(|a| a["function"] == f)
+                .map(|a| a["goid"].as_u64().unwrap())
+                .collect()
         };
         assert_eq!(by("main.readInts"), HashSet::from([main_goid]), "{ctx}");
         assert_eq!(by("main.deleteInts"), HashSet::from([worker_goid]), "{ctx}");
-        assert_eq!(by("main.writeInts"), HashSet::from([main_goid, worker_goid]), "{ctx}");
+        assert_eq!(
+            by("main.writeInts"),
+            HashSet::from([main_goid, worker_goid]),
+            "{ctx}"
+        );
 
         // Call sites resolve to the source file with a line inside the function.
-        let w = accesses.iter().find(|a| a["function"] == "main.writeInts").unwrap();
-        assert!(w["file"].as_str().unwrap().ends_with("main.go"), "{w} {ctx}");
+        let w = accesses
+            .iter()
+            .find(|a| a["function"] == "main.writeInts")
+            .unwrap();
+        assert!(
+            w["file"].as_str().unwrap().ends_with("main.go"),
+            "{w} {ctx}"
+        );
         assert!(w["line"].as_u64().unwrap() > 0, "{w} {ctx}");
         assert_eq!(w["pid"], w["pid"].as_u64().unwrap());
-        assert_eq!(accesses.iter().filter(|a| a["function"] == "main.readInts").count(), 10, "{ctx}");
+        assert_eq!(
+            accesses
+                .iter()
+                .filter(|a| a["function"] == "main.readInts")
+                .count(),
+            10,
+            "{ctx}"
+        );
 
         let s = audit.summary();
         assert_eq!(s["target_exit_code"], 0, "{ctx}");
         assert_eq!(s["dropped"], 0, "{ctx}");
         assert_eq!(s["overlaps"], 0, "{ctx}");
-        assert!(audit.kind("attach")[0]["probes"].as_array().unwrap().len() > 10, "{ctx}");
+        assert!(
+            audit.kind("attach")[0]["probes"].as_array().unwrap().len() > 10,
+            "{ctx}"
+        );
     }
 }
 
@@ -143,9 +192,16 @@ fn attach_by_pid_sees_accesses_of_a_running_program() {
     if !bpf_available("attach_by_pid_sees_accesses_of_a_running_program") {
         return;
     }
-    for (tc, link) in [(GoToolchain::Classic, Link::Plain), (GoToolchain::Swiss, Link::StrippedPie)] {
+    for (tc, link) in [
+        (GoToolchain::Classic, Link::Plain),
+        (GoToolchain::Swiss, Link::StrippedPie),
+    ] {
         let exe = build_go("ops", OPS, tc, link);
-        let mut target = Command::new(&exe).arg("wait").stdout(Stdio::piped()).spawn().unwrap();
+        let mut target = Command::new(&exe)
+            .arg("wait")
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
         let pid = target.id();
         let auditor = auditor()
             .args(["attach", "--format", "json", "--pid", &pid.to_string()])
@@ -157,17 +213,34 @@ fn attach_by_pid_sees_accesses_of_a_running_program() {
         let status = target.wait().unwrap();
         assert!(status.success());
         let mut lines = Vec::new();
-        BufReader::new(target.stdout.take().unwrap()).lines().for_each(|l| lines.push(l.unwrap()));
+        BufReader::new(target.stdout.take().unwrap())
+            .lines()
+            .for_each(|l| lines.push(l.unwrap()));
         let (events, _) = parse_events(&out.stdout);
-        let audit = Audit { events, status: out.status, stderr: String::from_utf8_lossy(&out.stderr).into() };
+        let audit = Audit {
+            events,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        };
         let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
         assert!(audit.status.success(), "{ctx}");
         let ops = ops_by_function(&audit);
-        assert!(ops.get("main.deleteInts").is_some_and(|s| s.contains("delete")), "{ops:?} {ctx}");
-        let main_goid: u64 =
-            lines.iter().find_map(|l| l.strip_prefix("main goid ")).unwrap().parse().unwrap();
         assert!(
-            audit.kind("access").iter().any(|a| a["function"] == "main.readInts" && a["goid"] == main_goid),
+            ops.get("main.deleteInts")
+                .is_some_and(|s| s.contains("delete")),
+            "{ops:?} {ctx}"
+        );
+        let main_goid: u64 = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("main goid "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            audit
+                .kind("access")
+                .iter()
+                .any(|a| a["function"] == "main.readInts" && a["goid"] == main_goid),
             "{ctx}"
         );
         // The summary comes after the target exits on its own.
@@ -187,10 +260,15 @@ fn race_is_reported_with_both_writers_named() {
         let overlaps = audit.kind("overlap");
         assert!(!overlaps.is_empty(), "no overlap reported {ctx}");
         let o = overlaps[0];
-        let sides: HashSet<&str> =
-            [o["first"]["function"].as_str().unwrap(), o["second"]["function"].as_str().unwrap()].into();
+        let sides: HashSet<&str> = [
+            o["first"]["function"].as_str().unwrap(),
+            o["second"]["function"].as_str().unwrap(),
+        ]
+        .into();
         assert!(
-            sides.iter().all(|f| *f == "main.writerA" || *f == "main.writerB"),
+            sides
+                .iter()
+                .all(|f| *f == "main.writerA" || *f == "main.writerB"),
             "{o} {ctx}"
         );
         assert_ne!(o["first"]["goid"], o["second"]["goid"], "{ctx}");
@@ -209,16 +287,30 @@ fn correctly_synchronised_programs_report_no_overlap() {
     if !bpf_available("correctly_synchronised_programs_report_no_overlap") {
         return;
     }
-    for (tc, link) in [(GoToolchain::Classic, Link::Plain), (GoToolchain::Swiss, Link::Plain)] {
+    for (tc, link) in [
+        (GoToolchain::Classic, Link::Plain),
+        (GoToolchain::Swiss, Link::Plain),
+    ] {
         let exe = build_go("synced", SYNCED, tc, link);
         for pattern in ["mutex", "rwmutex", "shards", "syncmap", "owner"] {
             for detect in ["entry", "interval"] {
                 let (audit, out) = run_audit(&exe, &[pattern], &["--quiet", "--detect", detect]);
                 let ctx = format!("{tc:?} {pattern} {detect}: {}", audit.stderr);
                 assert!(audit.status.success(), "{ctx}");
-                assert!(out.iter().any(|l| l.starts_with("result ")), "{out:?} {ctx}");
-                assert_eq!(audit.kind("overlap").len(), 0, "{:?} {ctx}", audit.kind("overlap"));
-                assert!(audit.summary()["probe_hits"].as_u64().unwrap() > 1000, "{ctx}");
+                assert!(
+                    out.iter().any(|l| l.starts_with("result ")),
+                    "{out:?} {ctx}"
+                );
+                assert_eq!(
+                    audit.kind("overlap").len(),
+                    0,
+                    "{:?} {ctx}",
+                    audit.kind("overlap")
+                );
+                assert!(
+                    audit.summary()["probe_hits"].as_u64().unwrap() > 1000,
+                    "{ctx}"
+                );
             }
         }
     }
@@ -238,8 +330,15 @@ fn fully_probed_target_survives_gc_and_stack_growth() {
         let (audit, out) = run_audit(&exe, &[], &["--quiet", "--detect", "interval"]);
         let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
         assert!(audit.status.success(), "{ctx}");
-        assert_eq!(out.last().map(String::as_str), Some(expected.as_str()), "{ctx}");
-        assert!(audit.summary()["probe_hits"].as_u64().unwrap() > 10_000, "{ctx}");
+        assert_eq!(
+            out.last().map(String::as_str),
+            Some(expected.as_str()),
+            "{ctx}"
+        );
+        assert!(
+            audit.summary()["probe_hits"].as_u64().unwrap() > 10_000,
+            "{ctx}"
+        );
         assert_eq!(audit.kind("overlap").len(), 0, "{ctx}");
     }
 }
@@ -249,14 +348,20 @@ fn bad_targets_get_one_line_errors() {
     if !bpf_available("bad_targets_get_one_line_errors") {
         return;
     }
-    let out = auditor().args(["attach", "--pid", "999999999"]).output().unwrap();
+    let out = auditor()
+        .args(["attach", "--pid", "999999999"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("999999999"), "{err}");
 
     let mut sleeper = Command::new("sleep").arg("5").spawn().unwrap();
-    let out = auditor().args(["attach", "--pid", &sleeper.id().to_string()]).output().unwrap();
+    let out = auditor()
+        .args(["attach", "--pid", &sleeper.id().to_string()])
+        .output()
+        .unwrap();
     let _ = sleeper.kill();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());

@@ -28,7 +28,13 @@ pub fn clock_time(ts_ns: u64) -> String {
     let secs = ts_ns / 1_000_000_000;
     let micros = (ts_ns % 1_000_000_000) / 1000;
     let day = secs % 86_400;
-    format!("{:02}:{:02}:{:02}.{:06}", day / 3600, day / 60 % 60, day % 60, micros)
+    format!(
+        "{:02}:{:02}:{:02}.{:06}",
+        day / 3600,
+        day / 60 % 60,
+        day % 60,
+        micros
+    )
 }
 
 fn site(function: &str, file: &str, line: u32) -> String {
@@ -42,7 +48,13 @@ fn site(function: &str, file: &str, line: u32) -> String {
 
 impl<W: Write> LiveLog<W> {
     pub fn new(out: W, format: Format, colour: bool) -> Self {
-        Self { out, format, colour, header_done: false, show_plan: false }
+        Self {
+            out,
+            format,
+            colour,
+            header_done: false,
+            show_plan: false,
+        }
     }
 
     fn paint(&self, code: &'static str) -> &'static str {
@@ -117,7 +129,10 @@ impl<W: Write> LiveLog<W> {
             r.pid,
             r.exe,
             r.go_version,
-            r.module.as_deref().map(|m| format!(" {m}")).unwrap_or_default(),
+            r.module
+                .as_deref()
+                .map(|m| format!(" {m}"))
+                .unwrap_or_default(),
             if r.pie { "PIE" } else { "non-PIE" },
             if r.stripped { ", stripped" } else { "" },
             if r.swiss_maps { "Swiss" } else { "classic" },
@@ -142,12 +157,20 @@ impl<W: Write> LiveLog<W> {
                     p.offset,
                     if p.exit { "exit" } else { "entry" },
                     p.instruction,
-                    if p.emulated { "emulated" } else { "single-step" }
+                    if p.emulated {
+                        "emulated"
+                    } else {
+                        "single-step"
+                    }
                 )?;
             }
         }
         if !r.missing.is_empty() {
-            writeln!(self.out, "{d}  not in this binary: {}{rs}", r.missing.join(", "))?;
+            writeln!(
+                self.out,
+                "{d}  not in this binary: {}{rs}",
+                r.missing.join(", ")
+            )?;
         }
         for f in &r.failed {
             let (y, rs) = (self.paint(YELLOW), self.paint(RESET));
@@ -196,7 +219,12 @@ impl<W: Write> LiveLog<W> {
             site(&p.function, &p.file, p.line)
         )?;
         for f in p.stack.iter().skip(1) {
-            let Frame { function, file, line, .. } = f;
+            let Frame {
+                function,
+                file,
+                line,
+                ..
+            } = f;
             writeln!(self.out, "        {}", site(function, file, *line))?;
         }
         Ok(())

@@ -7,7 +7,10 @@ pub struct WallClock {
 }
 
 fn now_ns(clock: libc::clockid_t) -> i128 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
     // SAFETY: valid pointer to a timespec.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
@@ -17,7 +20,9 @@ impl WallClock {
     pub fn new() -> Self {
         let mono = now_ns(libc::CLOCK_MONOTONIC);
         let real = now_ns(libc::CLOCK_REALTIME);
-        Self { offset_ns: real - mono }
+        Self {
+            offset_ns: real - mono,
+        }
     }
 
     /// Unix-epoch nanoseconds for a kernel `bpf_ktime_get_ns()` value.

@@ -3,7 +3,8 @@
 //! skew or a truncated record must not crash the reader.
 
 use auditor_common::{
-    EventHeader, EventKind, Pod, bpf_syscall::BpfSyscallEvent,
+    EventHeader, EventKind, Pod,
+    bpf_syscall::BpfSyscallEvent,
     go_map::{GoMapAccess, GoMapOverlap},
 };
 
@@ -23,7 +24,11 @@ pub enum DecodeError {
     #[error("unknown record kind {kind}")]
     UnknownKind { kind: u32 },
     #[error("record of kind {kind:?} has {len} bytes, expected at least {need}")]
-    Truncated { kind: EventKind, len: usize, need: usize },
+    Truncated {
+        kind: EventKind,
+        len: usize,
+        need: usize,
+    },
 }
 
 fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
@@ -39,7 +44,8 @@ fn read_pod<T: Pod>(bytes: &[u8]) -> Option<T> {
 pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
     let header: EventHeader =
         read_pod(bytes).ok_or(DecodeError::ShortHeader { len: bytes.len() })?;
-    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
+    let kind =
+        EventKind::from_u32(header.kind).ok_or(DecodeError::UnknownKind { kind: header.kind })?;
     fn need<T: Pod>(kind: EventKind, bytes: &[u8]) -> Result<T, DecodeError> {
         read_pod(bytes).ok_or(DecodeError::Truncated {
             kind,
@@ -70,14 +76,22 @@ mod tests {
             },
             map: 0xc000100000,
             maptype: 0x4a0000,
-            party: Party { goid: 42, op: 2, stack_len: 1, ..Party::default() },
+            party: Party {
+                goid: 42,
+                op: 2,
+                stack_len: 1,
+                ..Party::default()
+            },
             exit: 0,
             writing_seen: 0,
             _pad: [0; 6],
         };
         // SAFETY: GoMapAccess is Pod.
         unsafe {
-            std::slice::from_raw_parts((&ev as *const GoMapAccess).cast::<u8>(), size_of::<GoMapAccess>())
+            std::slice::from_raw_parts(
+                (&ev as *const GoMapAccess).cast::<u8>(),
+                size_of::<GoMapAccess>(),
+            )
         }
         .to_vec()
     }
@@ -97,14 +111,23 @@ mod tests {
     #[test]
     fn truncated_record_is_an_error_not_a_crash() {
         let b = access_bytes();
-        assert!(matches!(decode(&b[..40]), Err(DecodeError::Truncated { .. })));
-        assert!(matches!(decode(&b[..3]), Err(DecodeError::ShortHeader { len: 3 })));
+        assert!(matches!(
+            decode(&b[..40]),
+            Err(DecodeError::Truncated { .. })
+        ));
+        assert!(matches!(
+            decode(&b[..3]),
+            Err(DecodeError::ShortHeader { len: 3 })
+        ));
     }
 
     #[test]
     fn unknown_kind_is_reported() {
         let mut b = access_bytes();
         b[0] = 200;
-        assert_eq!(decode(&b).unwrap_err(), DecodeError::UnknownKind { kind: 200 });
+        assert_eq!(
+            decode(&b).unwrap_err(),
+            DecodeError::UnknownKind { kind: 200 }
+        );
     }
 }

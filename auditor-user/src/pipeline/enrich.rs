@@ -69,7 +69,10 @@ impl<R: FrameResolver> GoEnricher<R> {
     }
 
     fn probe_name(&self, id: u16) -> String {
-        self.probe_names.get(id as usize).cloned().unwrap_or_else(|| format!("probe#{id}"))
+        self.probe_names
+            .get(id as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("probe#{id}"))
     }
 
     fn generation(&mut self, map: u64, made: bool) -> u32 {
@@ -167,10 +170,18 @@ mod tests {
     }
 
     fn record(op: MapOp, map: u64, stack0: u64) -> GoMapAccess {
-        let mut party = Party { goid: 5, op: op as u8, stack_len: 1, ..Party::default() };
+        let mut party = Party {
+            goid: 5,
+            op: op as u8,
+            stack_len: 1,
+            ..Party::default()
+        };
         party.stack[0] = stack0;
         GoMapAccess {
-            header: EventHeader { kind: EventKind::GoMapAccess as u32, ..Default::default() },
+            header: EventHeader {
+                kind: EventKind::GoMapAccess as u32,
+                ..Default::default()
+            },
             map,
             maptype: 0,
             party,
@@ -193,9 +204,29 @@ mod tests {
     #[test]
     fn remade_address_gets_a_new_generation() {
         let mut e = GoEnricher::new(Table, vec![], WallClock::new());
-        assert_eq!(e.access(&record(MapOp::Make, 0xc0, 0x1000)).unwrap().map_gen, 0);
-        assert_eq!(e.access(&record(MapOp::Write, 0xc0, 0x1000)).unwrap().map_gen, 0);
-        assert_eq!(e.access(&record(MapOp::Make, 0xc0, 0x1000)).unwrap().map_gen, 1);
-        assert_eq!(e.access(&record(MapOp::Read, 0xc0, 0x1000)).unwrap().map_gen, 1);
+        assert_eq!(
+            e.access(&record(MapOp::Make, 0xc0, 0x1000))
+                .unwrap()
+                .map_gen,
+            0
+        );
+        assert_eq!(
+            e.access(&record(MapOp::Write, 0xc0, 0x1000))
+                .unwrap()
+                .map_gen,
+            0
+        );
+        assert_eq!(
+            e.access(&record(MapOp::Make, 0xc0, 0x1000))
+                .unwrap()
+                .map_gen,
+            1
+        );
+        assert_eq!(
+            e.access(&record(MapOp::Read, 0xc0, 0x1000))
+                .unwrap()
+                .map_gen,
+            1
+        );
     }
 }

@@ -36,7 +36,10 @@ pub fn parse_op(s: &str) -> Result<MapOp, String> {
 /// Parse `0xc000012000` (or without `0x`).
 pub fn parse_addr(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let t = t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")).unwrap_or(t);
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
     u64::from_str_radix(t, 16)
         .map_err(|_| format!("invalid map address {s:?}: use hex, e.g. 0xc000012000"))
 }
@@ -97,7 +100,10 @@ mod tests {
     fn package_is_path_up_to_first_dot_after_last_slash() {
         assert_eq!(package_of("net/http.(*Server).Serve"), "net/http");
         assert_eq!(package_of("main.worker.func1"), "main");
-        assert_eq!(package_of("example.com/app/cache.(*LRU).Get"), "example.com/app/cache");
+        assert_eq!(
+            package_of("example.com/app/cache.(*LRU).Get"),
+            "example.com/app/cache"
+        );
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! - [`clock`]: kernel monotonic time to wall-clock time.
 
 pub mod clock;
+pub mod decode;
 pub mod enrich;
 pub mod filter;
-pub mod decode;
 pub mod ring;

@@ -1,10 +1,10 @@
 //! The kernel's per-CPU counters ([`auditor_common::Counter`]), summed.
 
+use auditor_common::{COUNTER_COUNT, COUNTERS_MAP, Counter};
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
 };
-use auditor_common::{COUNTER_COUNT, COUNTERS_MAP, Counter};
 
 use super::ProbeError;
 
@@ -29,8 +29,10 @@ impl KernelCounters {
         let map = ebpf
             .take_map(COUNTERS_MAP)
             .ok_or(ProbeError::MissingMap { name: COUNTERS_MAP })?;
-        let map = PerCpuArray::try_from(map)
-            .map_err(|source| ProbeError::Map { name: COUNTERS_MAP, source })?;
+        let map = PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
+            name: COUNTERS_MAP,
+            source,
+        })?;
         Ok(Self { map })
     }
 

@@ -43,9 +43,15 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, ProbeError> {
         .program_mut(GO_PROGRAM)
         .ok_or(ProbeError::MissingProgram { name: GO_PROGRAM })?
         .try_into()
-        .map_err(|source| ProbeError::Program { name: GO_PROGRAM, source })?;
+        .map_err(|source| ProbeError::Program {
+            name: GO_PROGRAM,
+            source,
+        })?;
     if prog.fd().is_err() {
-        prog.load().map_err(|source| ProbeError::Program { name: GO_PROGRAM, source })?;
+        prog.load().map_err(|source| ProbeError::Program {
+            name: GO_PROGRAM,
+            source,
+        })?;
     }
     Ok(prog)
 }
@@ -77,21 +83,34 @@ pub fn attach(
         let map = ebpf
             .map_mut(TARGETS_MAP)
             .ok_or(ProbeError::MissingMap { name: TARGETS_MAP })?;
-        let mut targets: HashMap<_, u32, GoTargetConfig> = HashMap::try_from(map)
-            .map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
+        let mut targets: HashMap<_, u32, GoTargetConfig> =
+            HashMap::try_from(map).map_err(|source| ProbeError::Map {
+                name: TARGETS_MAP,
+                source,
+            })?;
         targets
             .insert(pid, config, 0)
-            .map_err(|source| ProbeError::Map { name: TARGETS_MAP, source })?;
+            .map_err(|source| ProbeError::Map {
+                name: TARGETS_MAP,
+                source,
+            })?;
     }
     let prog = program(ebpf)?;
-    let mut out = GoAttachment { pid, attached: Vec::new(), failed: Vec::new() };
+    let mut out = GoAttachment {
+        pid,
+        attached: Vec::new(),
+        failed: Vec::new(),
+    };
     for site in &plan.sites {
         let point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
             cookie: Some(site_cookie(site)),
         };
         match prog.attach(point, &plan.exe, UProbeScope::OneProcess(nz)) {
-            Ok(link) => out.attached.push(AttachedSite { site: site.clone(), link }),
+            Ok(link) => out.attached.push(AttachedSite {
+                site: site.clone(),
+                link,
+            }),
             Err(e) => out.failed.push((site.clone(), e.to_string())),
         }
     }
@@ -122,8 +141,11 @@ impl GoAttachment {
         }
         if let Some(map) = ebpf.map_mut(MAP_STATE_MAP) {
             if let Ok(mut state) = HashMap::<_, MapKey, MapState>::try_from(map) {
-                let keys: Vec<MapKey> =
-                    state.keys().filter_map(Result::ok).filter(|k| k.pid == self.pid).collect();
+                let keys: Vec<MapKey> = state
+                    .keys()
+                    .filter_map(Result::ok)
+                    .filter(|k| k.pid == self.pid)
+                    .collect();
                 for k in keys {
                     let _ = state.remove(&k);
                 }

@@ -57,7 +57,10 @@ pub struct LoadOptions {
 
 impl Default for LoadOptions {
     fn default() -> Self {
-        Self { ring_bytes: 16 << 20, max_maps: 65536 }
+        Self {
+            ring_bytes: 16 << 20,
+            max_maps: 65536,
+        }
     }
 }
 
