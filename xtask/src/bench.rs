@@ -1,23 +1,244 @@
-//! `cargo xtask bench`: the auditor's overhead on Go map operations.
+//! `cargo xtask bench`: what the auditor costs a Go program, measured side
+//! by side in one run and reported as ratios to the unprobed program.
 //!
-//! The measurements themselves are still to be written; the shape is fixed
-//! here so that CI and docs can refer to the command.
+//! The target (xtask/bench/main.go) times its own map loop and reports its
+//! peak RSS, so the auditor's start-up is not counted. Each configuration
+//! runs `--repeat` times; the median is reported. Configurations:
+//! - native: no probes;
+//! - `-race`: the same program built with the race detector (the usual
+//!   alternative to the auditor);
+//! - entry, findings only (`--quiet`): the default detection, as a
+//!   production user would run it;
+//! - entry, every access streamed as JSON;
+//! - entry with probes on each function's first instruction instead of the
+//!   stack-check `jbe` (what naive placement would cost);
+//! - interval, findings only: entry plus RET probes.
 
-use anyhow::{Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context as _, Result, bail};
 use clap::Args;
+
+use crate::setup::GoToolchains;
+use crate::{paths, process, setup};
 
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// Map operations per measured run.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Loop iterations (two map operations each) per measured run.
+    #[arg(long, default_value_t = 200_000)]
     pub ops: u64,
+    /// Runs per configuration; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub repeat: usize,
+    /// Which Go builds the target.
+    #[arg(long, value_enum, default_value_t = crate::demo::GoFlavour::Swiss)]
+    pub go: crate::demo::GoFlavour,
+    /// Also write the table as Markdown to this file.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
 }
 
-/// Not written yet: says so instead of pretending to measure.
+/// One measured run.
+#[derive(Clone, Copy, Debug)]
+struct Sample {
+    ns_per_op: f64,
+    target_rss_kib: u64,
+    auditor_rss_kib: u64,
+}
+
+fn parse_target_line(stdout: &str) -> Option<(f64, u64)> {
+    let line = stdout.lines().find(|l| l.starts_with("ns_per_op "))?;
+    let mut it = line.split_whitespace();
+    it.next()?;
+    let ns: f64 = it.next()?.parse().ok()?;
+    it.next()?;
+    let rss: u64 = it.next()?.parse().ok()?;
+    Some((ns, rss))
+}
+
+/// Run `cmd` and wait for it with wait4, to get its own peak RSS.
+fn run_measured(cmd: &mut Command) -> Result<(String, u64)> {
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    let pid = child.id() as i32;
+    let out = {
+        use std::io::Read;
+        let mut child = child;
+        let mut s = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut s)?;
+        let mut e = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut e)?;
+        let mut status = 0;
+        // SAFETY: zeroed rusage is a valid out-parameter; pid is our child.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r != pid || !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != 0 {
+            bail!("{} failed: {}", process::display(cmd), e.trim());
+        }
+        std::mem::forget(child);
+        (s, ru.ru_maxrss as u64)
+    };
+    Ok(out)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn build(root: &Path, go: &Path, race: bool) -> Result<PathBuf> {
+    let goroot = go
+        .parent()
+        .and_then(Path::parent)
+        .context("go binary outside a GOROOT")?;
+    let out = root.join("target/bench");
+    let exe = out.join(if race { "mapbench-race" } else { "mapbench" });
+    let mut cmd = Command::new(go);
+    cmd.current_dir(root.join("xtask/bench"))
+        .env("GOROOT", goroot)
+        .env("GOCACHE", out.join(".gocache"))
+        .env("GOPATH", out.join(".gopath"))
+        .env("GOTOOLCHAIN", "local")
+        // -race needs cgo; the plain build is static like most services.
+        .env("CGO_ENABLED", if race { "1" } else { "0" })
+        .arg("build");
+    if race {
+        cmd.arg("-race");
+    }
+    process::run(cmd.args(["-o"]).arg(&exe).arg(".")).context("building the bench target")?;
+    Ok(exe)
+}
+
+/// Run the benchmark table.
 pub fn run(args: &BenchArgs) -> Result<()> {
-    bail!(
-        "bench: no benchmarks are defined yet (requested {} ops); \
-         the lead adds them in xtask/src/bench.rs",
-        args.ops
-    )
+    if !paths::is_root() {
+        bail!("bench attaches uprobes, which needs root: run it as root");
+    }
+    let go: GoToolchains = setup::run()?;
+    let root = paths::workspace_root();
+    process::run(Command::new("cargo").current_dir(&root).args([
+        "build",
+        "--release",
+        "-p",
+        "auditor-user",
+    ]))
+    .context("building map-auditor")?;
+    let auditor = root.join("target/release/map-auditor");
+    let go_bin = match args.go {
+        crate::demo::GoFlavour::Classic => &go.classic,
+        crate::demo::GoFlavour::Swiss => &go.swiss,
+    };
+    let plain = build(&root, go_bin, false)?;
+    let race = build(&root, go_bin, true);
+    let n = args.ops.to_string();
+
+    type Config<'a> = (&'a str, Box<dyn Fn() -> Command + 'a>);
+    let audited = |extra: &'static [&'static str]| -> Box<dyn Fn() -> Command + '_> {
+        let (auditor, plain, n) = (&auditor, &plain, &n);
+        Box::new(move || {
+            let mut c = Command::new(auditor);
+            c.arg("run").args(extra).arg("--").arg(plain).arg(n);
+            c
+        })
+    };
+    let mut configs: Vec<Config> = vec![(
+        "native",
+        Box::new(|| {
+            let mut c = Command::new(&plain);
+            c.arg(&n);
+            c
+        }),
+    )];
+    match &race {
+        Ok(race) => {
+            let n = &n;
+            configs.push((
+                "go -race",
+                Box::new(move || {
+                    let mut c = Command::new(race);
+                    c.arg(n);
+                    c
+                }),
+            ))
+        }
+        Err(e) => eprintln!("note: -race build unavailable ({e:#}); skipping that row"),
+    }
+    configs.push(("auditor entry, findings only", audited(&["--quiet"])));
+    configs.push((
+        "auditor entry, all accesses as JSON",
+        audited(&["--format", "json"]),
+    ));
+    configs.push((
+        "auditor entry, probe on first instruction",
+        audited(&["--quiet", "--placement", "function-start"]),
+    ));
+    configs.push((
+        "auditor interval, findings only",
+        audited(&["--quiet", "--detect", "interval"]),
+    ));
+
+    let mut rows = Vec::new();
+    for (name, make) in &configs {
+        let mut ns = Vec::new();
+        let mut samples = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            let (stdout, self_rss) = run_measured(&mut make())?;
+            let (ns_op, rss) = parse_target_line(&stdout)
+                .with_context(|| format!("{name}: no measurement line in output"))?;
+            let is_auditor = name.starts_with("auditor");
+            ns.push(ns_op);
+            samples.push(Sample {
+                ns_per_op: ns_op,
+                target_rss_kib: rss,
+                auditor_rss_kib: if is_auditor { self_rss } else { 0 },
+            });
+        }
+        let m = median(ns);
+        let s = samples.iter().find(|s| s.ns_per_op == m).copied().unwrap();
+        rows.push((name.to_string(), s));
+        eprintln!("measured: {name}: {m:.1} ns/op");
+    }
+    let base = rows[0].1;
+    let mut table = String::new();
+    table.push_str(&format!(
+        "| configuration | ns per map op | time vs native | target peak RSS | RSS vs native | auditor peak RSS |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: |\n"
+    ));
+    for (name, s) in &rows {
+        table.push_str(&format!(
+            "| {name} | {:.1} | {:.1}x | {} KiB | {:.2}x | {} |\n",
+            s.ns_per_op,
+            s.ns_per_op / base.ns_per_op,
+            s.target_rss_kib,
+            s.target_rss_kib as f64 / base.target_rss_kib as f64,
+            if s.auditor_rss_kib > 0 {
+                format!("{} KiB", s.auditor_rss_kib)
+            } else {
+                "-".into()
+            }
+        ));
+    }
+    println!(
+        "{} loop iterations x 2 map ops, median of {} runs, Go {:?}\n",
+        args.ops, args.repeat, args.go
+    );
+    println!("{table}");
+    if let Some(path) = &args.markdown {
+        std::fs::write(path, &table).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_line_parses() {
+        assert_eq!(
+            parse_target_line("x\nns_per_op 12.50 maxrss_kib 4096\n"),
+            Some((12.5, 4096))
+        );
+        assert_eq!(parse_target_line("nothing"), None);
+    }
 }
