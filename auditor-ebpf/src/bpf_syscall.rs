@@ -265,9 +265,6 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
     ev.other = WriterSlot::default();
     ev.attr_size = size as u32;
     ev.uattr = uattr;
-    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    ev.path[0] = 0;
-    read_exe(task, &cfg.off, ev);
 
     if let Some(fd) = fd_at(c, &ev.attr) {
         let r = resolve_fd(task, fd, cfg, &mut ev.map);
@@ -277,6 +274,15 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
         }
     }
     ev.map_id = ev.map.id;
+    // Claim the map before the slower reads below, so the window in which
+    // this call counts as "inside" starts as close to the enter as it can.
+    if cmd::mutates(c) && ev.map.id != 0 {
+        note_writer(ev, pid, tid, ts, c);
+    }
+
+    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    ev.path[0] = 0;
+    read_exe(task, &cfg.off, ev);
     if c == cmd::OBJ_PIN || c == cmd::OBJ_GET {
         let p: u64 = u64::from_ne_bytes([
             ev.attr[0], ev.attr[1], ev.attr[2], ev.attr[3], ev.attr[4], ev.attr[5], ev.attr[6],
@@ -285,10 +291,6 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
         if unsafe { bpf_probe_read_user_str_bytes(p as *const u8, &mut ev.path) }.is_err() {
             ev.path[0] = 0;
         }
-    }
-
-    if cmd::mutates(c) && ev.map.id != 0 {
-        note_writer(ev, pid, tid, ts, c);
     }
 
     if BPF_INFLIGHT.insert(&tid, &*ev, 0).is_err() {

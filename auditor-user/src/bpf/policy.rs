@@ -24,7 +24,9 @@ pub enum AlertRule {
     /// A guarded map was written, deleted from or frozen by a process that
     /// is neither its creator nor an allowed executable.
     GuardedMapWrite,
-    /// Two threads were inside mutating calls on one map at once.
+    /// Two threads were inside mutating calls on one map at once (reported
+    /// once per map and pair of processes; every such call carries
+    /// `concurrent_with`).
     ConcurrentWriters,
     /// A second process wrote a map (reported once per map).
     MultiProcessWriters,
@@ -107,6 +109,11 @@ pub struct BpfMapGraph {
     creators: HashMap<u32, Creator>,
     writers: HashMap<u32, BTreeSet<u32>>,
     multi_reported: BTreeSet<u32>,
+    /// (map, pid, other pid) pairs already alerted as concurrent writers.
+    concurrent_reported: BTreeSet<(u32, u32, u32)>,
+    /// Calls that entered while another writer was inside (all, reported
+    /// or not).
+    pub concurrent_calls: u64,
     comms: HashMap<u32, String>,
     guards: Vec<GuardSpec>,
     guarded_ids: BTreeSet<u32>,
@@ -202,6 +209,12 @@ impl BpfMapGraph {
         };
 
         if let Some(c) = &ev.concurrent_with {
+            self.concurrent_calls += 1;
+        }
+        let pair = ev.concurrent_with.as_ref().map(|c| (ev.map_id, ev.pid.min(c.pid), ev.pid.max(c.pid)));
+        if let (Some(c), Some(pair)) = (&ev.concurrent_with, pair)
+            && self.concurrent_reported.insert(pair)
+        {
             let mut a = base(
                 AlertRule::ConcurrentWriters,
                 format!(
@@ -325,6 +338,9 @@ mod tests {
         assert_eq!(a[0].rule, AlertRule::ConcurrentWriters);
         assert_eq!((a[0].pid, a[0].other_pid, a[0].other_tid), (2, Some(1), Some(11)));
         assert_eq!(a[0].other_comm.as_deref(), Some("p1"));
+        // The same pair again is counted, not re-alerted.
+        assert!(g.observe(&e).iter().all(|a| a.rule != AlertRule::ConcurrentWriters));
+        assert_eq!(g.concurrent_calls, 2);
     }
 
     #[test]

@@ -73,7 +73,6 @@ impl EventFilter {
 #[derive(Default)]
 struct Tally {
     events: u64,
-    concurrent: u64,
     bad_records: u64,
 }
 
@@ -246,9 +245,6 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
                 sink.emit(&AuditEvent::BpfMap(ev));
             }
             for a in alerts {
-                if a.rule == super::AlertRule::ConcurrentWriters {
-                    tally.concurrent += 1;
-                }
                 if filter.matches_alert(&a) {
                     sink.emit(&AuditEvent::Alert(a));
                 }
@@ -309,7 +305,7 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
         pid: std::process::id(),
         events: tally.events,
         accesses: 0,
-        overlaps: tally.concurrent,
+        overlaps: graph.concurrent_calls,
         dropped,
         probe_hits: snap.get(Counter::BpfSyscallsSeen),
         duration_ms: started.elapsed().as_millis() as u64,
