@@ -178,11 +178,15 @@ fn read_exe(task: u64, off: &KernelOffsets, ev: &mut BpfSyscallEvent) {
     for part in ev.exe.iter_mut() {
         part[0] = 0;
     }
-    let Some(mm) = read_k::<u64>(task + off.task_mm as u64) else { return };
+    let Some(mm) = read_k::<u64>(task + off.task_mm as u64) else {
+        return;
+    };
     if mm == 0 {
         return;
     }
-    let Some(exe) = read_k::<u64>(mm + off.mm_exe_file as u64) else { return };
+    let Some(exe) = read_k::<u64>(mm + off.mm_exe_file as u64) else {
+        return;
+    };
     if exe == 0 {
         return;
     }
@@ -199,7 +203,9 @@ fn read_exe(task: u64, off: &KernelOffsets, ev: &mut BpfSyscallEvent) {
         if unsafe { bpf_probe_read_kernel_str_bytes(name as *const u8, &mut ev.exe[i]) }.is_err() {
             break;
         }
-        let Some(parent) = read_k::<u64>(dentry + off.dentry_d_parent as u64) else { break };
+        let Some(parent) = read_k::<u64>(dentry + off.dentry_d_parent as u64) else {
+            break;
+        };
         if parent == dentry {
             break;
         }
@@ -303,7 +309,13 @@ fn try_enter(ctx: &TracePointContext) -> Option<()> {
 /// call if another thread already is.
 #[inline(always)]
 fn note_writer(ev: &mut BpfSyscallEvent, pid: u32, tid: u32, ts: u64, c: u32) {
-    let me = WriterSlot { ts_ns: ts, pid, tid, cmd: c, _pad: 0 };
+    let me = WriterSlot {
+        ts_ns: ts,
+        pid,
+        tid,
+        cmd: c,
+        _pad: 0,
+    };
     let id = ev.map.id;
     // NOEXIST makes two simultaneous first writers race inside the kernel's
     // bucket lock: exactly one inserts, the other sees it below.
@@ -313,8 +325,7 @@ fn note_writer(ev: &mut BpfSyscallEvent, pid: u32, tid: u32, ts: u64, c: u32) {
     match BPF_WRITERS.get_ptr_mut(&id) {
         Some(slot) => {
             let slot = unsafe { &mut *slot };
-            if slot.tid != 0 && slot.tid != tid && ts.saturating_sub(slot.ts_ns) < WRITER_STALE_NS
-            {
+            if slot.tid != 0 && slot.tid != tid && ts.saturating_sub(slot.ts_ns) < WRITER_STALE_NS {
                 ev.other = *slot;
                 ev.resolved |= resolved::CONCURRENT_WRITER;
             }

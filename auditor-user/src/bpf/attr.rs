@@ -166,7 +166,13 @@ mod tests {
         ]);
         let c = parse_attr(cmd::MAP_CREATE, &a, 64).create.unwrap();
         assert_eq!(
-            (c.map_type, c.key_size, c.value_size, c.max_entries, c.map_flags),
+            (
+                c.map_type,
+                c.key_size,
+                c.value_size,
+                c.max_entries,
+                c.map_flags
+            ),
             (1, 4, 8, 64, 1)
         );
         assert_eq!(c.name, "flows");

@@ -145,7 +145,9 @@ impl KernelBtf {
                 let name = str_at(strings, name_off);
                 if kind == KIND_STRUCT && !name.is_empty() {
                     // First definition wins; later duplicates are rare.
-                    by_name.entry(name.clone()).or_insert(types.len() as u32 + 1);
+                    by_name
+                        .entry(name.clone())
+                        .or_insert(types.len() as u32 + 1);
                 }
                 Ty::Composite { name, members }
             } else {
@@ -167,10 +169,16 @@ impl KernelBtf {
     /// Byte offset of `member` in `struct strukt`, looking through anonymous
     /// struct and union members (e.g. `mm_struct` wraps its fields in one).
     pub fn member_offset(&self, strukt: &str, member: &str) -> Result<u32, BtfError> {
-        let id = *self.by_name.get(strukt).ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
+        let id = *self
+            .by_name
+            .get(strukt)
+            .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
         self.find(id, member, 0)
             .map(|bits| bits / 8)
-            .ok_or_else(|| BtfError::NoMember { strukt: strukt.into(), member: member.into() })
+            .ok_or_else(|| BtfError::NoMember {
+                strukt: strukt.into(),
+                member: member.into(),
+            })
     }
 
     fn find(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
@@ -224,9 +232,9 @@ mod tests {
     fn sample() -> Vec<u8> {
         let strings = b"\0outer\0a\0b\0c\0int\0".to_vec();
         let s = |name: &str| {
-            let pos = strings.windows(name.len() + 1).position(|w| {
-                &w[..name.len()] == name.as_bytes() && w[name.len()] == 0
-            });
+            let pos = strings
+                .windows(name.len() + 1)
+                .position(|w| &w[..name.len()] == name.as_bytes() && w[name.len()] == 0);
             pos.unwrap() as u32
         };
         let mut t = Vec::new();
@@ -238,14 +246,36 @@ mod tests {
         // 1: int
         push(&mut t, &[s("int"), KIND_INT << 24, 4, 32]);
         // 2: union { int b; int c; }
-        push(&mut t, &[0, (KIND_UNION << 24) | 2, 4, s("b"), 1, 0, s("c"), 1, 0]);
+        push(
+            &mut t,
+            &[0, (KIND_UNION << 24) | 2, 4, s("b"), 1, 0, s("c"), 1, 0],
+        );
         // 3: struct outer { int a @0; <anon union> @64 bits }
-        push(&mut t, &[s("outer"), (KIND_STRUCT << 24) | 2, 12, s("a"), 1, 0, 0, 2, 64]);
+        push(
+            &mut t,
+            &[
+                s("outer"),
+                (KIND_STRUCT << 24) | 2,
+                12,
+                s("a"),
+                1,
+                0,
+                0,
+                2,
+                64,
+            ],
+        );
         let mut b = Vec::new();
         b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
         b.push(1);
         b.push(0);
-        for w in [24u32, 0, t.len() as u32, t.len() as u32, strings.len() as u32] {
+        for w in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
             b.extend_from_slice(&w.to_le_bytes());
         }
         b.extend_from_slice(&t);
@@ -258,8 +288,14 @@ mod tests {
         let btf = KernelBtf::parse(&sample()).unwrap();
         assert_eq!(btf.member_offset("outer", "a").unwrap(), 0);
         assert_eq!(btf.member_offset("outer", "c").unwrap(), 8);
-        assert!(matches!(btf.member_offset("outer", "zz"), Err(BtfError::NoMember { .. })));
-        assert!(matches!(btf.member_offset("nope", "a"), Err(BtfError::NoStruct(_))));
+        assert!(matches!(
+            btf.member_offset("outer", "zz"),
+            Err(BtfError::NoMember { .. })
+        ));
+        assert!(matches!(
+            btf.member_offset("nope", "a"),
+            Err(BtfError::NoStruct(_))
+        ));
     }
 
     #[test]

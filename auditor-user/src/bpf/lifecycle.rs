@@ -57,8 +57,12 @@ impl MapLifecycle {
         info: impl Fn(u32) -> Option<MapInfo>,
     ) -> Vec<BpfMapEvent> {
         let alive_set: std::collections::HashSet<u32> = alive.iter().copied().collect();
-        let gone: Vec<u32> =
-            self.known.keys().filter(|id| !alive_set.contains(id)).copied().collect();
+        let gone: Vec<u32> = self
+            .known
+            .keys()
+            .filter(|id| !alive_set.contains(id))
+            .copied()
+            .collect();
         let mut out: Vec<BpfMapEvent> = gone
             .into_iter()
             .filter_map(|id| self.known.remove(&id))
@@ -69,10 +73,10 @@ impl MapLifecycle {
             .collect();
         out.sort_by_key(|m| m.map_id);
         for id in alive {
-            if !self.known.contains_key(id) {
-                if let Some(i) = info(*id) {
-                    self.known.insert(*id, template(&i));
-                }
+            if !self.known.contains_key(id)
+                && let Some(i) = info(*id)
+            {
+                self.known.insert(*id, template(&i));
             }
         }
         out
@@ -99,7 +103,12 @@ mod tests {
     use super::*;
 
     fn info(id: u32) -> Option<MapInfo> {
-        Some(MapInfo { id, map_type: 1, name: format!("m{id}"), ..MapInfo::default() })
+        Some(MapInfo {
+            id,
+            map_type: 1,
+            name: format!("m{id}"),
+            ..MapInfo::default()
+        })
     }
 
     #[test]
@@ -108,7 +117,10 @@ mod tests {
         assert!(l.poll(&[1, 2, 3], 1, info).is_empty());
         let gone = l.poll(&[1, 3], 2, info);
         assert_eq!(gone.iter().map(|m| m.map_id).collect::<Vec<_>>(), vec![2]);
-        assert_eq!((gone[0].map_name.as_str(), gone[0].map_type.as_str()), ("m2", "hash"));
+        assert_eq!(
+            (gone[0].map_name.as_str(), gone[0].map_type.as_str()),
+            ("m2", "hash")
+        );
         assert_eq!((gone[0].cmd.as_str(), gone[0].ts_ns), ("map_destroyed", 2));
         assert!(l.poll(&[1, 3], 3, info).is_empty());
     }

@@ -208,14 +208,28 @@ mod tests {
         let mut comm = [0u8; 16];
         comm[..7].copy_from_slice(b"bpftool");
         BpfSyscallEvent {
-            header: EventHeader { kind: EventKind::BpfSyscall as u32, cpu: 0, ts_ns: 1000, pid: 5, tid: 6 },
+            header: EventHeader {
+                kind: EventKind::BpfSyscall as u32,
+                cpu: 0,
+                ts_ns: 1000,
+                pid: 5,
+                tid: 6,
+            },
             cmd: c,
             map_id: 42,
             ret,
             latency_ns: 300,
             uid: 0,
             resolved: resolved::ENTER_FD,
-            map: MapIdentity { id: 42, map_type: 1, key_size: 4, value_size: 4, max_entries: 8, map_flags: 0, name },
+            map: MapIdentity {
+                id: 42,
+                map_type: 1,
+                key_size: 4,
+                value_size: 4,
+                max_entries: 8,
+                map_flags: 0,
+                name,
+            },
             other: WriterSlot::default(),
             attr: [0; ATTR_BYTES],
             attr_size: 32,
@@ -256,8 +270,17 @@ mod tests {
     fn concurrent_writer_is_named() {
         let mut r = raw(cmd::MAP_DELETE_ELEM, 0);
         r.resolved |= resolved::CONCURRENT_WRITER;
-        r.other = WriterSlot { ts_ns: 900, pid: 9, tid: 10, cmd: cmd::MAP_UPDATE_ELEM, _pad: 0 };
+        r.other = WriterSlot {
+            ts_ns: 900,
+            pid: 9,
+            tid: 10,
+            cmd: cmd::MAP_UPDATE_ELEM,
+            _pad: 0,
+        };
         let c = from_raw(&r, &WallClock::new()).concurrent_with.unwrap();
-        assert_eq!((c.pid, c.tid, c.cmd.as_str(), c.inside_ns), (9, 10, "map_update_elem", 100));
+        assert_eq!(
+            (c.pid, c.tid, c.cmd.as_str(), c.inside_ns),
+            (9, 10, "map_update_elem", 100)
+        );
     }
 }

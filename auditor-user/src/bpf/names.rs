@@ -66,7 +66,9 @@ pub fn map_type_name(t: u32) -> String {
         "cgrp_storage",
         "arena",
     ];
-    NAMES.get(t as usize).map_or_else(|| format!("type_{t}"), |s| (*s).to_string())
+    NAMES
+        .get(t as usize)
+        .map_or_else(|| format!("type_{t}"), |s| (*s).to_string())
 }
 
 /// Symbolic name of an errno value (`EBADF`); unknown ones as `E<n>`.
@@ -107,7 +109,11 @@ pub fn errno_name(e: i32) -> String {
 
 /// `ok` for a non-negative return, the errno name otherwise.
 pub fn result_name(ret: i64) -> String {
-    if ret >= 0 { "ok".into() } else { errno_name((-ret) as i32) }
+    if ret >= 0 {
+        "ok".into()
+    } else {
+        errno_name((-ret) as i32)
+    }
 }
 
 #[cfg(test)]
@@ -117,7 +123,10 @@ mod tests {
     #[test]
     fn command_names_are_lower_case_without_prefix() {
         assert_eq!(cmd_name(cmd::MAP_UPDATE_ELEM), "map_update_elem");
-        assert_eq!(cmd_name(cmd::MAP_LOOKUP_AND_DELETE_BATCH), "map_lookup_and_delete_batch");
+        assert_eq!(
+            cmd_name(cmd::MAP_LOOKUP_AND_DELETE_BATCH),
+            "map_lookup_and_delete_batch"
+        );
         assert_eq!(cmd_name(cmd::OBJ_GET_INFO_BY_FD), "obj_get_info_by_fd");
         assert_eq!(cmd_name(99), "cmd_99");
     }

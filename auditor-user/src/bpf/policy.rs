@@ -123,7 +123,11 @@ pub struct BpfMapGraph {
 
 impl BpfMapGraph {
     pub fn new(guards: Vec<GuardSpec>, allow_exe: Vec<PathBuf>) -> Self {
-        Self { guards, allow_exe, ..Self::default() }
+        Self {
+            guards,
+            allow_exe,
+            ..Self::default()
+        }
     }
 
     /// A guarded pin path resolved to this id (at start).
@@ -162,23 +166,34 @@ impl BpfMapGraph {
         if ev.ok() && ev.cmd == "map_create" && ev.map_id != 0 {
             self.creators.insert(
                 ev.map_id,
-                Creator { pid: ev.pid, comm: ev.comm.clone(), exe: ev.exe.clone() },
+                Creator {
+                    pid: ev.pid,
+                    comm: ev.comm.clone(),
+                    exe: ev.exe.clone(),
+                },
             );
         }
         if ev.ok() && ev.cmd == "obj_pin" && ev.map_id != 0 {
             let pinned = ev.path.as_deref().unwrap_or_default();
-            if self.guards.iter().any(|g| matches!(g, GuardSpec::Pin(p) if p.as_os_str() == pinned)) {
+            if self
+                .guards
+                .iter()
+                .any(|g| matches!(g, GuardSpec::Pin(p) if p.as_os_str() == pinned))
+            {
                 self.guarded_ids.insert(ev.map_id);
             }
         }
 
-        let edge = self.edges.entry((ev.pid, ev.map_id)).or_insert_with(|| MapEdge {
-            pid: ev.pid,
-            comm: ev.comm.clone(),
-            exe: ev.exe.clone(),
-            map_id: ev.map_id,
-            ..MapEdge::default()
-        });
+        let edge = self
+            .edges
+            .entry((ev.pid, ev.map_id))
+            .or_insert_with(|| MapEdge {
+                pid: ev.pid,
+                comm: ev.comm.clone(),
+                exe: ev.exe.clone(),
+                map_id: ev.map_id,
+                ..MapEdge::default()
+            });
         if edge.map_name.is_empty() {
             edge.map_name = ev.map_name.clone();
         }
@@ -208,10 +223,13 @@ impl BpfMapGraph {
             message,
         };
 
-        if let Some(c) = &ev.concurrent_with {
+        if ev.concurrent_with.is_some() {
             self.concurrent_calls += 1;
         }
-        let pair = ev.concurrent_with.as_ref().map(|c| (ev.map_id, ev.pid.min(c.pid), ev.pid.max(c.pid)));
+        let pair = ev
+            .concurrent_with
+            .as_ref()
+            .map(|c| (ev.map_id, ev.pid.min(c.pid), ev.pid.max(c.pid)));
         if let (Some(c), Some(pair)) = (&ev.concurrent_with, pair)
             && self.concurrent_reported.insert(pair)
         {
@@ -332,14 +350,25 @@ mod tests {
         let mut g = BpfMapGraph::default();
         g.observe(&ev(1, "map_lookup_elem", 7));
         let mut e = ev(2, "map_update_elem", 7);
-        e.concurrent_with =
-            Some(ConcurrentWriter { pid: 1, tid: 11, cmd: "map_update_elem".into(), inside_ns: 5 });
+        e.concurrent_with = Some(ConcurrentWriter {
+            pid: 1,
+            tid: 11,
+            cmd: "map_update_elem".into(),
+            inside_ns: 5,
+        });
         let a = g.observe(&e);
         assert_eq!(a[0].rule, AlertRule::ConcurrentWriters);
-        assert_eq!((a[0].pid, a[0].other_pid, a[0].other_tid), (2, Some(1), Some(11)));
+        assert_eq!(
+            (a[0].pid, a[0].other_pid, a[0].other_tid),
+            (2, Some(1), Some(11))
+        );
         assert_eq!(a[0].other_comm.as_deref(), Some("p1"));
         // The same pair again is counted, not re-alerted.
-        assert!(g.observe(&e).iter().all(|a| a.rule != AlertRule::ConcurrentWriters));
+        assert!(
+            g.observe(&e)
+                .iter()
+                .all(|a| a.rule != AlertRule::ConcurrentWriters)
+        );
         assert_eq!(g.concurrent_calls, 2);
     }
 
@@ -379,7 +408,10 @@ mod tests {
     #[test]
     fn guard_specs_parse_id_path_and_name() {
         assert_eq!(GuardSpec::parse("12"), GuardSpec::Id(12));
-        assert_eq!(GuardSpec::parse("/sys/fs/bpf/a"), GuardSpec::Pin("/sys/fs/bpf/a".into()));
+        assert_eq!(
+            GuardSpec::parse("/sys/fs/bpf/a"),
+            GuardSpec::Pin("/sys/fs/bpf/a".into())
+        );
         assert_eq!(GuardSpec::parse("flows"), GuardSpec::Name("flows".into()));
     }
 }

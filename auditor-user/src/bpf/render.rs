@@ -13,7 +13,10 @@ pub fn clock_time(unix_ns: u64) -> String {
     // SAFETY: zeroed tm is a valid out-parameter; localtime_r is re-entrant.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
     unsafe { libc::localtime_r(&secs, &mut tm) };
-    format!("{:02}:{:02}:{:02}.{micros:06}", tm.tm_hour, tm.tm_min, tm.tm_sec)
+    format!(
+        "{:02}:{:02}:{:02}.{micros:06}",
+        tm.tm_hour, tm.tm_min, tm.tm_sec
+    )
 }
 
 fn latency(ns: u64) -> String {
@@ -39,7 +42,11 @@ pub fn event_line(e: &BpfMapEvent) -> String {
         latency(e.latency_ns),
     );
     if e.cmd == "map_create" || e.cmd == super::MAP_DESTROYED {
-        let _ = write!(s, " key={} value={} entries={}", e.key_size, e.value_size, e.max_entries);
+        let _ = write!(
+            s,
+            " key={} value={} entries={}",
+            e.key_size, e.value_size, e.max_entries
+        );
     }
     if let Some(n) = e.batch_count {
         let _ = write!(s, " batch={n}");
@@ -65,7 +72,13 @@ pub fn alert_line(a: &Alert) -> String {
 }
 
 pub fn lost_line(l: &Lost) -> String {
-    format!("{} LOST {} {} (total {})", clock_time(l.ts_ns), l.count, l.what, l.total)
+    format!(
+        "{} LOST {} {} (total {})",
+        clock_time(l.ts_ns),
+        l.count,
+        l.what,
+        l.total
+    )
 }
 
 pub fn summary_text(s: &Summary, graph: &BpfMapGraph, unresolved: u64) -> String {
@@ -81,7 +94,11 @@ pub fn summary_text(s: &Summary, graph: &BpfMapGraph, unresolved: u64) -> String
     if graph.edges.is_empty() {
         return out;
     }
-    let _ = writeln!(out, "{:>7} {:<16} {:>6} {:<16} calls", "pid", "comm", "map", "name");
+    let _ = writeln!(
+        out,
+        "{:>7} {:<16} {:>6} {:<16} calls",
+        "pid", "comm", "map", "name"
+    );
     for e in graph.edges.values() {
         let counts: Vec<String> = e.counts.iter().map(|(c, n)| format!("{c}={n}")).collect();
         let _ = writeln!(
@@ -92,7 +109,11 @@ pub fn summary_text(s: &Summary, graph: &BpfMapGraph, unresolved: u64) -> String
             e.map_id,
             e.map_name,
             counts.join(" "),
-            if e.failed > 0 { format!(" (failed {})", e.failed) } else { String::new() }
+            if e.failed > 0 {
+                format!(" (failed {})", e.failed)
+            } else {
+                String::new()
+            }
         );
     }
     out

@@ -44,7 +44,12 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn from_args(a: &BpfArgs) -> Self {
-        Self { pid: a.pid, comm: a.comm.clone(), map_id: a.map_id, map_name: a.map_name.clone() }
+        Self {
+            pid: a.pid,
+            comm: a.comm.clone(),
+            map_id: a.map_id,
+            map_name: a.map_name.clone(),
+        }
     }
 
     fn check(&self, pid: u32, comm: &str, map_id: u32, map_name: &str) -> bool {
@@ -85,10 +90,10 @@ struct Sink {
 
 impl Sink {
     fn emit(&mut self, ev: &AuditEvent) {
-        if let Some(r) = &mut self.record {
-            if let Ok(line) = serde_json::to_string(ev) {
-                let _ = writeln!(r, "{line}");
-            }
+        if let Some(r) = &mut self.record
+            && let Ok(line) = serde_json::to_string(ev)
+        {
+            let _ = writeln!(r, "{line}");
         }
         if self.quiet && matches!(ev, AuditEvent::BpfMap(_)) {
             return;
@@ -215,7 +220,9 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
     if let Ok(ids) = sys::map_ids() {
         lifecycle.poll(&ids, 0, sys::map_info_by_id);
     }
-    let mut losses = LossTracker { seen: [0; LOSS_COUNTERS.len()] };
+    let mut losses = LossTracker {
+        seen: [0; LOSS_COUNTERS.len()],
+    };
     let mut tally = Tally::default();
 
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -299,7 +306,8 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
         sink.emit(&AuditEvent::Lost(l));
     }
     let snap = counters.read();
-    let dropped: u64 = LOSS_COUNTERS.iter().map(|(c, _)| snap.get(*c)).sum::<u64>() + tally.bad_records;
+    let dropped: u64 =
+        LOSS_COUNTERS.iter().map(|(c, _)| snap.get(*c)).sum::<u64>() + tally.bad_records;
     let summary = Summary {
         ts_ns: now,
         pid: std::process::id(),
@@ -318,10 +326,10 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
         Format::Json => sink.emit(&AuditEvent::Summary(summary)),
         Format::Text => {
             let _ = write!(sink.out, "{text}");
-            if let Some(r) = &mut sink.record {
-                if let Ok(line) = serde_json::to_string(&AuditEvent::Summary(summary)) {
-                    let _ = writeln!(r, "{line}");
-                }
+            if let Some(r) = &mut sink.record
+                && let Ok(line) = serde_json::to_string(&AuditEvent::Summary(summary))
+            {
+                let _ = writeln!(r, "{line}");
             }
         }
     }
@@ -335,12 +343,24 @@ mod tests {
 
     #[test]
     fn filters_combine_and_destroyed_maps_match_map_filters_only() {
-        let f = EventFilter { comm: Some("bpftool".into()), map_id: Some(7), ..Default::default() };
-        let mut e = BpfMapEvent { comm: "bpftool".into(), map_id: 7, ..Default::default() };
+        let f = EventFilter {
+            comm: Some("bpftool".into()),
+            map_id: Some(7),
+            ..Default::default()
+        };
+        let mut e = BpfMapEvent {
+            comm: "bpftool".into(),
+            map_id: 7,
+            ..Default::default()
+        };
         assert!(f.matches(&e));
         e.comm = "other".into();
         assert!(!f.matches(&e));
-        let d = BpfMapEvent { cmd: super::super::MAP_DESTROYED.into(), map_id: 7, ..Default::default() };
+        let d = BpfMapEvent {
+            cmd: super::super::MAP_DESTROYED.into(),
+            map_id: 7,
+            ..Default::default()
+        };
         assert!(f.matches(&d));
     }
 }

@@ -29,7 +29,7 @@ pub enum SessionError {
     #[error(transparent)]
     Btf(#[from] BtfError),
     #[error(transparent)]
-    Probe(#[from] ProbeError),
+    Probe(Box<ProbeError>),
     #[error(
         "tracefs is not mounted at {TRACEFS} and mounting it failed: {0}; run `mount -t tracefs nodev {TRACEFS}`"
     )]
@@ -38,6 +38,12 @@ pub enum SessionError {
         "calibration failed: {0}; the fd→map walk cannot be trusted on this kernel (please report with `uname -r`)"
     )]
     Calibration(String),
+}
+
+impl From<ProbeError> for SessionError {
+    fn from(e: ProbeError) -> Self {
+        Self::Probe(Box::new(e))
+    }
 }
 
 /// Where the `bpf_map_fops` address came from.
@@ -68,10 +74,18 @@ pub fn ensure_tracefs() -> Result<(), SessionError> {
     let fstype = c"tracefs";
     // SAFETY: NUL-terminated constants; no data argument.
     let r = unsafe {
-        libc::mount(src.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null())
+        libc::mount(
+            src.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
     };
     if r != 0 {
-        return Err(SessionError::Tracefs(std::io::Error::last_os_error().to_string()));
+        return Err(SessionError::Tracefs(
+            std::io::Error::last_os_error().to_string(),
+        ));
     }
     Ok(())
 }
@@ -80,13 +94,14 @@ pub fn ensure_tracefs() -> Result<(), SessionError> {
 /// kptr_restrict).
 pub fn kallsyms_map_fops() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/kallsyms").ok()?;
-    text.lines().find_map(|l| {
-        let mut it = l.split_whitespace();
-        let addr = it.next()?;
-        let _kind = it.next()?;
-        (it.next()? == "bpf_map_fops").then(|| u64::from_str_radix(addr, 16).ok())?
-    })
-    .filter(|a| *a != 0)
+    text.lines()
+        .find_map(|l| {
+            let mut it = l.split_whitespace();
+            let addr = it.next()?;
+            let _kind = it.next()?;
+            (it.next()? == "bpf_map_fops").then(|| u64::from_str_radix(addr, 16).ok())?
+        })
+        .filter(|a| *a != 0)
 }
 
 impl BpfAuditSession {
@@ -95,30 +110,52 @@ impl BpfAuditSession {
         ensure_tracefs()?;
         let offsets = KernelBtf::from_sys_fs()?.kernel_offsets()?;
         // The Go per-map state table is not used here: keep it tiny.
-        let mut ebpf =
-            probe::load(LoadOptions { ring_bytes: 16 << 20, max_maps: 1 })?;
+        let mut ebpf = probe::load(LoadOptions {
+            ring_bytes: 16 << 20,
+            max_maps: 1,
+        })?;
 
         let config = ebpf
             .take_map(CONFIG_MAP)
             .ok_or(ProbeError::MissingMap { name: CONFIG_MAP })?;
-        let mut config: Array<MapData, BpfAuditConfig> = Array::try_from(config)
-            .map_err(|source| ProbeError::Map { name: CONFIG_MAP, source })?;
+        let mut config: Array<MapData, BpfAuditConfig> =
+            Array::try_from(config).map_err(|source| ProbeError::Map {
+                name: CONFIG_MAP,
+                source,
+            })?;
         let calib_fd = config.map().fd().as_fd().as_raw_fd() as u32;
         let config_id = config
             .map()
             .info()
-            .map_err(|source| ProbeError::Map { name: CONFIG_MAP, source })?
+            .map_err(|source| ProbeError::Map {
+                name: CONFIG_MAP,
+                source,
+            })?
             .id();
 
-        for (prog, tp) in [("bpf_sys_enter", "sys_enter_bpf"), ("bpf_sys_exit", "sys_exit_bpf")] {
+        for (prog, tp) in [
+            ("bpf_sys_enter", "sys_enter_bpf"),
+            ("bpf_sys_exit", "sys_exit_bpf"),
+        ] {
             let p: &mut TracePoint = ebpf
                 .program_mut(prog)
-                .ok_or(ProbeError::MissingProgram { name: prog_name(prog) })?
+                .ok_or(ProbeError::MissingProgram {
+                    name: prog_name(prog),
+                })?
                 .try_into()
-                .map_err(|source| ProbeError::Program { name: prog_name(prog), source })?;
-            p.load().map_err(|source| ProbeError::Program { name: prog_name(prog), source })?;
+                .map_err(|source| ProbeError::Program {
+                    name: prog_name(prog),
+                    source,
+                })?;
+            p.load().map_err(|source| ProbeError::Program {
+                name: prog_name(prog),
+                source,
+            })?;
             p.attach("syscalls", tp)
-                .map_err(|source| ProbeError::Program { name: prog_name(prog), source })?;
+                .map_err(|source| ProbeError::Program {
+                    name: prog_name(prog),
+                    source,
+                })?;
         }
 
         let mut cfg = BpfAuditConfig {
@@ -129,16 +166,29 @@ impl BpfAuditSession {
             enabled: 1,
             map_fops: 0,
         };
-        let set = |config: &mut Array<MapData, BpfAuditConfig>, cfg: &BpfAuditConfig| {
-            config.set(0, cfg, 0).map_err(|source| ProbeError::Map { name: CONFIG_MAP, source })
+        let set = |config: &mut Array<MapData, BpfAuditConfig>,
+                   cfg: &BpfAuditConfig|
+         -> Result<(), SessionError> {
+            config.set(0, cfg, 0).map_err(|source| {
+                ProbeError::Map {
+                    name: CONFIG_MAP,
+                    source,
+                }
+                .into()
+            })
         };
         set(&mut config, &cfg)?;
 
         // The lookup the enter program calibrates on.
         let _ = config.get(&0, 0);
-        let calib = ebpf.map(CALIB_MAP).ok_or(ProbeError::MissingMap { name: CALIB_MAP })?;
-        let calib: Array<&MapData, u64> = Array::try_from(calib)
-            .map_err(|source| ProbeError::Map { name: CALIB_MAP, source })?;
+        let calib = ebpf
+            .map(CALIB_MAP)
+            .ok_or(ProbeError::MissingMap { name: CALIB_MAP })?;
+        let calib: Array<&MapData, u64> =
+            Array::try_from(calib).map_err(|source| ProbeError::Map {
+                name: CALIB_MAP,
+                source,
+            })?;
         let fops = calib.get(&0, 0).unwrap_or(0);
         let seen_id = calib.get(&1, 0).unwrap_or(0);
         if fops == 0 {
@@ -162,7 +212,13 @@ impl BpfAuditSession {
         };
         cfg.map_fops = fops;
         set(&mut config, &cfg)?;
-        Ok(Self { ebpf, offsets, map_fops: fops, fops_source, config })
+        Ok(Self {
+            ebpf,
+            offsets,
+            map_fops: fops,
+            fops_source,
+            config,
+        })
     }
 
     /// Stop producing events (programs stay attached until drop).
@@ -175,5 +231,9 @@ impl BpfAuditSession {
 }
 
 fn prog_name(p: &str) -> &'static str {
-    if p == "bpf_sys_enter" { "bpf_sys_enter" } else { "bpf_sys_exit" }
+    if p == "bpf_sys_enter" {
+        "bpf_sys_enter"
+    } else {
+        "bpf_sys_exit"
+    }
 }

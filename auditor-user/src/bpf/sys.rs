@@ -25,8 +25,19 @@ pub struct MapInfo {
 fn bpf(c: u32, attr: &mut [u8]) -> std::io::Result<i64> {
     // SAFETY: `attr` is a valid buffer of the length passed; the kernel
     // reads and writes within it.
-    let r = unsafe { libc::syscall(libc::SYS_bpf, c as libc::c_long, attr.as_mut_ptr(), attr.len()) };
-    if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(r) }
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            c as libc::c_long,
+            attr.as_mut_ptr(),
+            attr.len(),
+        )
+    };
+    if r < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(r)
+    }
 }
 
 /// The map id after `start` (0 starts the walk), or None at the end.
