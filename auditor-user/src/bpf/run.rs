@@ -33,6 +33,10 @@ use crate::{
 /// How often vanished map ids and kernel drop counters are checked.
 const POLL_EVERY: Duration = Duration::from_millis(500);
 
+/// Longest wait for records: the kernel wakes us only every 32 records per
+/// CPU (see auditor-ebpf), so this bounds how late a lone record shows.
+const READ_WAIT: Duration = Duration::from_millis(50);
+
 /// Which events the user asked to see.
 #[derive(Clone, Debug, Default)]
 pub struct EventFilter {
@@ -261,7 +265,7 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
 
     loop {
         let stop = tokio::select! {
-            _ = ring.read_batch(&mut buf, Duration::from_millis(200)) => false,
+            _ = ring.read_batch(&mut buf, READ_WAIT) => false,
             _ = tokio::signal::ctrl_c() => true,
             _ = sigterm.recv() => true,
             _ = async {
