@@ -85,6 +85,11 @@ pub enum Counter {
     /// Entries skipped because the stack-growth branch was about to be taken
     /// (the function restarts after `morestack` and is seen again).
     GoMorestackSkipped = 11,
+    /// bpf(2) calls whose fd could not be walked to a map (closed or bad fd,
+    /// kernel read fault).
+    BpfResolveFailed = 12,
+    /// bpf(2) mutating calls not tracked for concurrency (writer table full).
+    BpfWriterStateFull = 13,
 }
 
 /// Number of counters in [`COUNTERS_MAP`].

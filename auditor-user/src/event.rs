@@ -159,6 +159,8 @@ pub enum AuditEvent {
     Access(Access),
     Overlap(Overlap),
     BpfMap(crate::bpf::BpfMapEvent),
+    /// A finding on BPF maps (guarded map written, concurrent writers, ...).
+    Alert(crate::bpf::Alert),
     Lost(Lost),
     Summary(Summary),
 }
@@ -170,6 +172,7 @@ impl AuditEvent {
             Self::Access(a) => a.ts_ns,
             Self::Overlap(o) => o.ts_ns,
             Self::BpfMap(b) => b.ts_ns,
+            Self::Alert(a) => a.ts_ns,
             Self::Lost(l) => l.ts_ns,
             Self::Summary(s) => s.ts_ns,
         }

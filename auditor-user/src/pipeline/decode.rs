@@ -9,6 +9,9 @@ use auditor_common::{
 };
 
 /// One record as the kernel wrote it.
+// Records are decoded and consumed one at a time; boxing the larger ones
+// would add an allocation per event for no gain.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy, Debug)]
 pub enum RawRecord {
     GoAccess(GoMapAccess),
