@@ -662,6 +662,7 @@ pub struct AccessGraph {
     losses: BTreeMap<(u32, String), LossTally>,
     summaries: BTreeMap<u32, Summary>,
     attachments: BTreeMap<u32, AttachReport>,
+    alerts: Vec<crate::bpf::Alert>,
     events: u64,
 }
 
@@ -696,6 +697,13 @@ impl AccessGraph {
                     self.attachments.insert(r.pid, r.clone());
                 } else {
                     self.truncation.processes += 1;
+                }
+            }
+            AuditEvent::Alert(a) => {
+                if self.alerts.len() < self.limits.max_overlap_groups {
+                    self.alerts.push(a.clone());
+                } else {
+                    self.truncation.overlap_groups += 1;
                 }
             }
             AuditEvent::Lost(l) => self.ingest_lost(l),
@@ -809,6 +817,12 @@ impl AccessGraph {
         &self.losses
     }
     /// Last summary per PID.
+    /// BPF-map alerts (guarded maps, concurrent and multiple writers), in
+    /// arrival order.
+    pub fn alerts(&self) -> &[crate::bpf::Alert] {
+        &self.alerts
+    }
+
     /// Attach reports by PID: what was probed in each target, and how.
     pub fn attachments(&self) -> &BTreeMap<u32, AttachReport> {
         &self.attachments
