@@ -10,6 +10,8 @@ fn main() {
     let result = match &cli.command {
         Command::Doctor(args) => map_auditor::doctor::run(args),
         Command::Report(args) => map_auditor::output::report::run_report(args).map(|()| 0),
+        // bpf(2) auditing runs its own single-threaded runtime.
+        Command::Bpf(args) => map_auditor::bpf::run(args),
         other => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -20,8 +22,9 @@ fn main() {
                     match other {
                         Command::Attach(args) => map_auditor::audit::attach(args).await,
                         Command::Run(args) => map_auditor::audit::run(args).await,
-                        Command::Bpf(args) => map_auditor::bpf::run(args).await,
-                        Command::Doctor(_) | Command::Report(_) => unreachable!(),
+                        Command::Doctor(_) | Command::Report(_) | Command::Bpf(_) => {
+                            unreachable!("handled above")
+                        }
                     }
                 })
             }),
