@@ -87,11 +87,7 @@ pub fn kernel_emulates(instr: &Instruction, raw: &[u8]) -> bool {
                 )
         }
         Mnemonic::Push => {
-            let rex_ok = match prefixes.as_slice() {
-                [] => true,
-                [0x41] => true,
-                _ => false,
-            };
+            let rex_ok = matches!(prefixes.as_slice(), [] | [0x41]);
             rex_ok && instr.op0_kind() == OpKind::Register && raw.len() <= 2
         }
         _ if instr.flow_control() == FlowControl::ConditionalBranch

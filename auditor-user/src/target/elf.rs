@@ -74,10 +74,9 @@ impl ExeImage {
                 if let RelocationFlags::Elf {
                     r_type: elf::R_X86_64_RELATIVE,
                 } = r.flags()
+                    && matches!(r.target(), RelocationTarget::Absolute)
                 {
-                    if matches!(r.target(), RelocationTarget::Absolute) {
-                        relative.insert(addr, r.addend() as u64);
-                    }
+                    relative.insert(addr, r.addend() as u64);
                 }
             }
         }
@@ -190,10 +189,10 @@ impl ExeImage {
         let file = self.object();
         let mut m = HashMap::new();
         for s in file.symbols() {
-            if s.kind() == object::SymbolKind::Text {
-                if let Ok(n) = s.name() {
-                    m.entry(n.to_owned()).or_insert((s.address(), s.size()));
-                }
+            if s.kind() == object::SymbolKind::Text
+                && let Ok(n) = s.name()
+            {
+                m.entry(n.to_owned()).or_insert((s.address(), s.size()));
             }
         }
         m

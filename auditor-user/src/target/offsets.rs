@@ -54,6 +54,9 @@ pub fn from_table(v: GoVersion, swiss: bool) -> Option<RuntimeOffsets> {
 /// Newest Go minor version whose offsets were measured for the table.
 pub const TABLE_NEWEST_MINOR: u32 = 27;
 
+/// Selects the [`DwarfOffsets`] field a struct member fills.
+type FieldSlot = fn(&mut DwarfOffsets) -> &mut Option<u32>;
+
 /// Member offsets found in DWARF (each may be missing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DwarfOffsets {
@@ -116,7 +119,7 @@ pub fn from_dwarf(file: &object::File<'_>) -> Option<DwarfOffsets> {
                 _ => None,
             };
             let Some(name) = name else { continue };
-            let wanted: &[(&str, fn(&mut DwarfOffsets) -> &mut Option<u32>)] = match &*name {
+            let wanted: &[(&str, FieldSlot)] = match &*name {
                 b"runtime.g" => &[("goid", |o| &mut o.goid)],
                 b"runtime.hmap" => &[("flags", |o| &mut o.hmap_flags)],
                 b"runtime.hiter" => &[("h", |o| &mut o.hiter_h)],

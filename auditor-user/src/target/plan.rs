@@ -108,10 +108,10 @@ pub(crate) fn load_pclntab(img: &ExeImage, what: &str) -> Result<PcLnTab, Target
 
 fn read_buildinfo(img: &ExeImage) -> Option<buildinfo::BuildInfo> {
     let reader = |addr: u64| img.read_go_string(addr);
-    if let Some((_, data)) = img.section(".go.buildinfo") {
-        if let Ok(bi) = buildinfo::parse(&data, &reader) {
-            return Some(bi);
-        }
+    if let Some((_, data)) = img.section(".go.buildinfo")
+        && let Ok(bi) = buildinfo::parse(&data, &reader)
+    {
+        return Some(bi);
     }
     let off = img.find_aligned(MAGIC, 16)?;
     buildinfo::parse(&img.data()[off..], &reader).ok()
@@ -306,13 +306,13 @@ impl ProbePlan {
         let dwarf = offsets::from_dwarf(&object::File::Elf64(img.object()));
         let offsets = match (dwarf.map(|d| d.resolve(swiss)), table) {
             (Some(Some(d)), t) => {
-                if let Some(t) = t {
-                    if (d.goid, d.writing, d.iter_map) != (t.goid, t.writing, t.iter_map) {
-                        warnings.push(format!(
-                            "runtime offsets from DWARF (goid {}, writing {}, iterator {}) differ from the {go_version} table (goid {}, writing {}, iterator {}); using DWARF",
-                            d.goid, d.writing, d.iter_map, t.goid, t.writing, t.iter_map
-                        ));
-                    }
+                if let Some(t) = t
+                    && (d.goid, d.writing, d.iter_map) != (t.goid, t.writing, t.iter_map)
+                {
+                    warnings.push(format!(
+                        "runtime offsets from DWARF (goid {}, writing {}, iterator {}) differ from the {go_version} table (goid {}, writing {}, iterator {}); using DWARF",
+                        d.goid, d.writing, d.iter_map, t.goid, t.writing, t.iter_map
+                    ));
                 }
                 d
             }
