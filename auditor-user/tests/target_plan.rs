@@ -451,3 +451,66 @@ fn running_non_pie_has_zero_bias() {
     assert_eq!(p.load_bias(pid).unwrap(), 0);
     assert_eq!(p.go_version.minor, 19);
 }
+
+/// Map type descriptors passed in RAX to the map functions `main.main`
+/// calls: `lea rax,[rip+X]` shortly before `call runtime.mapassign*`.
+fn maptypes_passed_in_main(p: &ProbePlan, exe: &Path) -> Vec<u64> {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind, Register};
+    let main = p.symbolizer.function_address("main.main").unwrap();
+    // Text is in the first loadable segment, mapped from file offset 0.
+    let code = file_bytes(exe, main - p.link_base, 0x800);
+    let assigns: Vec<u64> = p
+        .sites
+        .iter()
+        .filter(|s| s.op == MapOp::Write && !s.exit)
+        .map(|s| s.func_addr)
+        .collect();
+    let mut last_lea_rax = None;
+    let mut out = Vec::new();
+    for i in Decoder::with_ip(64, &code, main, DecoderOptions::NONE) {
+        if i.mnemonic() == Mnemonic::Lea
+            && i.op0_register() == Register::RAX
+            && i.is_ip_rel_memory_operand()
+        {
+            last_lea_rax = Some(i.ip_rel_memory_address());
+        } else if i.mnemonic() == Mnemonic::Call && i.op0_kind() == OpKind::NearBranch64 {
+            if assigns.contains(&i.near_branch_target()) {
+                out.extend(last_lea_rax.take());
+            }
+            last_lea_rax = None;
+        }
+    }
+    out
+}
+
+#[test]
+fn map_type_descriptors_are_named() {
+    for (tc, link) in ALL {
+        let exe = build(tc, link);
+        let p = plan(tc, link, false);
+        let names: Vec<String> = maptypes_passed_in_main(&p, &exe)
+            .into_iter()
+            .map(|a| {
+                p.map_type_name(a)
+                    .unwrap_or_else(|| format!("unnamed {a:#x}"))
+            })
+            .collect();
+        for want in [
+            "map[int64]int",
+            "map[int32]int",
+            "map[string]string",
+            "map[*int]int",
+            "map[main.big]main.big",
+        ] {
+            assert!(
+                names.iter().any(|n| n == want),
+                "{tc:?} {link:?}: {want} not in {names:?}"
+            );
+        }
+        // Addresses outside the type area are not guessed at.
+        assert_eq!(
+            p.map_type_name(p.symbolizer.function_address("main.main").unwrap()),
+            None
+        );
+    }
+}

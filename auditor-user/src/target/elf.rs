@@ -136,6 +136,15 @@ impl ExeImage {
         (b.len() as u64 == len).then(|| b.to_vec())
     }
 
+    /// Addresses whose relative relocation produces `value`.
+    pub fn relative_targets_with_value(&self, value: u64) -> Vec<u64> {
+        self.relative
+            .iter()
+            .filter(|&(_, &v)| v == value)
+            .map(|(&a, _)| a)
+            .collect()
+    }
+
     /// Apply relative relocations that fall in `[vaddr, vaddr+buf.len())`.
     pub fn apply_relocations(&self, vaddr: u64, buf: &mut [u8]) {
         if self.relative.is_empty() {

@@ -23,6 +23,7 @@ mod offsets;
 mod pclntab;
 mod plan;
 mod symbolize;
+mod typename;
 
 use std::path::PathBuf;
 
@@ -34,6 +35,7 @@ pub use disasm::kernel_emulates;
 pub use pclntab::{PcLnTab, PclnError, PclnVersion};
 pub use plan::{PlanOptions, load_bias};
 pub use symbolize::Symbolizer;
+pub use typename::TypeNamer;
 
 pub(crate) use plan::{load_pclntab, read_image};
 
@@ -117,6 +119,9 @@ pub struct ProbePlan {
     pub warnings: Vec<String>,
     /// Call-site symbolizer for this executable.
     pub symbolizer: Symbolizer,
+    /// Go type names from descriptors (see [`ProbePlan::map_type_name`]);
+    /// `None` when the runtime's module data could not be found.
+    pub type_names: Option<TypeNamer>,
 }
 
 impl std::fmt::Display for GoVersion {

@@ -19,6 +19,7 @@ use super::{
     offsets,
     pclntab::PcLnTab,
     symbolize::Symbolizer,
+    typename::{self, TypeNamer},
 };
 
 /// Choices that change which probe sites a plan contains.
@@ -79,6 +80,11 @@ fn pclntab_by_magic(img: &ExeImage) -> Option<(u64, usize)> {
 /// `.data.rel.ro.gopclntab` in Go 1.16–1.20 PIE builds), else a header
 /// found by its magic.
 pub(crate) fn load_pclntab(img: &ExeImage, what: &str) -> Result<PcLnTab, TargetError> {
+    load_pclntab_at(img, what).map(|(_, t)| t)
+}
+
+/// [`load_pclntab`], also giving the table's link-time address.
+fn load_pclntab_at(img: &ExeImage, what: &str) -> Result<(u64, PcLnTab), TargetError> {
     let text = img.text_address().unwrap_or(0);
     let (addr, mut bytes) = match img.section_ending("gopclntab") {
         Some((addr, data)) if !data.is_empty() => (addr, data.into_owned()),
@@ -94,16 +100,18 @@ pub(crate) fn load_pclntab(img: &ExeImage, what: &str) -> Result<PcLnTab, Target
     // Go 1.16-1.17 PIE tables hold absolute addresses patched by dynamic
     // relocations; apply them so entries are link-time addresses.
     img.apply_relocations(addr, &mut bytes);
-    PcLnTab::parse(bytes, text).map_err(|source| match source {
-        super::PclnError::BadMagic(_) => TargetError::GoTooOld {
-            what: what.to_owned(),
-            version: "a Go older than 1.16 (old function table format)".to_owned(),
-        },
-        source => TargetError::BadPclntab {
-            what: what.to_owned(),
-            source,
-        },
-    })
+    PcLnTab::parse(bytes, text)
+        .map(|t| (addr, t))
+        .map_err(|source| match source {
+            super::PclnError::BadMagic(_) => TargetError::GoTooOld {
+                what: what.to_owned(),
+                version: "a Go older than 1.16 (old function table format)".to_owned(),
+            },
+            source => TargetError::BadPclntab {
+                what: what.to_owned(),
+                source,
+            },
+        })
 }
 
 fn read_buildinfo(img: &ExeImage) -> Option<buildinfo::BuildInfo> {
@@ -233,7 +241,7 @@ impl ProbePlan {
                 version: bi.go_version.clone(),
             });
         }
-        let tab = load_pclntab(&img, &what)?;
+        let (tab_addr, tab) = load_pclntab_at(&img, &what)?;
         let name_index = tab.name_index();
         let mut warnings = Vec::new();
 
@@ -340,6 +348,11 @@ impl ProbePlan {
         };
 
         let link_base = link_base(&img);
+        let type_names = typename::find_types_base(&img, tab_addr, &tab)
+            .and_then(|types| TypeNamer::new(&exe, &img, types));
+        if type_names.is_none() {
+            warnings.push("Go type descriptors not found: map types will be unnamed".to_owned());
+        }
         Ok(ProbePlan {
             exe,
             go_version,
@@ -355,12 +368,19 @@ impl ProbePlan {
             link_base,
             warnings,
             symbolizer: Symbolizer::new(tab),
+            type_names,
         })
     }
 
     /// Load bias of this plan's executable in process `pid` (0 unless PIE).
     pub fn load_bias(&self, pid: u32) -> Result<u64, TargetError> {
         bias_from_maps(pid, &self.exe, self.link_base)
+    }
+
+    /// Go type name of a map type descriptor (the `maptype` of an access
+    /// event, converted to a link-time address), e.g. `map[string]int`.
+    pub fn map_type_name(&self, maptype_addr: u64) -> Option<String> {
+        self.type_names.as_ref()?.type_name(maptype_addr)
     }
 
     /// Entry (non-exit) site of a function, if planned.
