@@ -185,6 +185,44 @@ fn each_family_finds_its_map_functions() {
 }
 
 #[test]
+fn wrappers_that_call_other_map_functions_are_reported() {
+    let pair = |a: &str, b: &str| (a.to_owned(), b.to_owned());
+    for link in [Link::Plain, Link::StrippedPie] {
+        let c = plan(GoToolchain::Classic, link, false);
+        // The classic iterator starts by advancing, and re-reads keys of a
+        // growing map through mapaccessK.
+        assert!(
+            c.nested
+                .contains(&pair("runtime.mapiterinit", "runtime.mapiternext")),
+            "{:?}",
+            c.nested
+        );
+        assert!(
+            c.nested
+                .contains(&pair("runtime.mapiternext", "runtime.mapaccessK")),
+            "{:?}",
+            c.nested
+        );
+        let s = plan(GoToolchain::Swiss, link, false);
+        let wrapped = s.nested.contains(&pair(
+            "runtime.mapaccess1_faststr",
+            "runtime.mapaccess2_faststr",
+        ));
+        // Go 1.27 turned mapaccess1* into calls of mapaccess2*; 1.24-1.26 did not.
+        assert_eq!(
+            wrapped,
+            s.go_version.minor >= 27,
+            "{} {:?}",
+            s.go_version,
+            s.nested
+        );
+        for (a, b) in c.nested.iter().chain(&s.nested) {
+            assert_ne!(a, b);
+        }
+    }
+}
+
+#[test]
 fn plain_and_stripped_pie_builds_find_the_same_functions() {
     for tc in [GoToolchain::Classic, GoToolchain::Swiss] {
         let a = plan(tc, Link::Plain, false);
@@ -386,6 +424,34 @@ fn missing_pid_is_no_such_process() {
         "{err}"
     );
     assert!(err.to_string().contains(&pid.to_string()));
+}
+
+#[test]
+fn a_rust_process_is_not_go() {
+    let err = ProbePlan::for_pid(std::process::id()).unwrap_err();
+    assert!(matches!(err, TargetError::NotGo(_)), "{err}");
+}
+
+#[test]
+fn a_zombie_process_has_exited() {
+    let mut child = Command::new("/bin/true").spawn().unwrap();
+    let pid = child.id();
+    // Not reaped yet: /proc/PID stays, but the executable link is gone.
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_to_string(&stat).unwrap().contains(") Z ") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "child never became a zombie"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let err = ProbePlan::for_pid(pid).unwrap_err();
+    child.wait().unwrap();
+    assert!(
+        matches!(err, TargetError::ProcessExited(p) if p == pid),
+        "{err}"
+    );
 }
 
 struct Running(Child);

@@ -197,6 +197,24 @@ mod tests {
     }
 
     #[test]
+    fn mutated_blobs_never_panic() {
+        let mut b = header(2);
+        b.resize(32, 0);
+        b.extend([8]);
+        b.extend(b"go1.27.3");
+        b.extend([4]);
+        b.extend(b"path");
+        for i in 14..b.len() {
+            for v in [0u8, 0x80, 0xff] {
+                let mut m = b.clone();
+                m[i] = v;
+                let _ = parse(&m, &|_| Some(vec![0xff; 3]));
+                let _ = parse(&m[..i], &|_| None);
+            }
+        }
+    }
+
+    #[test]
     fn go_version_strings() {
         let v = |a, b, c| {
             Some(GoVersion {

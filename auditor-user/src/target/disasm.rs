@@ -183,6 +183,15 @@ pub fn entry_site(code: &[u8], ip: u64) -> Option<Placement> {
     fallback.or(first)
 }
 
+/// Targets of direct `call rel32` instructions in the function's code.
+pub fn direct_calls(code: &[u8], ip: u64) -> Vec<u64> {
+    Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
+        .into_iter()
+        .filter(|i| i.mnemonic() == Mnemonic::Call && i.op0_kind() == OpKind::NearBranch64)
+        .map(|i| i.near_branch_target())
+        .collect()
+}
+
 /// Every `ret` in the function's code.
 pub fn ret_sites(code: &[u8], ip: u64) -> Vec<Placement> {
     let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
@@ -261,6 +270,13 @@ mod tests {
         let p = entry_site(&code, 0x3000).unwrap();
         assert_eq!(p.addr, 0x3003);
         assert!(!p.stackcheck && p.emulated);
+    }
+
+    #[test]
+    fn direct_call_targets_are_absolute() {
+        // call +0 (to 0x1005); call rax; call -0x10
+        let code = [0xe8, 0, 0, 0, 0, 0xff, 0xd0, 0xe8, 0xf0, 0xff, 0xff, 0xff];
+        assert_eq!(direct_calls(&code, 0x1000), vec![0x1005, 0xffc]);
     }
 
     #[test]

@@ -122,6 +122,10 @@ pub struct ProbePlan {
     /// Go type names from descriptors (see [`ProbePlan::map_type_name`]);
     /// `None` when the runtime's module data could not be found.
     pub type_names: Option<TypeNamer>,
+    /// `(caller, callee)` pairs of probed map functions where the caller
+    /// calls the callee directly: one access then hits both probes (same
+    /// goroutine, same map, callee inside caller).
+    pub nested: Vec<(String, String)>,
 }
 
 impl std::fmt::Display for GoVersion {

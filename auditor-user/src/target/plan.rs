@@ -310,6 +310,33 @@ impl ProbePlan {
             }
         }
 
+        // Wrappers: an access through one of these also hits the probe of
+        // the function it calls (Swiss `mapaccess1_faststr` calls
+        // `mapaccess2_faststr`), so the pipeline can merge the pair.
+        let mut nested = Vec::new();
+        let entries: HashMap<u64, &str> = sites
+            .iter()
+            .map(|s| (s.func_addr, s.function.as_str()))
+            .collect();
+        for f in &found {
+            let Some((addr, size)) = locate(&symbols, &tab, &name_index, f) else {
+                continue;
+            };
+            let Some(code) = img.bytes_at(addr, size) else {
+                continue;
+            };
+            for target in disasm::direct_calls(code, addr) {
+                if let Some(&callee) = entries.get(&target)
+                    && callee != f
+                    && !nested
+                        .iter()
+                        .any(|(a, b): &(String, String)| a == f && b == callee)
+                {
+                    nested.push((f.clone(), callee.to_owned()));
+                }
+            }
+        }
+
         let table = offsets::from_table(go_version, swiss);
         let dwarf = offsets::from_dwarf(&object::File::Elf64(img.object()));
         let offsets = match (dwarf.map(|d| d.resolve(swiss)), table) {
@@ -369,6 +396,7 @@ impl ProbePlan {
             warnings,
             symbolizer: Symbolizer::new(tab),
             type_names,
+            nested,
         })
     }
 
