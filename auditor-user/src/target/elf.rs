@@ -39,39 +39,6 @@ impl std::fmt::Debug for ExeImage {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn header(class: u8, machine: u16) -> Vec<u8> {
-        let mut h = vec![0u8; 64];
-        h[..4].copy_from_slice(b"\x7fELF");
-        h[4] = class;
-        h[5] = 1;
-        h[6] = 1;
-        h[16] = 2; // ET_EXEC
-        h[18..20].copy_from_slice(&machine.to_le_bytes());
-        h
-    }
-
-    #[test]
-    fn other_formats_and_machines_are_told_apart() {
-        let e = ExeImage::parse(b"#!/bin/sh\n".to_vec(), "x").unwrap_err();
-        assert!(matches!(e, TargetError::NotElf(_)));
-        let e = ExeImage::parse(header(2, elf::EM_AARCH64), "x").unwrap_err();
-        assert!(matches!(e, TargetError::NotX86_64(_)));
-        let e = ExeImage::parse(header(1, elf::EM_386), "x").unwrap_err();
-        assert!(matches!(e, TargetError::NotX86_64(_)));
-        // Right machine, but a header too broken to read.
-        let mut h = header(2, elf::EM_X86_64);
-        h.truncate(20);
-        assert!(matches!(
-            ExeImage::parse(h, "x").unwrap_err(),
-            TargetError::NotElf(_)
-        ));
-    }
-}
-
 impl ExeImage {
     /// Parse `data` (the whole file). Not ELF: [`TargetError::NotElf`];
     /// another machine: [`TargetError::NotX86_64`].
@@ -258,5 +225,38 @@ impl ExeImage {
             .iter()
             .find(|s| off >= s.offset && off - s.offset < s.filesz)
             .map(|s| s.vaddr + (off - s.offset))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(class: u8, machine: u16) -> Vec<u8> {
+        let mut h = vec![0u8; 64];
+        h[..4].copy_from_slice(b"\x7fELF");
+        h[4] = class;
+        h[5] = 1;
+        h[6] = 1;
+        h[16] = 2; // ET_EXEC
+        h[18..20].copy_from_slice(&machine.to_le_bytes());
+        h
+    }
+
+    #[test]
+    fn other_formats_and_machines_are_told_apart() {
+        let e = ExeImage::parse(b"#!/bin/sh\n".to_vec(), "x").unwrap_err();
+        assert!(matches!(e, TargetError::NotElf(_)));
+        let e = ExeImage::parse(header(2, elf::EM_AARCH64), "x").unwrap_err();
+        assert!(matches!(e, TargetError::NotX86_64(_)));
+        let e = ExeImage::parse(header(1, elf::EM_386), "x").unwrap_err();
+        assert!(matches!(e, TargetError::NotX86_64(_)));
+        // Right machine, but a header too broken to read.
+        let mut h = header(2, elf::EM_X86_64);
+        h.truncate(20);
+        assert!(matches!(
+            ExeImage::parse(h, "x").unwrap_err(),
+            TargetError::NotElf(_)
+        ));
     }
 }
