@@ -34,11 +34,7 @@ impl GoToolchain {
     }
 
     fn goroot(self) -> PathBuf {
-        self.go()
-            .parent()
-            .and_then(Path::parent)
-            .unwrap()
-            .to_path_buf()
+        self.go().parent().and_then(Path::parent).unwrap().to_path_buf()
     }
 }
 
@@ -66,16 +62,9 @@ pub fn build_go(name: &str, src: &str, tc: GoToolchain, link: Link) -> PathBuf {
     }
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("main.go"), src).unwrap();
-    std::fs::write(
-        dir.join("go.mod"),
-        format!("module example.com/{name}\n\ngo 1.19\n"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("go.mod"), format!("module example.com/{name}\n\ngo 1.19\n")).unwrap();
     let go = tc.go();
-    assert!(
-        go.exists(),
-        "Go toolchain {go:?} missing: run `cargo xtask setup`"
-    );
+    assert!(go.exists(), "Go toolchain {go:?} missing: run `cargo xtask setup`");
     let mut cmd = Command::new(&go);
     cmd.current_dir(&dir)
         .env("GOROOT", tc.goroot())
@@ -109,8 +98,6 @@ pub fn bpf_available(test: &str) -> bool {
     if required {
         panic!("{test}: MAP_AUDITOR_REQUIRE_BPF=1 but not running as root: BPF cannot be loaded");
     }
-    eprintln!(
-        "SKIPPED {test}: needs root to load BPF programs (set MAP_AUDITOR_REQUIRE_BPF=1 to fail instead)"
-    );
+    eprintln!("SKIPPED {test}: needs root to load BPF programs (set MAP_AUDITOR_REQUIRE_BPF=1 to fail instead)");
     false
 }
