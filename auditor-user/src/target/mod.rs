@@ -3,15 +3,41 @@
 //! it, its RET sites, the runtime struct offsets the kernel side needs, and
 //! a [`Symbolizer`] for call sites (pclntab, so stripped binaries work).
 //!
-//! CONTRACT (implemented by the target-analysis work):
-//! - `ProbePlan::for_pid(pid)` / `ProbePlan::for_exe(path)`
-//! - `Symbolizer::lookup(pc)` where `pc` is a runtime virtual address
-//!   (userspace subtracts the load bias for PIE before calling, see
-//!   `ProbePlan::load_bias`).
+//! Entry points:
+//! - [`ProbePlan::for_pid`] / [`ProbePlan::for_exe`] (entry probes only) and
+//!   the `_with` forms taking [`PlanOptions`] (RET probes for interval mode).
+//! - [`Symbolizer::lookup`] / [`Symbolizer::lookup_return_address`] take
+//!   link-time addresses: for a PIE, subtract [`ProbePlan::load_bias`] from
+//!   the runtime address first (non-PIE: the bias is 0).
+//!
+//! Modules: `buildinfo` (version, module), `pclntab` (Go's function table),
+//! `elf` (segments, relocations, sections), `catalogue` (the map functions),
+//! `disasm` (probe placement), `offsets` (runtime struct offsets),
+//! `symbolize` (PC to frame), `plan` (putting it together).
+
+mod buildinfo;
+mod catalogue;
+mod disasm;
+mod elf;
+mod offsets;
+mod pclntab;
+mod plan;
+mod symbolize;
+mod typename;
 
 use std::path::PathBuf;
 
 use auditor_common::go_map::{MapArg, MapOp};
+
+pub use buildinfo::{BuildInfo, parse_go_version};
+pub use catalogue::{Family, MAP_FUNCTIONS, MapFunction, by_name};
+pub use disasm::kernel_emulates;
+pub use pclntab::{PcLnTab, PclnError, PclnVersion};
+pub use plan::{PlanOptions, load_bias};
+pub use symbolize::Symbolizer;
+pub use typename::TypeNamer;
+
+pub(crate) use plan::{load_pclntab, read_image};
 
 /// A Go toolchain version, e.g. 1.24.3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -82,4 +108,65 @@ pub struct ProbePlan {
     pub found: Vec<String>,
     /// Map functions of this Go version's family that the linker dropped.
     pub missing: Vec<String>,
+    /// Raw toolchain string from the build info, e.g. `go1.24.0 X:...`.
+    pub go_version_raw: String,
+    /// Link-time address of the first loadable byte (file offset 0); the
+    /// load bias of a running PIE is its mapped address minus this.
+    pub link_base: u64,
+    /// Things the user should know that did not stop planning (offsets taken
+    /// from a table for a version newer than measured, DWARF disagreeing
+    /// with the table, ...).
+    pub warnings: Vec<String>,
+    /// Call-site symbolizer for this executable.
+    pub symbolizer: Symbolizer,
+    /// Go type names from descriptors (see [`ProbePlan::map_type_name`]);
+    /// `None` when the runtime's module data could not be found.
+    pub type_names: Option<TypeNamer>,
+    /// `(caller, callee)` pairs of probed map functions where the caller
+    /// calls the callee directly: one access then hits both probes (same
+    /// goroutine, same map, callee inside caller).
+    pub nested: Vec<(String, String)>,
+}
+
+impl std::fmt::Display for GoVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "go{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Why an executable cannot be planned. Each message says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("no process with PID {0}: check the PID (e.g. with `ps`) and try again")]
+    NoSuchProcess(u32),
+    #[error(
+        "process {0} exited (or is a zombie) before its executable could be read: start it again and re-run"
+    )]
+    ProcessExited(u32),
+    #[error("permission denied reading {0}: run map-auditor as root")]
+    PermissionDenied(String),
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0} is not an ELF executable: point map-auditor at a Go program")]
+    NotElf(String),
+    #[error("{0} is not a 64-bit x86-64 executable: only x86-64 targets are supported")]
+    NotX86_64(String),
+    #[error(
+        "{0} is not a Go program (no Go build info or function table): only Go programs can be audited"
+    )]
+    NotGo(String),
+    #[error(
+        "{what} was built with {version}: Go 1.17 or newer (register ABI) is required; rebuild it with a current Go"
+    )]
+    GoTooOld { what: String, version: String },
+    #[error("{what}: Go function table unreadable ({source}): the binary may be damaged or packed")]
+    BadPclntab {
+        what: String,
+        #[source]
+        source: PclnError,
+    },
 }

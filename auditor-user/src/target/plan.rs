@@ -1,0 +1,521 @@
+//! Putting a probe plan together: open the executable, read what Go it is,
+//! find the map functions, place their probes, and pick struct offsets.
+
+use std::{
+    collections::HashMap,
+    io::ErrorKind,
+    os::unix::fs::MetadataExt,
+    path::{Path, PathBuf},
+};
+
+use auditor_common::go_map::MapArg;
+
+use super::{
+    ProbePlan, ProbeSite, TargetError,
+    buildinfo::{self, MAGIC},
+    catalogue::MAP_FUNCTIONS,
+    disasm::{self, Placement},
+    elf::ExeImage,
+    offsets,
+    pclntab::PcLnTab,
+    symbolize::Symbolizer,
+    typename::{self, TypeNamer},
+};
+
+/// Choices that change which probe sites a plan contains.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlanOptions {
+    /// Also probe every RET of every non-creation map function (interval
+    /// detection). Creation functions are always probed at their RETs.
+    pub exit_sites: bool,
+}
+
+/// Oldest Go with the register ABI the kernel side relies on.
+const MIN_MINOR: u32 = 17;
+/// First Go release whose maps are Swiss tables by default.
+const SWISS_MINOR: u32 = 24;
+
+fn io_error(path: &Path, e: std::io::Error) -> TargetError {
+    match e.kind() {
+        ErrorKind::PermissionDenied => TargetError::PermissionDenied(path.display().to_string()),
+        _ => TargetError::Io {
+            path: path.display().to_string(),
+            source: e,
+        },
+    }
+}
+
+/// Read and parse an executable.
+pub(crate) fn read_image(path: &Path) -> Result<ExeImage, TargetError> {
+    let data = std::fs::read(path).map_err(|e| io_error(path, e))?;
+    ExeImage::parse(data, &path.display().to_string())
+}
+
+/// Candidate pclntab headers: magic, two zero bytes, quantum 1, pointer 8.
+fn pclntab_by_magic(img: &ExeImage) -> Option<(u64, usize)> {
+    let d = img.data();
+    (0..d.len().saturating_sub(8)).step_by(8).find_map(|o| {
+        let m = u32::from_le_bytes(d[o..o + 4].try_into().ok()?);
+        let ok = super::PclnVersion::from_magic(m).is_some() && d[o + 4..o + 8] == [0, 0, 1, 8];
+        if !ok {
+            return None;
+        }
+        let vaddr = img.vaddr_of_offset(o as u64)?;
+        // Bound the table by its segment's file bytes.
+        let seg = img
+            .segments
+            .iter()
+            .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)?;
+        let len = seg.filesz - (vaddr - seg.vaddr);
+        PcLnTab::parse(
+            d[o..o + len as usize].to_vec(),
+            img.text_address().unwrap_or(0),
+        )
+        .ok()
+        .map(|_| (vaddr, len as usize))
+    })
+}
+
+/// Find and parse the pclntab: the section (named `.gopclntab`, or
+/// `.data.rel.ro.gopclntab` in Go 1.16–1.20 PIE builds), else a header
+/// found by its magic.
+pub(crate) fn load_pclntab(img: &ExeImage, what: &str) -> Result<PcLnTab, TargetError> {
+    load_pclntab_at(img, what).map(|(_, t)| t)
+}
+
+/// [`load_pclntab`], also giving the table's link-time address.
+fn load_pclntab_at(img: &ExeImage, what: &str) -> Result<(u64, PcLnTab), TargetError> {
+    let text = img.text_address().unwrap_or(0);
+    let (addr, mut bytes) = match img.section_ending("gopclntab") {
+        Some((addr, data)) if !data.is_empty() => (addr, data.into_owned()),
+        _ => {
+            let (addr, len) =
+                pclntab_by_magic(img).ok_or_else(|| TargetError::NotGo(what.to_owned()))?;
+            (
+                addr,
+                img.bytes_at(addr, len as u64).unwrap_or_default().to_vec(),
+            )
+        }
+    };
+    // Go 1.16-1.17 PIE tables hold absolute addresses patched by dynamic
+    // relocations; apply them so entries are link-time addresses.
+    img.apply_relocations(addr, &mut bytes);
+    PcLnTab::parse(bytes, text)
+        .map(|t| (addr, t))
+        .map_err(|source| match source {
+            super::PclnError::BadMagic(_) => TargetError::GoTooOld {
+                what: what.to_owned(),
+                version: "a Go older than 1.16 (old function table format)".to_owned(),
+            },
+            source => TargetError::BadPclntab {
+                what: what.to_owned(),
+                source,
+            },
+        })
+}
+
+fn read_buildinfo(img: &ExeImage) -> Option<buildinfo::BuildInfo> {
+    let reader = |addr: u64| img.read_go_string(addr);
+    if let Some((_, data)) = img.section(".go.buildinfo")
+        && let Ok(bi) = buildinfo::parse(&data, &reader)
+    {
+        return Some(bi);
+    }
+    let off = img.find_aligned(MAGIC, 16)?;
+    buildinfo::parse(&img.data()[off..], &reader).ok()
+}
+
+/// Where the map functions are: `.symtab` when present, else the pclntab.
+fn locate(
+    symbols: &HashMap<String, (u64, u64)>,
+    tab: &PcLnTab,
+    name_index: &HashMap<&str, usize>,
+    name: &str,
+) -> Option<(u64, u64)> {
+    let from_tab = name_index.get(name).map(|&i| {
+        let f = tab.funcs()[i];
+        (f.entry, f.end - f.entry)
+    });
+    if let Some(&(addr, size)) = symbols.get(name) {
+        let size = if size == 0 {
+            from_tab.map(|t| t.1).unwrap_or(0)
+        } else {
+            size
+        };
+        return Some((addr, size));
+    }
+    from_tab
+}
+
+fn site(
+    id: usize,
+    f: &super::MapFunction,
+    func_addr: u64,
+    p: Placement,
+    exit: bool,
+    map_arg: MapArg,
+    img: &ExeImage,
+) -> Option<ProbeSite> {
+    Some(ProbeSite {
+        id: u16::try_from(id).ok()?,
+        function: f.name.to_owned(),
+        op: f.op,
+        map_arg,
+        func_addr,
+        addr: p.addr,
+        file_offset: img.file_offset(p.addr)?,
+        exit,
+        stackcheck: p.stackcheck,
+        instruction: p.instruction,
+        emulated: p.emulated,
+    })
+}
+
+impl ProbePlan {
+    /// Plan entry probes for a running process (reads `/proc/PID/exe`).
+    ///
+    /// ```no_run
+    /// # use map_auditor::target::ProbePlan;
+    /// let plan = ProbePlan::for_pid(1234).unwrap();
+    /// println!("{} sites, Go {}", plan.sites.len(), plan.go_version);
+    /// ```
+    pub fn for_pid(pid: u32) -> Result<Self, TargetError> {
+        Self::for_pid_with(pid, PlanOptions::default())
+    }
+
+    /// [`ProbePlan::for_pid`] with options.
+    pub fn for_pid_with(pid: u32, opts: PlanOptions) -> Result<Self, TargetError> {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if pid == 0 || !proc_dir.exists() {
+            return Err(TargetError::NoSuchProcess(pid));
+        }
+        let exe = proc_dir.join("exe");
+        // A zombie or exiting process has no exe link any more; a kernel
+        // thread has none either.
+        match std::fs::read_link(&exe) {
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+                return Err(TargetError::PermissionDenied(exe.display().to_string()));
+            }
+            Err(_) if !proc_dir.exists() => return Err(TargetError::NoSuchProcess(pid)),
+            Err(_) => return Err(TargetError::ProcessExited(pid)),
+        }
+        let img = match read_image(&exe) {
+            Err(TargetError::Io { .. }) if !proc_dir.exists() => {
+                return Err(TargetError::ProcessExited(pid));
+            }
+            other => other?,
+        };
+        Self::from_image(img, exe, opts)
+    }
+
+    /// Plan entry probes for an executable file.
+    pub fn for_exe(path: impl AsRef<Path>) -> Result<Self, TargetError> {
+        Self::for_exe_with(path, PlanOptions::default())
+    }
+
+    /// [`ProbePlan::for_exe`] with options.
+    pub fn for_exe_with(path: impl AsRef<Path>, opts: PlanOptions) -> Result<Self, TargetError> {
+        let path = path.as_ref();
+        let img = read_image(path)?;
+        Self::from_image(img, path.to_path_buf(), opts)
+    }
+
+    fn from_image(img: ExeImage, exe: PathBuf, opts: PlanOptions) -> Result<Self, TargetError> {
+        let what = exe.display().to_string();
+        let Some(bi) = read_buildinfo(&img) else {
+            // A Go function table without build info: Go older than 1.13.
+            return match load_pclntab(&img, &what) {
+                Ok(_) | Err(TargetError::GoTooOld { .. }) => Err(TargetError::GoTooOld {
+                    what,
+                    version: "a Go without build info (older than 1.13)".to_owned(),
+                }),
+                Err(_) => Err(TargetError::NotGo(what)),
+            };
+        };
+        let go_version = buildinfo::parse_go_version(&bi.go_version)
+            .ok_or_else(|| TargetError::NotGo(what.clone()))?;
+        if go_version.major != 1 || go_version.minor < MIN_MINOR {
+            return Err(TargetError::GoTooOld {
+                what,
+                version: bi.go_version.clone(),
+            });
+        }
+        let (tab_addr, tab) = load_pclntab_at(&img, &what)?;
+        let name_index = tab.name_index();
+        let mut warnings = Vec::new();
+
+        // The map family: from the functions actually linked, else from the
+        // version and GOEXPERIMENT (1.24-1.25 could opt out of Swiss maps).
+        let has = |n: &str| name_index.contains_key(n);
+        let swiss =
+            if has("runtime.mapIterStart") || has("internal/runtime/maps.(*Map).putSlotSmall") {
+                true
+            } else if has("runtime.mapiterinit") || has("runtime.evacuate") {
+                false
+            } else {
+                let opted_out = bi
+                    .settings
+                    .iter()
+                    .any(|(k, v)| k == "GOEXPERIMENT" && v.split(',').any(|e| e == "noswissmap"));
+                go_version.minor >= SWISS_MINOR && !opted_out
+            };
+
+        let symbols = if img.stripped {
+            HashMap::new()
+        } else {
+            img.function_symbols()
+        };
+        let mut sites = Vec::new();
+        let mut found = Vec::new();
+        let mut missing = Vec::new();
+        for f in MAP_FUNCTIONS.iter().filter(|f| f.in_family(swiss)) {
+            let Some((addr, size)) = locate(&symbols, &tab, &name_index, f.name) else {
+                missing.push(f.name.to_owned());
+                continue;
+            };
+            let Some(code) = img.bytes_at(addr, size).filter(|c| !c.is_empty()) else {
+                warnings.push(format!(
+                    "{}: code at {addr:#x} not in the file; not probed",
+                    f.name
+                ));
+                continue;
+            };
+            found.push(f.name.to_owned());
+            let mut add = |p: Placement, exit: bool, arg: MapArg| {
+                let id = sites.len();
+                match site(id, f, addr, p, exit, arg, &img) {
+                    Some(s) => sites.push(s),
+                    None => {
+                        warnings.push(format!("{}: probe site {id} could not be placed", f.name))
+                    }
+                }
+            };
+            if f.is_make() {
+                for p in disasm::ret_sites(code, addr) {
+                    add(p, true, MapArg::Rax);
+                }
+                continue;
+            }
+            if let Some(p) = disasm::entry_site(code, addr) {
+                add(p, false, f.map_arg);
+            }
+            if opts.exit_sites {
+                // At a RET the argument registers hold results or scratch:
+                // the map is not known there; the kernel side closes the
+                // access by goroutine.
+                for p in disasm::ret_sites(code, addr) {
+                    add(p, true, MapArg::None);
+                }
+            }
+        }
+
+        // Wrappers: an access through one of these also hits the probe of
+        // the function it calls (Swiss `mapaccess1_faststr` calls
+        // `mapaccess2_faststr`), so the pipeline can merge the pair.
+        let mut nested = Vec::new();
+        let entries: HashMap<u64, &str> = sites
+            .iter()
+            .map(|s| (s.func_addr, s.function.as_str()))
+            .collect();
+        for f in &found {
+            let Some((addr, size)) = locate(&symbols, &tab, &name_index, f) else {
+                continue;
+            };
+            let Some(code) = img.bytes_at(addr, size) else {
+                continue;
+            };
+            for target in disasm::direct_calls(code, addr) {
+                if let Some(&callee) = entries.get(&target)
+                    && callee != f
+                    && !nested
+                        .iter()
+                        .any(|(a, b): &(String, String)| a == f && b == callee)
+                {
+                    nested.push((f.clone(), callee.to_owned()));
+                }
+            }
+        }
+
+        let table = offsets::from_table(go_version, swiss);
+        let dwarf = offsets::from_dwarf(&object::File::Elf64(img.object()));
+        let offsets = match (dwarf.map(|d| d.resolve(swiss)), table) {
+            (Some(Some(d)), t) => {
+                if let Some(t) = t
+                    && (d.goid, d.writing, d.iter_map) != (t.goid, t.writing, t.iter_map)
+                {
+                    warnings.push(format!(
+                        "runtime offsets from DWARF (goid {}, writing {}, iterator {}) differ from the {go_version} table (goid {}, writing {}, iterator {}); using DWARF",
+                        d.goid, d.writing, d.iter_map, t.goid, t.writing, t.iter_map
+                    ));
+                }
+                d
+            }
+            (dw, Some(t)) => {
+                if dw.is_some() {
+                    warnings.push(
+                        "DWARF lacks some runtime struct members; using the version table"
+                            .to_owned(),
+                    );
+                }
+                if go_version.minor > offsets::TABLE_NEWEST_MINOR {
+                    warnings.push(format!(
+                        "{go_version} is newer than the offset table (Go 1.{}); offsets are a guess: build the target with DWARF",
+                        offsets::TABLE_NEWEST_MINOR
+                    ));
+                }
+                t
+            }
+            (_, None) => {
+                return Err(TargetError::GoTooOld {
+                    what,
+                    version: bi.go_version.clone(),
+                });
+            }
+        };
+
+        let link_base = link_base(&img);
+        let type_names = typename::find_types_base(&img, tab_addr, &tab)
+            .and_then(|types| TypeNamer::new(&exe, &img, types));
+        if type_names.is_none() {
+            warnings.push("Go type descriptors not found: map types will be unnamed".to_owned());
+        }
+        Ok(ProbePlan {
+            exe,
+            go_version,
+            module_path: bi.module_path.clone(),
+            pie: img.pie,
+            stripped: img.stripped,
+            swiss_maps: swiss,
+            offsets,
+            sites,
+            found,
+            missing,
+            go_version_raw: bi.go_version,
+            link_base,
+            warnings,
+            symbolizer: Symbolizer::new(tab),
+            type_names,
+            nested,
+        })
+    }
+
+    /// Load bias of this plan's executable in process `pid` (0 unless PIE).
+    pub fn load_bias(&self, pid: u32) -> Result<u64, TargetError> {
+        bias_from_maps(pid, &self.exe, self.link_base)
+    }
+
+    /// Go type name of a map type descriptor (the `maptype` of an access
+    /// event, converted to a link-time address), e.g. `map[string]int`.
+    pub fn map_type_name(&self, maptype_addr: u64) -> Option<String> {
+        self.type_names.as_ref()?.type_name(maptype_addr)
+    }
+
+    /// Entry (non-exit) site of a function, if planned.
+    pub fn entry_site(&self, function: &str) -> Option<&ProbeSite> {
+        self.sites
+            .iter()
+            .find(|s| !s.exit && s.function == function)
+    }
+}
+
+fn link_base(img: &ExeImage) -> u64 {
+    img.segments
+        .iter()
+        .find(|s| s.offset == 0)
+        .or_else(|| img.segments.first())
+        .map(|s| (s.vaddr - s.offset % 4096) & !0xfff)
+        .unwrap_or(0)
+}
+
+/// Difference between where `exe` is mapped in process `pid` and where it
+/// was linked: runtime address = link-time address + bias. 0 for non-PIE.
+pub fn load_bias(pid: u32, exe: &Path) -> Result<u64, TargetError> {
+    let img = read_image(exe)?;
+    bias_from_maps(pid, exe, link_base(&img))
+}
+
+fn bias_from_maps(pid: u32, exe: &Path, link_base: u64) -> Result<u64, TargetError> {
+    let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
+    let maps = std::fs::read_to_string(&maps_path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => TargetError::NoSuchProcess(pid),
+        _ => io_error(&maps_path, e),
+    })?;
+    // Match the mapping by device and inode (the path may be deleted or in
+    // another mount namespace); fall back to the path text.
+    let meta = std::fs::metadata(exe).map_err(|e| io_error(exe, e))?;
+    let (dev, ino) = (meta.dev(), meta.ino());
+    let (major, minor) = (
+        (dev >> 8) & 0xfff | (dev >> 32) & !0xfff,
+        (dev & 0xff) | (dev >> 12) & !0xff,
+    );
+    let target = std::fs::canonicalize(exe).ok();
+    let start = parse_maps(&maps, |m| {
+        (m.inode == ino && m.major == major && m.minor == minor)
+            || target
+                .as_deref()
+                .is_some_and(|t| Path::new(m.path.trim_end_matches(" (deleted)")) == t)
+    })
+    .ok_or_else(|| TargetError::Io {
+        path: maps_path.display().to_string(),
+        source: std::io::Error::new(
+            ErrorKind::NotFound,
+            format!("{} is not mapped in process {pid}", exe.display()),
+        ),
+    })?;
+    Ok(start.wrapping_sub(link_base))
+}
+
+/// One line of `/proc/PID/maps`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct MapsLine<'a> {
+    pub start: u64,
+    pub offset: u64,
+    pub major: u64,
+    pub minor: u64,
+    pub inode: u64,
+    pub path: &'a str,
+}
+
+/// Start address of the first offset-0 mapping that `is_exe` accepts.
+pub(crate) fn parse_maps(maps: &str, is_exe: impl Fn(&MapsLine<'_>) -> bool) -> Option<u64> {
+    maps.lines().find_map(|line| {
+        let mut it = line.splitn(6, ' ');
+        let range = it.next()?;
+        let _perms = it.next()?;
+        let offset = u64::from_str_radix(it.next()?, 16).ok()?;
+        let (maj, min) = it.next()?.split_once(':')?;
+        let inode = it.next()?.parse().ok()?;
+        let path = it.next().unwrap_or("").trim_start();
+        let start = u64::from_str_radix(range.split_once('-')?.0, 16).ok()?;
+        let m = MapsLine {
+            start,
+            offset,
+            major: u64::from_str_radix(maj, 16).ok()?,
+            minor: u64::from_str_radix(min, 16).ok()?,
+            inode,
+            path,
+        };
+        (m.offset == 0 && is_exe(&m)).then_some(m.start)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MAPS: &str = "\
+55d4a0a00000-55d4a0a9b000 r-xp 00000000 fd:01 1234   /tmp/app (deleted)
+55d4a0a9c000-55d4a0b71000 r--p 0009c000 fd:01 1234   /tmp/app (deleted)
+7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]
+";
+
+    #[test]
+    fn maps_line_for_exe_gives_mapped_start() {
+        let s = parse_maps(MAPS, |m| m.inode == 1234 && m.major == 0xfd && m.minor == 1);
+        assert_eq!(s, Some(0x55d4a0a00000));
+        assert_eq!(parse_maps(MAPS, |m| m.inode == 99), None);
+        let by_path = parse_maps(MAPS, |m| m.path == "/tmp/app (deleted)");
+        assert_eq!(by_path, Some(0x55d4a0a00000));
+    }
+}

@@ -1,0 +1,155 @@
+//! Program counters to `function file:line`, from the pclntab (so stripped
+//! and PIE binaries work). Called for every event's stack, so results are
+//! memoised per PC: a program's map call sites are few and hot.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use super::{TargetError, pclntab::PcLnTab};
+use crate::event::Frame;
+
+/// Memo entries kept before the cache is reset (bounds memory when a
+/// program has very many distinct PCs).
+const CACHE_LIMIT: usize = 1 << 16;
+
+struct Inner {
+    tab: PcLnTab,
+    cache: Mutex<HashMap<(u64, bool), Option<Frame>>>,
+}
+
+/// Resolves link-time addresses of one Go executable. Cheap to clone.
+///
+/// ```no_run
+/// # use map_auditor::target::Symbolizer;
+/// let s = Symbolizer::from_exe("/proc/1234/exe".as_ref()).unwrap();
+/// if let Some(f) = s.lookup_return_address(0x4a1234) {
+///     println!("{} {}:{}", f.function, f.file, f.line);
+/// }
+/// ```
+#[derive(Clone)]
+pub struct Symbolizer {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Symbolizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Symbolizer")
+            .field("functions", &self.inner.tab.funcs().len())
+            .finish()
+    }
+}
+
+impl Symbolizer {
+    /// Wrap a parsed pclntab.
+    pub fn new(tab: PcLnTab) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                tab,
+                cache: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// Read the pclntab of an executable (or `/proc/PID/exe`).
+    pub fn from_exe(path: &Path) -> Result<Self, TargetError> {
+        let img = super::read_image(path)?;
+        Ok(Self::new(super::load_pclntab(
+            &img,
+            &path.display().to_string(),
+        )?))
+    }
+
+    /// Number of functions in the table.
+    pub fn function_count(&self) -> usize {
+        self.inner.tab.funcs().len()
+    }
+
+    /// Frame for an exact instruction address (as linked).
+    pub fn lookup(&self, pc: u64) -> Option<Frame> {
+        self.cached(pc, false)
+    }
+
+    /// Frame for a return address: the call instruction is the byte before
+    /// it, so file, line and function are those of `pc - 1` (a call at the
+    /// very end of a function would otherwise resolve to the next one).
+    /// The frame keeps `pc` as given.
+    pub fn lookup_return_address(&self, pc: u64) -> Option<Frame> {
+        self.cached(pc, true)
+    }
+
+    /// Entry address and name of the function containing `pc`.
+    pub fn function_at(&self, pc: u64) -> Option<(u64, &str)> {
+        let tab = &self.inner.tab;
+        let f = tab.funcs()[tab.find(pc)?];
+        Some((f.entry, tab.name(&f)?))
+    }
+
+    /// Entry address of a function by its full name (linear scan; for tests
+    /// and reports, not the hot path).
+    pub fn function_address(&self, name: &str) -> Option<u64> {
+        let tab = &self.inner.tab;
+        tab.funcs()
+            .iter()
+            .find(|f| tab.name(f) == Some(name))
+            .map(|f| f.entry)
+    }
+
+    fn cached(&self, pc: u64, ret: bool) -> Option<Frame> {
+        if let Some(hit) = self.inner.cache.lock().ok()?.get(&(pc, ret)) {
+            return hit.clone();
+        }
+        let frame = self.resolve(pc, ret);
+        if let Ok(mut c) = self.inner.cache.lock() {
+            if c.len() >= CACHE_LIMIT {
+                c.clear();
+            }
+            c.insert((pc, ret), frame.clone());
+        }
+        frame
+    }
+
+    fn resolve(&self, pc: u64, ret: bool) -> Option<Frame> {
+        let tab = &self.inner.tab;
+        let at = if ret { pc.checked_sub(1)? } else { pc };
+        let f = tab.funcs()[tab.find(at)?];
+        let function = tab.name(&f)?.to_owned();
+        let (file, line) = tab
+            .file_line(&f, at)
+            .map(|(f, l)| (f.to_owned(), l))
+            .unwrap_or_default();
+        Some(Frame {
+            pc,
+            function,
+            file,
+            line,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::pclntab::tests::synthetic_go120;
+
+    #[test]
+    fn return_address_resolves_to_the_calling_line() {
+        let s = Symbolizer::new(PcLnTab::parse(synthetic_go120(0x401000), 0).unwrap());
+        // 0x401040 is the first byte of main.second: as a return address it
+        // belongs to the call at the end of main.first.
+        let f = s.lookup_return_address(0x401040).unwrap();
+        assert_eq!(
+            (f.function.as_str(), f.file.as_str(), f.line, f.pc),
+            ("main.first", "/a.go", 11, 0x401040)
+        );
+        let f = s.lookup(0x401040).unwrap();
+        assert_eq!((f.function.as_str(), f.line), ("main.second", 20));
+        // Cached answers are the same.
+        assert_eq!(s.lookup(0x401040).unwrap().function, "main.second");
+        assert!(s.lookup(0x500000).is_none());
+        assert_eq!(s.function_address("main.second"), Some(0x401040));
+        assert_eq!(s.function_at(0x401041), Some((0x401040, "main.second")));
+    }
+}
