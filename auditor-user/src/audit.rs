@@ -31,7 +31,7 @@ use crate::{
     pipeline::{
         clock::WallClock,
         decode::{RawRecord, decode},
-        enrich::GoEnricher,
+        enrich::{FrameResolver, GoEnricher},
         filter::{AccessFilter, parse_addr, parse_op},
         ring::RingReader,
     },
@@ -208,6 +208,21 @@ fn attach_report(
     }
 }
 
+/// Call sites of one target: pclntab lookups at link-time addresses.
+pub struct TargetResolver {
+    symbols: crate::target::Symbolizer,
+    /// Runtime minus link-time address (non-zero for PIE).
+    bias: u64,
+}
+
+impl FrameResolver for TargetResolver {
+    fn resolve_return(&self, pc: u64) -> Option<crate::event::Frame> {
+        let mut f = self.symbols.lookup_return_address(pc.wrapping_sub(self.bias))?;
+        f.pc = pc;
+        Some(f)
+    }
+}
+
 /// Running totals of a session.
 #[derive(Default)]
 struct Totals {
@@ -225,7 +240,7 @@ struct GoSession {
     ring: RingReader,
     counters: KernelCounters,
     attachment: Option<probe::go::GoAttachment>,
-    enricher: GoEnricher<crate::target::TargetResolver>,
+    enricher: GoEnricher<TargetResolver>,
     sinks: Sinks,
     clock: WallClock,
     totals: Totals,
@@ -260,7 +275,7 @@ impl GoSession {
         let att = probe::go::attach(&mut ebpf, pid, &plan, config_for(&plan, opts, emit_access))?;
         let report = attach_report(pid, &plan, &att, opts, &clock);
         let names = plan.sites.iter().map(|s| s.function.clone()).collect();
-        let resolver = crate::target::TargetResolver::for_pid(&plan, pid)?;
+        let resolver = TargetResolver { symbols: plan.symbolizer.clone(), bias: plan.load_bias(pid)? };
         let mut session = Self {
             pid,
             ebpf,
