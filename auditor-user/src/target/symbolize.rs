@@ -17,6 +17,9 @@ const CACHE_LIMIT: usize = 1 << 16;
 
 struct Inner {
     tab: PcLnTab,
+    /// Bytes from the runtime's `gofunc` base to the end of its segment
+    /// (inline trees live there); empty when unknown.
+    gofunc: Vec<u8>,
     cache: Mutex<HashMap<(u64, bool), Option<Frame>>>,
 }
 
@@ -45,9 +48,17 @@ impl std::fmt::Debug for Symbolizer {
 impl Symbolizer {
     /// Wrap a parsed pclntab.
     pub fn new(tab: PcLnTab) -> Self {
+        Self::with_gofunc(tab, Vec::new())
+    }
+
+    /// Wrap a pclntab plus the `gofunc` area, so PCs inside inlined code
+    /// are named after the inlined function (as Go's own
+    /// `runtime.FuncForPC` does), not the function it was inlined into.
+    pub fn with_gofunc(tab: PcLnTab, gofunc: Vec<u8>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 tab,
+                gofunc,
                 cache: Mutex::new(HashMap::new()),
             }),
         }
@@ -56,10 +67,7 @@ impl Symbolizer {
     /// Read the pclntab of an executable (or `/proc/PID/exe`).
     pub fn from_exe(path: &Path) -> Result<Self, TargetError> {
         let img = super::read_image(path)?;
-        Ok(Self::new(super::load_pclntab(
-            &img,
-            &path.display().to_string(),
-        )?))
+        super::plan::symbolizer_for(&img, &path.display().to_string())
     }
 
     /// Number of functions in the table.
@@ -115,7 +123,15 @@ impl Symbolizer {
         let tab = &self.inner.tab;
         let at = if ret { pc.checked_sub(1)? } else { pc };
         let f = tab.funcs()[tab.find(at)?];
-        let function = tab.name(&f)?.to_owned();
+        let gofunc = |off: u64, len: usize| {
+            let start = usize::try_from(off).ok()?;
+            let end = start.checked_add(len)?;
+            self.inner.gofunc.get(start..end).map(<[u8]>::to_vec)
+        };
+        let function = match tab.inlined_name(&f, at, &gofunc) {
+            Some(inner) => inner.to_owned(),
+            None => tab.name(&f)?.to_owned(),
+        };
         let (file, line) = tab
             .file_line(&f, at)
             .map(|(f, l)| (f.to_owned(), l))
