@@ -418,23 +418,35 @@ fn call_sites_in_inlined_code_name_the_inlined_function() {
         let exe = build(tc, link);
         let p = plan(tc, link, false);
         let callee = p.entry_site("runtime.mapassign_fast64").unwrap().func_addr;
-        let frames: Vec<_> = calls_from_main(&p, &exe, callee)
+        let stacks: Vec<Vec<_>> = calls_from_main(&p, &exe, callee)
             .into_iter()
-            .map(|ra| p.symbolizer.lookup_return_address(ra).unwrap())
+            .map(|ra| p.symbolizer.lookup_frames(ra, true))
             .collect();
-        // The loop's `m64[int64(i)] = i` and the inlined `put`.
-        assert!(
-            frames
-                .iter()
-                .any(|f| f.function == "main.main" && f.line == line_of("m64[int64(i)] = i")),
-            "{tc:?} {link:?}: {frames:?}"
-        );
-        assert!(
-            frames.iter().any(|f| f.function == "main.put"
-                && f.line == line_of("m[k] = int(k)")
-                && f.file.ends_with("/main.go")),
-            "{tc:?} {link:?}: {frames:?}"
-        );
+        let brief = |s: &Vec<map_auditor::event::Frame>| -> Vec<(String, u32)> {
+            s.iter().map(|f| (f.function.clone(), f.line)).collect()
+        };
+        let all: Vec<_> = stacks.iter().map(brief).collect();
+        // The loop's `m64[int64(i)] = i`: no inlining, one frame.
+        let direct = vec![("main.main".to_owned(), line_of("m64[int64(i)] = i"))];
+        assert!(all.contains(&direct), "{tc:?} {link:?}: {all:?}");
+        // The inlined `put`: its own line, then the call in main.
+        let inlined = vec![
+            ("main.put".to_owned(), line_of("m[k] = int(k)")),
+            ("main.main".to_owned(), line_of("put(m64, 500)")),
+        ];
+        assert!(all.contains(&inlined), "{tc:?} {link:?}: {all:?}");
+        // `lookup_return_address` gives the innermost frame of the same stack.
+        for (stack, ra) in stacks.iter().zip(calls_from_main(&p, &exe, callee)) {
+            assert_eq!(
+                p.symbolizer.lookup_return_address(ra).as_ref(),
+                stack.first()
+            );
+            assert!(
+                stack
+                    .iter()
+                    .all(|f| f.pc == ra && f.file.ends_with("/main.go"))
+            );
+        }
     }
 }
 

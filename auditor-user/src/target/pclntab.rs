@@ -341,14 +341,16 @@ impl PcLnTab {
         self.pcvalue(f, table, pc)
     }
 
-    /// Name of the innermost function inlined at `pc` in `f`, if any.
-    /// `gofunc` reads bytes at an offset from the runtime's `gofunc` base.
-    pub fn inlined_name(
+    /// The innermost call inlined at `pc` in `f`, if any: the inlined
+    /// function's name and the address of an instruction at its call site
+    /// (in the enclosing function). `gofunc` reads bytes at an offset from
+    /// the runtime's `gofunc` base.
+    pub fn inlined_call(
         &self,
         f: &FuncRecord,
         pc: u64,
         gofunc: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
-    ) -> Option<&str> {
+    ) -> Option<(&str, u64)> {
         // PCDATA_InlTreeIndex and FUNCDATA_InlTree (same in 1.16-1.27).
         const PCDATA_INL_TREE_INDEX: usize = 2;
         const FUNCDATA_INL_TREE: usize = 3;
@@ -360,18 +362,22 @@ impl PcLnTab {
         // inlinedCall: Go 1.20+ {funcID u8, pad[3], nameOff i32, parentPc i32,
         // startLine i32}; Go 1.18-1.19 {parent i16, funcID u8, pad u8,
         // file i32, line i32, func_ i32, parentPc i32}.
-        let (size, name_at) = if self.version == PclnVersion::Go120 {
-            (16, 4)
+        let (size, name_at, parent_at) = if self.version == PclnVersion::Go120 {
+            (16, 4, 8)
         } else {
-            (20, 12)
+            (20, 12, 16)
         };
         let rec = gofunc(u64::from(tree) + ix as u64 * size, size as usize)?;
-        let nameoff = i32::from_le_bytes(rec.get(name_at..name_at + 4)?.try_into().ok()?);
-        cstr_at(
-            &self.data,
-            self.funcname_off
-                .checked_add(usize::try_from(nameoff).ok()?)?,
-        )
+        let word = |at: usize| -> Option<i32> {
+            Some(i32::from_le_bytes(rec.get(at..at + 4)?.try_into().ok()?))
+        };
+        let nameoff = usize::try_from(word(name_at)?).ok()?;
+        let parent_pc = f.entry.checked_add(u64::try_from(word(parent_at)?).ok()?)?;
+        if parent_pc >= f.end {
+            return None;
+        }
+        let name = cstr_at(&self.data, self.funcname_off.checked_add(nameoff)?)?;
+        Some((name, parent_pc))
     }
 
     /// Source file and line of `pc` inside function `f`.
