@@ -39,6 +39,7 @@ func main() {
 	}
 	x := 1
 	mp[&x] = 1
+	put(m64, 500)
 	delete(m64, 1)
 	delete(m32, 1)
 	delete(ms, "1")
@@ -59,7 +60,17 @@ func main() {
 		time.Sleep(120 * time.Second)
 	}
 }
+
+// Small enough to be inlined into main.
+func put(m map[int64]int, k int64) {
+	m[k] = int(k)
+}
 "#;
+
+/// 1-based line of the first source line containing `needle`.
+fn line_of(needle: &str) -> u32 {
+    PROG.lines().position(|l| l.contains(needle)).expect(needle) as u32 + 1
+}
 
 const ALL: [(GoToolchain, Link); 4] = [
     (GoToolchain::Classic, Link::Plain),
@@ -368,7 +379,10 @@ fn symbolizer_agrees_with_go_addr2line() {
         }
         // main.main's entry is the `func main()` line of the source.
         let f = sym.lookup(main).unwrap();
-        assert!(f.file.ends_with("/main.go") && f.line == 13, "{f:?}");
+        assert!(
+            f.file.ends_with("/main.go") && f.line == line_of("func main()"),
+            "{f:?}"
+        );
         // Return addresses resolve at pc-1: a call ending exactly at the
         // function's entry belongs to the function before it.
         let r = sym.lookup_return_address(main + 1).unwrap();
@@ -379,6 +393,60 @@ fn symbolizer_agrees_with_go_addr2line() {
                 .as_deref(),
             Some("main.main")
         );
+    }
+}
+
+/// Return addresses of the direct calls from `main.main` to `callee`.
+fn calls_from_main(p: &ProbePlan, exe: &Path, callee: u64) -> Vec<u64> {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
+    let main = p.symbolizer.function_address("main.main").unwrap();
+    let code = file_bytes(exe, main - p.link_base, 0x800);
+    Decoder::with_ip(64, &code, main, DecoderOptions::NONE)
+        .into_iter()
+        .filter(|i| {
+            i.mnemonic() == Mnemonic::Call
+                && i.op0_kind() == OpKind::NearBranch64
+                && i.near_branch_target() == callee
+        })
+        .map(|i| i.next_ip())
+        .collect()
+}
+
+#[test]
+fn call_sites_in_inlined_code_name_the_inlined_function() {
+    for (tc, link) in ALL {
+        let exe = build(tc, link);
+        let p = plan(tc, link, false);
+        let callee = p.entry_site("runtime.mapassign_fast64").unwrap().func_addr;
+        let stacks: Vec<Vec<_>> = calls_from_main(&p, &exe, callee)
+            .into_iter()
+            .map(|ra| p.symbolizer.lookup_frames(ra, true))
+            .collect();
+        let brief = |s: &Vec<map_auditor::event::Frame>| -> Vec<(String, u32)> {
+            s.iter().map(|f| (f.function.clone(), f.line)).collect()
+        };
+        let all: Vec<_> = stacks.iter().map(brief).collect();
+        // The loop's `m64[int64(i)] = i`: no inlining, one frame.
+        let direct = vec![("main.main".to_owned(), line_of("m64[int64(i)] = i"))];
+        assert!(all.contains(&direct), "{tc:?} {link:?}: {all:?}");
+        // The inlined `put`: its own line, then the call in main.
+        let inlined = vec![
+            ("main.put".to_owned(), line_of("m[k] = int(k)")),
+            ("main.main".to_owned(), line_of("put(m64, 500)")),
+        ];
+        assert!(all.contains(&inlined), "{tc:?} {link:?}: {all:?}");
+        // `lookup_return_address` gives the innermost frame of the same stack.
+        for (stack, ra) in stacks.iter().zip(calls_from_main(&p, &exe, callee)) {
+            assert_eq!(
+                p.symbolizer.lookup_return_address(ra).as_ref(),
+                stack.first()
+            );
+            assert!(
+                stack
+                    .iter()
+                    .all(|f| f.pc == ra && f.file.ends_with("/main.go"))
+            );
+        }
     }
 }
 

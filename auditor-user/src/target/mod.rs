@@ -37,7 +37,7 @@ pub use plan::{PlanOptions, load_bias};
 pub use symbolize::Symbolizer;
 pub use typename::TypeNamer;
 
-pub(crate) use plan::{load_pclntab, read_image};
+pub(crate) use plan::read_image;
 
 /// A Go toolchain version, e.g. 1.24.3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]

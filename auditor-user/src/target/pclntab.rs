@@ -302,6 +302,84 @@ impl PcLnTab {
         }
     }
 
+    /// Size of the fixed part of `_func`, before the pcdata offsets.
+    fn func_fixed_size(&self) -> usize {
+        match self.version {
+            // entry uintptr, 8 x 32-bit fields, funcID, pad[2], nfuncdata
+            PclnVersion::Go116 => self.ptr_size + 36,
+            // entryoff, 8 x 32-bit fields, funcID, flag, pad, nfuncdata
+            PclnVersion::Go118 => 40,
+            // as 1.18 plus startLine
+            PclnVersion::Go120 => 44,
+        }
+    }
+
+    /// Offset (relative to the runtime's `gofunc` base) of funcdata `idx`.
+    /// Go 1.18+ only: earlier tables hold pointers.
+    fn funcdata_off(&self, f: &FuncRecord, idx: usize) -> Option<u32> {
+        if self.version == PclnVersion::Go116 {
+            return None;
+        }
+        let npcdata = self.field(f, 6)? as usize;
+        let fixed = f.func_off as usize + self.func_fixed_size();
+        let nfuncdata = *self.data.get(fixed - 1)? as usize;
+        if idx >= nfuncdata {
+            return None;
+        }
+        let off = u32_at(&self.data, fixed + 4 * npcdata + 4 * idx)?;
+        (off != u32::MAX).then_some(off)
+    }
+
+    /// Value of pc-data table `idx` at `pc`.
+    fn pcdata_value(&self, f: &FuncRecord, idx: usize, pc: u64) -> Option<i64> {
+        let npcdata = self.field(f, 6)? as usize;
+        if idx >= npcdata {
+            return None;
+        }
+        let fixed = f.func_off as usize + self.func_fixed_size();
+        let table = u32_at(&self.data, fixed + 4 * idx)?;
+        self.pcvalue(f, table, pc)
+    }
+
+    /// The innermost call inlined at `pc` in `f`, if any: the inlined
+    /// function's name and the address of an instruction at its call site
+    /// (in the enclosing function). `gofunc` reads bytes at an offset from
+    /// the runtime's `gofunc` base.
+    pub fn inlined_call(
+        &self,
+        f: &FuncRecord,
+        pc: u64,
+        gofunc: &dyn Fn(u64, usize) -> Option<Vec<u8>>,
+    ) -> Option<(&str, u64)> {
+        // PCDATA_InlTreeIndex and FUNCDATA_InlTree (same in 1.16-1.27).
+        const PCDATA_INL_TREE_INDEX: usize = 2;
+        const FUNCDATA_INL_TREE: usize = 3;
+        let ix = self.pcdata_value(f, PCDATA_INL_TREE_INDEX, pc)?;
+        if ix < 0 {
+            return None;
+        }
+        let tree = self.funcdata_off(f, FUNCDATA_INL_TREE)?;
+        // inlinedCall: Go 1.20+ {funcID u8, pad[3], nameOff i32, parentPc i32,
+        // startLine i32}; Go 1.18-1.19 {parent i16, funcID u8, pad u8,
+        // file i32, line i32, func_ i32, parentPc i32}.
+        let (size, name_at, parent_at) = if self.version == PclnVersion::Go120 {
+            (16, 4, 8)
+        } else {
+            (20, 12, 16)
+        };
+        let rec = gofunc(u64::from(tree) + ix as u64 * size, size as usize)?;
+        let word = |at: usize| -> Option<i32> {
+            Some(i32::from_le_bytes(rec.get(at..at + 4)?.try_into().ok()?))
+        };
+        let nameoff = usize::try_from(word(name_at)?).ok()?;
+        let parent_pc = f.entry.checked_add(u64::try_from(word(parent_at)?).ok()?)?;
+        if parent_pc >= f.end {
+            return None;
+        }
+        let name = cstr_at(&self.data, self.funcname_off.checked_add(nameoff)?)?;
+        Some((name, parent_pc))
+    }
+
     /// Source file and line of `pc` inside function `f`.
     pub fn file_line(&self, f: &FuncRecord, pc: u64) -> Option<(&str, u32)> {
         let pcfile = self.field(f, 4)?;

@@ -79,7 +79,7 @@ fn pclntab_by_magic(img: &ExeImage) -> Option<(u64, usize)> {
 /// Find and parse the pclntab: the section (named `.gopclntab`, or
 /// `.data.rel.ro.gopclntab` in Go 1.16–1.20 PIE builds), else a header
 /// found by its magic.
-pub(crate) fn load_pclntab(img: &ExeImage, what: &str) -> Result<PcLnTab, TargetError> {
+fn load_pclntab(img: &ExeImage, what: &str) -> Result<PcLnTab, TargetError> {
     load_pclntab_at(img, what).map(|(_, t)| t)
 }
 
@@ -375,8 +375,8 @@ impl ProbePlan {
         };
 
         let link_base = link_base(&img);
-        let type_names = typename::find_types_base(&img, tab_addr, &tab)
-            .and_then(|types| TypeNamer::new(&exe, &img, types));
+        let md = typename::find_moduledata(&img, tab_addr, &tab);
+        let type_names = md.and_then(|m| TypeNamer::new(&exe, &img, m.types));
         if type_names.is_none() {
             warnings.push("Go type descriptors not found: map types will be unnamed".to_owned());
         }
@@ -394,7 +394,7 @@ impl ProbePlan {
             go_version_raw: bi.go_version,
             link_base,
             warnings,
-            symbolizer: Symbolizer::new(tab),
+            symbolizer: Symbolizer::with_gofunc(tab, gofunc_bytes(&img, md)),
             type_names,
             nested,
         })
@@ -417,6 +417,21 @@ impl ProbePlan {
             .iter()
             .find(|s| !s.exit && s.function == function)
     }
+}
+
+/// The `gofunc` area: from its base to the end of its segment's file bytes.
+fn gofunc_bytes(img: &ExeImage, md: Option<typename::ModuleData>) -> Vec<u8> {
+    md.and_then(|m| m.gofunc)
+        .and_then(|g| img.bytes_at(g, u64::MAX))
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default()
+}
+
+/// A symbolizer for an image, with inline information when available.
+pub(crate) fn symbolizer_for(img: &ExeImage, what: &str) -> Result<Symbolizer, TargetError> {
+    let (addr, tab) = load_pclntab_at(img, what)?;
+    let md = typename::find_moduledata(img, addr, &tab);
+    Ok(Symbolizer::with_gofunc(tab, gofunc_bytes(img, md)))
 }
 
 fn link_base(img: &ExeImage) -> u64 {

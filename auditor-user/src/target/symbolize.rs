@@ -17,6 +17,9 @@ const CACHE_LIMIT: usize = 1 << 16;
 
 struct Inner {
     tab: PcLnTab,
+    /// Bytes from the runtime's `gofunc` base to the end of its segment
+    /// (inline trees live there); empty when unknown.
+    gofunc: Vec<u8>,
     cache: Mutex<HashMap<(u64, bool), Option<Frame>>>,
 }
 
@@ -45,9 +48,17 @@ impl std::fmt::Debug for Symbolizer {
 impl Symbolizer {
     /// Wrap a parsed pclntab.
     pub fn new(tab: PcLnTab) -> Self {
+        Self::with_gofunc(tab, Vec::new())
+    }
+
+    /// Wrap a pclntab plus the `gofunc` area, so PCs inside inlined code
+    /// are named after the inlined function (as Go's own
+    /// `runtime.FuncForPC` does), not the function it was inlined into.
+    pub fn with_gofunc(tab: PcLnTab, gofunc: Vec<u8>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 tab,
+                gofunc,
                 cache: Mutex::new(HashMap::new()),
             }),
         }
@@ -56,10 +67,7 @@ impl Symbolizer {
     /// Read the pclntab of an executable (or `/proc/PID/exe`).
     pub fn from_exe(path: &Path) -> Result<Self, TargetError> {
         let img = super::read_image(path)?;
-        Ok(Self::new(super::load_pclntab(
-            &img,
-            &path.display().to_string(),
-        )?))
+        super::plan::symbolizer_for(&img, &path.display().to_string())
     }
 
     /// Number of functions in the table.
@@ -112,22 +120,61 @@ impl Symbolizer {
     }
 
     fn resolve(&self, pc: u64, ret: bool) -> Option<Frame> {
+        self.frames(pc, ret).into_iter().next()
+    }
+
+    /// All frames at a PC, innermost first: the functions inlined there,
+    /// then the physical function. Each frame keeps `pc` as given.
+    ///
+    /// Go inlines small functions; a map access in an inlined helper has
+    /// the helper's file:line, and its caller's line is recorded at the
+    /// inlined call site (`parentPc`).
+    pub fn lookup_frames(&self, pc: u64, return_address: bool) -> Vec<Frame> {
+        self.frames(pc, return_address)
+    }
+
+    fn frames(&self, pc: u64, ret: bool) -> Vec<Frame> {
         let tab = &self.inner.tab;
-        let at = if ret { pc.checked_sub(1)? } else { pc };
-        let f = tab.funcs()[tab.find(at)?];
-        let function = tab.name(&f)?.to_owned();
-        let (file, line) = tab
-            .file_line(&f, at)
-            .map(|(f, l)| (f.to_owned(), l))
-            .unwrap_or_default();
-        Some(Frame {
-            pc,
-            function,
-            file,
-            line,
-        })
+        let mut out = Vec::new();
+        let Some(mut at) = (if ret { pc.checked_sub(1) } else { Some(pc) }) else {
+            return out;
+        };
+        let Some(i) = tab.find(at) else { return out };
+        let f = tab.funcs()[i];
+        let gofunc = |off: u64, len: usize| {
+            let start = usize::try_from(off).ok()?;
+            let end = start.checked_add(len)?;
+            self.inner.gofunc.get(start..end).map(<[u8]>::to_vec)
+        };
+        let frame = |name: &str, at: u64| {
+            let (file, line) = tab
+                .file_line(&f, at)
+                .map(|(f, l)| (f.to_owned(), l))
+                .unwrap_or_default();
+            Frame {
+                pc,
+                function: name.to_owned(),
+                file,
+                line,
+            }
+        };
+        // Bounded: inline depth is small, and a corrupt tree must not loop.
+        for _ in 0..MAX_INLINE_DEPTH {
+            let Some((name, parent_pc)) = tab.inlined_call(&f, at, &gofunc) else {
+                break;
+            };
+            out.push(frame(name, at));
+            at = parent_pc;
+        }
+        if let Some(name) = tab.name(&f) {
+            out.push(frame(name, at));
+        }
+        out
     }
 }
+
+/// Deepest inline nesting followed at one PC.
+const MAX_INLINE_DEPTH: usize = 32;
 
 #[cfg(test)]
 mod tests {

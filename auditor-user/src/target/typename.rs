@@ -27,12 +27,21 @@ const TFLAG_EXTRA_STAR: u8 = 2;
 /// Offset of `minpc` in `moduledata`.
 const MD_MINPC: u64 = 160;
 
-/// Where the module's `types` area is, from `moduledata`.
-pub(crate) fn find_types_base(
+/// What is taken from the runtime's `moduledata`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ModuleData {
+    /// `[types, etypes)`: type descriptors and names.
+    pub types: (u64, u64),
+    /// Base of funcdata offsets (Go 1.18+; `None` for 1.17).
+    pub gofunc: Option<u64>,
+}
+
+/// Find `moduledata` and read the fields the auditor uses.
+pub(crate) fn find_moduledata(
     img: &ExeImage,
     pclntab_addr: u64,
     tab: &PcLnTab,
-) -> Option<(u64, u64)> {
+) -> Option<ModuleData> {
     let first_entry = tab.funcs().first()?.entry;
     let types_off = if tab.version() == PclnVersion::Go120 {
         296
@@ -58,13 +67,25 @@ pub(crate) fn find_types_base(
         let types = img.read_ptr(md + types_off)?;
         let next = img.read_ptr(md + types_off + 8)?;
         // Go 1.27 put `typedesclen` between `types` and `etypes`: a length,
-        // not an address, so it is below `types`.
-        let etypes = if next >= types {
-            next
+        // not an address, so it is below `types`. It also added
+        // `itaboffset, itabsize` before `rodata, gofunc`.
+        let (etypes, gofunc_at) = if next >= types {
+            (next, types_off + 24)
         } else {
-            img.read_ptr(md + types_off + 16)?
+            (img.read_ptr(md + types_off + 16)?, types_off + 48)
         };
-        (types != 0 && types <= etypes).then_some((types, etypes))
+        if types == 0 || types > etypes {
+            return None;
+        }
+        // Go 1.16-1.17 (old table layout) had no gofunc field.
+        let gofunc = (tab.version() != PclnVersion::Go116)
+            .then(|| img.read_ptr(md + gofunc_at))
+            .flatten()
+            .filter(|&g| img.file_offset(g).is_some());
+        Some(ModuleData {
+            types: (types, etypes),
+            gofunc,
+        })
     })
 }
 
