@@ -8,6 +8,24 @@ pub const MAX_STACK: usize = 16;
 
 /// Name of the per-target configuration hash map (key: tgid).
 pub const TARGETS_MAP: &str = "GO_TARGETS";
+/// Name of the per-goroutine "current map" hash map (key: [`MapKey`] with
+/// the goid in place of the map; value: [`current`]-encoded map and op).
+pub const CURRENT_MAP: &str = "GO_CURRENT";
+
+/// Per-goroutine current map record: the map address in the low 56 bits
+/// (user addresses fit in 47), the operation in the top 8.
+pub mod current {
+    pub const fn encode(map: u64, op: u8) -> u64 {
+        (map & ((1 << 56) - 1)) | ((op as u64) << 56)
+    }
+    pub const fn map(v: u64) -> u64 {
+        v & ((1 << 56) - 1)
+    }
+    pub const fn op(v: u64) -> u8 {
+        (v >> 56) as u8
+    }
+}
+
 /// Name of the per-map state hash map (key: [`MapKey`]).
 pub const MAP_STATE_MAP: &str = "GO_MAP_STATE";
 
@@ -68,6 +86,11 @@ pub mod cookie {
     /// will be taken (CF or ZF set) the function restarts after `morestack`,
     /// so this hit is skipped.
     pub const STACKCHECK: u64 = 1 << 25;
+    /// The probe sits on the runtime's fatal-error function (`runtime.fatal`,
+    /// `internal/runtime/maps.fatal`, or `runtime.throw` before Go 1.19):
+    /// if the message is a concurrent-map error, name the other side from
+    /// the per-map state before the process dies.
+    pub const FATAL: u64 = 1 << 26;
 
     pub const fn encode(op: u8, probe_id: u16, flags: u64, map_arg: u8) -> u64 {
         (op as u64) | ((probe_id as u64) << 8) | flags | ((map_arg as u64) << 32)
@@ -108,6 +131,9 @@ pub mod mode {
     pub const ENTRY: u32 = 0;
     /// Entry and RET probes; full intervals of every access are tracked.
     pub const INTERVAL: u32 = 1;
+    /// Reported by the probe on the runtime's fatal error: the runtime saw
+    /// the overlap itself (after our entry probe ran) and is about to exit.
+    pub const RUNTIME_FATAL: u32 = 2;
 }
 
 /// Per-target configuration, written by userspace before attaching.
@@ -178,6 +204,10 @@ pub const ACTIVE_SLOTS: usize = 4;
 pub struct MapState {
     /// The last goroutine that entered a mutating operation.
     pub last_writer: Party,
+    /// The last writer before `last_writer` that was another goroutine: when
+    /// two writers enter in turn, the one that detects the clash is usually
+    /// the later one, and the other side is this one.
+    pub prev_writer: Party,
     /// Interval mode: accessors currently inside a map function
     /// (`goid == 0` means free).
     pub active: [Party; ACTIVE_SLOTS],

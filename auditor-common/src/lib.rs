@@ -10,7 +10,7 @@ pub mod bpf_syscall;
 pub mod go_map;
 
 /// Version of this ABI. Userspace refuses an object built for another one.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Name of the ring buffer map all events travel through.
 pub const RING_MAP: &str = "EVENTS";

@@ -17,7 +17,7 @@ use auditor_common::{
     Counter, EventKind,
     go_map::{
         ACTIVE_SLOTS, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg, MapKey, MapOp,
-        MapState, Party, cookie, mode,
+        MapState, Party, cookie, current, mode,
     },
 };
 use aya_ebpf::{
@@ -38,12 +38,21 @@ static GO_TARGETS: HashMap<u32, GoTargetConfig> = HashMap::with_max_entries(1024
 #[map(name = "GO_MAP_STATE")]
 static GO_MAP_STATE: HashMap<MapKey, MapState> = HashMap::with_max_entries(65536, 0);
 
+/// The map (and operation) each goroutine last entered, keyed by
+/// (pid, goid). RET sites no longer have the map in a register, so interval
+/// mode's exits find it here; the fatal-error probe finds the map the
+/// runtime is complaining about here.
+#[map(name = "GO_CURRENT")]
+static GO_CURRENT: HashMap<MapKey, u64> = HashMap::with_max_entries(65536, 0);
+
 /// Scratch space: a zeroed `MapState` to insert, and the party being built
 /// (both too large for the 512-byte BPF stack).
 #[map(name = "GO_SCRATCH_STATE")]
 static SCRATCH_STATE: PerCpuArray<MapState> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "GO_SCRATCH_PARTY")]
 static SCRATCH_PARTY: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "GO_SCRATCH_FIRST")]
+static SCRATCH_FIRST: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
 
 const EFLAGS_CF: u64 = 1 << 0;
 const EFLAGS_ZF: u64 = 1 << 6;
@@ -71,6 +80,9 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         count(Counter::GoMorestackSkipped);
         return None;
     }
+    if c & cookie::FATAL != 0 {
+        return on_fatal(ctx, regs, cfg, pid, tid, c);
+    }
     let exit = c & cookie::EXIT != 0;
     let op_raw = cookie::op(c);
     let op = MapOp::from_u8(op_raw)?;
@@ -95,11 +107,6 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         }
         _ => 0,
     };
-    if map == 0 {
-        // A nil map (reads of nil maps are legal) or no map known yet.
-        return None;
-    }
-
     let goid = match unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_off as u64) as *const u64) }
     {
         Ok(g) => g,
@@ -108,6 +115,29 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
             return None;
         }
     };
+    let inside_key = MapKey {
+        pid,
+        _pad: 0,
+        map: goid,
+    };
+    if exit && op != MapOp::Make {
+        // Interval mode: the goroutine leaves the map it entered.
+        let map = current::map(unsafe { GO_CURRENT.get(&inside_key) }.copied()?);
+        let _ = GO_CURRENT.remove(&inside_key);
+        if let Some(state) = GO_MAP_STATE.get_ptr_mut(&MapKey { pid, _pad: 0, map }) {
+            let state = unsafe { &mut *state };
+            for i in 0..ACTIVE_SLOTS {
+                if state.active[i].goid == goid {
+                    state.active[i].goid = 0;
+                }
+            }
+        }
+        return Some(());
+    }
+    if map == 0 {
+        // A nil map (reads of nil maps are legal) or no map known yet.
+        return None;
+    }
     let ts = now();
     let maptype = if cookie::map_arg(c) == MapArg::Rbx as u8 {
         regs.rax
@@ -126,20 +156,10 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     let key = MapKey { pid, _pad: 0, map };
 
     if exit {
-        if op == MapOp::Make {
-            // A new map lives at this address now: forget the old one's state.
-            let _ = GO_MAP_STATE.remove(&key);
-            emit_access(pid, tid, ts, map, 0, party, true, 0);
-        } else if cfg.mode == mode::INTERVAL {
-            if let Some(state) = GO_MAP_STATE.get_ptr_mut(&key) {
-                let state = unsafe { &mut *state };
-                for i in 0..ACTIVE_SLOTS {
-                    if state.active[i].goid == goid {
-                        state.active[i].goid = 0;
-                    }
-                }
-            }
-        }
+        // Only creation has RET sites left here: a new map lives at this
+        // address now, so the old one's state is forgotten.
+        let _ = GO_MAP_STATE.remove(&key);
+        emit_access(pid, tid, ts, map, 0, party, true, 0);
         return Some(());
     }
 
@@ -201,6 +221,9 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     }
 
     if op.mutates() {
+        if state.last_writer.goid != goid {
+            state.prev_writer = state.last_writer;
+        }
         state.last_writer = *party;
     }
     if cfg.mode == mode::INTERVAL {
@@ -221,9 +244,79 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         }
     }
 
+    if GO_CURRENT
+        .insert(&inside_key, &current::encode(map, op_raw), 0)
+        .is_err()
+    {
+        count(Counter::GoStateFull);
+    }
     if cfg.emit_access != 0 {
         emit_access(pid, tid, ts, map, maptype, party, false, writing);
     }
+    Some(())
+}
+
+/// Prefix of the runtime's concurrent-map fatal errors ("concurrent map
+/// writes", "concurrent map read and map write", "concurrent map iteration
+/// and map write").
+const CONCURRENT_MAP: &[u8; 14] = b"concurrent map";
+
+/// The runtime is about to die of a concurrent map access it saw itself
+/// (after our entry probe had run, so entry mode may not have reported it).
+/// Name the other side from the per-map state while the process still
+/// exists.
+#[inline(always)]
+fn on_fatal(
+    _ctx: &ProbeContext,
+    regs: &pt_regs,
+    cfg: &GoTargetConfig,
+    pid: u32,
+    tid: u32,
+    c: u64,
+) -> Option<()> {
+    // fatal(s string): RAX = data, RBX = length.
+    if regs.rbx < CONCURRENT_MAP.len() as u64 {
+        return None;
+    }
+    let msg: [u8; 14] = unsafe { bpf_probe_read_user(regs.rax as *const [u8; 14]) }.ok()?;
+    let mut i = 0;
+    while i < 14 {
+        if msg[i] != CONCURRENT_MAP[i] {
+            return None;
+        }
+        i += 1;
+    }
+    let goid =
+        unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_off as u64) as *const u64) }.ok()?;
+    let rec = unsafe {
+        GO_CURRENT.get(&MapKey {
+            pid,
+            _pad: 0,
+            map: goid,
+        })
+    }
+    .copied()?;
+    let map = current::map(rec);
+    let state = unsafe { &*GO_MAP_STATE.get_ptr(&MapKey { pid, _pad: 0, map })? };
+    // The other goroutine may be updating these records right now: copy
+    // one out, then check the copy.
+    let first = unsafe { &mut *SCRATCH_FIRST.get_ptr_mut(0)? };
+    *first = state.last_writer;
+    if first.goid == 0 || first.goid == goid {
+        *first = state.prev_writer;
+        if first.goid == 0 || first.goid == goid {
+            return None;
+        }
+    }
+    let ts = now();
+    let party = unsafe { &mut *SCRATCH_PARTY.get_ptr_mut(0)? };
+    party.ts_ns = ts;
+    party.goid = goid;
+    party.tid = tid;
+    party.probe_id = cookie::probe_id(c);
+    party.op = current::op(rec);
+    fill_stack(party, regs, cfg.stack_depth);
+    emit_overlap(pid, tid, ts, map, first, party, mode::RUNTIME_FATAL, 1);
     Some(())
 }
 

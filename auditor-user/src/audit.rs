@@ -217,7 +217,9 @@ pub struct TargetResolver {
 
 impl FrameResolver for TargetResolver {
     fn resolve_return(&self, pc: u64) -> Option<crate::event::Frame> {
-        let mut f = self.symbols.lookup_return_address(pc.wrapping_sub(self.bias))?;
+        let mut f = self
+            .symbols
+            .lookup_return_address(pc.wrapping_sub(self.bias))?;
         f.pc = pc;
         Some(f)
     }
@@ -245,6 +247,35 @@ struct GoSession {
     clock: WallClock,
     totals: Totals,
     started: Instant,
+    recent: RecentOverlaps,
+}
+
+/// The runtime's fatal error usually follows an overlap the entry probe
+/// already reported (same map, same two goroutines, microseconds apart):
+/// that confirmation is not a second finding.
+#[derive(Default)]
+struct RecentOverlaps {
+    seen: std::collections::VecDeque<(u64, u64, u64, u64)>,
+}
+
+impl RecentOverlaps {
+    const WINDOW_NS: u64 = 10_000_000;
+
+    fn is_repeat(&mut self, o: &crate::event::Overlap) -> bool {
+        let pair = (
+            o.first.goid.min(o.second.goid),
+            o.first.goid.max(o.second.goid),
+        );
+        let repeat = o.detection == crate::event::DetectionMode::RuntimeFatal
+            && self.seen.iter().any(|&(map, a, b, ts)| {
+                map == o.map && (a, b) == pair && o.ts_ns.saturating_sub(ts) < Self::WINDOW_NS
+            });
+        self.seen.push_back((o.map, pair.0, pair.1, o.ts_ns));
+        if self.seen.len() > 64 {
+            self.seen.pop_front();
+        }
+        repeat
+    }
 }
 
 impl GoSession {
@@ -275,7 +306,10 @@ impl GoSession {
         let att = probe::go::attach(&mut ebpf, pid, &plan, config_for(&plan, opts, emit_access))?;
         let report = attach_report(pid, &plan, &att, opts, &clock);
         let names = plan.sites.iter().map(|s| s.function.clone()).collect();
-        let resolver = TargetResolver { symbols: plan.symbolizer.clone(), bias: plan.load_bias(pid)? };
+        let resolver = TargetResolver {
+            symbols: plan.symbolizer.clone(),
+            bias: plan.load_bias(pid)?,
+        };
         let mut session = Self {
             pid,
             ebpf,
@@ -287,6 +321,7 @@ impl GoSession {
             clock,
             totals: Totals::default(),
             started: Instant::now(),
+            recent: RecentOverlaps::default(),
         };
         session.sinks.emit(&AuditEvent::Attach(report))?;
         session.sinks.flush();
@@ -304,8 +339,12 @@ impl GoSession {
                     None => continue,
                 },
                 Ok(RawRecord::GoOverlap(o)) => {
+                    let o = self.enricher.overlap(&o);
+                    if self.recent.is_repeat(&o) {
+                        continue;
+                    }
                     self.totals.overlaps += 1;
-                    AuditEvent::Overlap(self.enricher.overlap(&o))
+                    AuditEvent::Overlap(o)
                 }
                 Ok(RawRecord::BpfSyscall(_)) => continue,
                 Err(_) => {

@@ -66,6 +66,10 @@ pub enum DetectionMode {
     WritingMarker,
     /// Interval tracking saw two accessors inside the map at once.
     Interval,
+    /// The Go runtime itself detected the overlap and is about to exit with
+    /// `fatal error: concurrent map ...`; the other side comes from the
+    /// per-map writer record.
+    RuntimeFatal,
 }
 
 /// Two goroutines in one map at once, at least one of them mutating.

@@ -243,6 +243,7 @@ impl<W: Write> LiveLog<W> {
             match o.detection {
                 crate::event::DetectionMode::WritingMarker => "writing marker set",
                 crate::event::DetectionMode::Interval => "intervals overlap",
+                crate::event::DetectionMode::RuntimeFatal => "runtime fatal error",
             }
         )?;
         self.party("first ", &o.first)?;

@@ -32,6 +32,13 @@ pub struct GoEnricher<R> {
     max_maps: usize,
     /// Map addresses not tracked because `max_maps` was reached.
     pub untracked_maps: u64,
+    /// Inner halves of nested runtime calls, not reported twice.
+    pub nested_skipped: u64,
+}
+
+/// Functions of the Go runtime itself (including the Swiss-map package).
+pub fn is_runtime_internal(function: &str) -> bool {
+    function.starts_with("runtime.") || function.starts_with("internal/runtime/")
 }
 
 impl<R: FrameResolver> GoEnricher<R> {
@@ -44,6 +51,7 @@ impl<R: FrameResolver> GoEnricher<R> {
             generations: HashMap::new(),
             max_maps: 1 << 20,
             untracked_maps: 0,
+            nested_skipped: 0,
         }
     }
 
@@ -94,13 +102,25 @@ impl<R: FrameResolver> GoEnricher<R> {
         }
     }
 
-    /// One access record. `None` for records that only update state.
+    /// Whether `function` is one of the probed runtime functions.
+    fn is_probed(&self, function: &str) -> bool {
+        self.probe_names.iter().any(|n| n == function)
+    }
+
+    /// One access record. `None` for records that only update state, and
+    /// for the inner half of a nested pair (Go 1.27's `mapaccess1_*` calls
+    /// `mapaccess2_*`; classic `mapiterinit` calls `mapiternext`): the outer
+    /// call already reported the access, from the user's call site.
     pub fn access(&mut self, a: &GoMapAccess) -> Option<Access> {
         let op = MapOp::from_u8(a.party.op)?;
-        let made = op == MapOp::Make;
-        let map_gen = self.generation(a.map, made);
         let stack = self.stack(&a.party);
         let site = stack.first().cloned().unwrap_or_default();
+        if self.is_probed(&site.function) {
+            self.nested_skipped += 1;
+            return None;
+        }
+        let made = op == MapOp::Make;
+        let map_gen = self.generation(a.map, made);
         Some(Access {
             ts_ns: self.clock.to_unix_ns(a.header.ts_ns),
             pid: a.header.pid,
@@ -118,14 +138,31 @@ impl<R: FrameResolver> GoEnricher<R> {
     }
 
     fn party(&mut self, p: &Party) -> OverlapParty {
-        let stack = self.stack(p);
+        let mut stack = self.stack(p);
+        let mut runtime_fn = self.probe_name(p.probe_id);
+        // A party reported from the fatal-error probe: the map function it
+        // was in is the first probed frame on its stack.
+        if let Some(f) = stack
+            .iter()
+            .find(|f| f.function != runtime_fn && self.is_probed(&f.function))
+        {
+            runtime_fn = f.function.clone();
+        }
+        // Seen from the runtime's fatal error (or a nested call), the first
+        // frames are the runtime's own: the user's call site is the first
+        // frame outside it.
+        let user = stack
+            .iter()
+            .position(|f| !is_runtime_internal(&f.function))
+            .unwrap_or(0);
+        stack.drain(..user);
         let site = stack.first().cloned().unwrap_or_default();
         OverlapParty {
             ts_ns: self.clock.to_unix_ns(p.ts_ns),
             goid: p.goid,
             tid: p.tid,
             op: MapOp::from_u8(p.op).unwrap_or(MapOp::Read),
-            runtime_fn: self.probe_name(p.probe_id),
+            runtime_fn,
             function: site.function,
             file: site.file,
             line: site.line,
@@ -141,10 +178,10 @@ impl<R: FrameResolver> GoEnricher<R> {
             pid: o.header.pid,
             map: o.map,
             map_gen,
-            detection: if o.mode == mode::INTERVAL {
-                DetectionMode::Interval
-            } else {
-                DetectionMode::WritingMarker
+            detection: match o.mode {
+                mode::INTERVAL => DetectionMode::Interval,
+                mode::RUNTIME_FATAL => DetectionMode::RuntimeFatal,
+                _ => DetectionMode::WritingMarker,
             },
             first: self.party(&o.first),
             second: self.party(&o.second),

@@ -65,6 +65,9 @@ pub fn site_cookie(site: &ProbeSite) -> u64 {
     if site.stackcheck {
         flags |= cookie::STACKCHECK;
     }
+    if site.fatal {
+        flags |= cookie::FATAL;
+    }
     cookie::encode(site.op as u8, site.id, flags, site.map_arg as u8)
 }
 

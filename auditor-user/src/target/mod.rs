@@ -81,6 +81,9 @@ pub struct ProbeSite {
     pub file_offset: u64,
     /// True for a RET site (exit probe).
     pub exit: bool,
+    /// True for the entry of the runtime's fatal-error function (see
+    /// `auditor_common::go_map::cookie::FATAL`); `op` is then meaningless.
+    pub fatal: bool,
     /// True when the site is the `jbe` of the stack-growth check: the
     /// kernel skips hits where the branch is about to be taken.
     pub stackcheck: bool,

@@ -8,7 +8,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use auditor_common::go_map::MapArg;
+use auditor_common::go_map::{MapArg, MapOp};
 
 use super::{
     ProbePlan, ProbeSite, TargetError,
@@ -165,6 +165,7 @@ fn site(
         addr: p.addr,
         file_offset: img.file_offset(p.addr)?,
         exit,
+        fatal: false,
         stackcheck: p.stackcheck,
         instruction: p.instruction,
         emulated: p.emulated,
@@ -308,6 +309,41 @@ impl ProbePlan {
                     add(p, true, MapArg::None);
                 }
             }
+        }
+
+        // The runtime's own concurrent-map check runs after our entry probe;
+        // when it fires, the process dies at once. A probe on the fatal-error
+        // function lets the kernel name the other side first. Swiss maps
+        // call a linknamed wrapper; classic maps call runtime.fatal since
+        // Go 1.19 and runtime.throw before.
+        let fatal_names: &[&str] = if swiss {
+            &["internal/runtime/maps.fatal", "runtime.fatal"]
+        } else if go_version.minor >= 19 {
+            &["runtime.fatal"]
+        } else {
+            &["runtime.throw"]
+        };
+        for name in fatal_names {
+            let Some((addr, size)) = locate(&symbols, &tab, &name_index, name) else {
+                continue;
+            };
+            let Some(code) = img.bytes_at(addr, size).filter(|c| !c.is_empty()) else {
+                continue;
+            };
+            let Some(p) = disasm::entry_site(code, addr) else {
+                continue;
+            };
+            let fatal_fn = super::MapFunction {
+                name,
+                op: MapOp::Write,
+                map_arg: MapArg::None,
+                family: super::Family::Both,
+            };
+            if let Some(mut s) = site(sites.len(), &fatal_fn, addr, p, false, MapArg::None, &img) {
+                s.fatal = true;
+                sites.push(s);
+            }
+            break;
         }
 
         // Wrappers: an access through one of these also hits the probe of
