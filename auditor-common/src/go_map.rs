@@ -9,21 +9,20 @@ pub const MAX_STACK: usize = 16;
 /// Name of the per-target configuration hash map (key: tgid).
 pub const TARGETS_MAP: &str = "GO_TARGETS";
 /// Name of the per-goroutine "current map" hash map (key: [`MapKey`] with
-/// the goid in place of the map; value: [`current`]-encoded map and op).
+/// the goid in place of the map; value: [`CurrentAccess`]).
 pub const CURRENT_MAP: &str = "GO_CURRENT";
 
-/// Per-goroutine current map record: the map address in the low 56 bits
-/// (user addresses fit in 47), the operation in the top 8.
-pub mod current {
-    pub const fn encode(map: u64, op: u8) -> u64 {
-        (map & ((1 << 56) - 1)) | ((op as u64) << 56)
-    }
-    pub const fn map(v: u64) -> u64 {
-        v & ((1 << 56) - 1)
-    }
-    pub const fn op(v: u64) -> u8 {
-        (v >> 56) as u8
-    }
+/// The map access a goroutine entered last (value of [`CURRENT_MAP`]).
+/// A goroutine is inside at most one map function at a time, so an
+/// accessor slot is only valid while this record still carries the slot's
+/// map and entry time.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CurrentAccess {
+    pub map: u64,
+    pub ts_ns: u64,
+    pub op: u32,
+    pub _pad: u32,
 }
 
 /// Name of the per-map state hash map (key: [`MapKey`]).
@@ -251,6 +250,7 @@ unsafe impl Pod for GoMapOverlap {}
 unsafe impl Pod for GoTargetConfig {}
 unsafe impl Pod for MapKey {}
 unsafe impl Pod for Party {}
+unsafe impl Pod for CurrentAccess {}
 
 #[cfg(feature = "user")]
 mod user {

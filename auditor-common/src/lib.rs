@@ -90,6 +90,9 @@ pub enum Counter {
     BpfResolveFailed = 12,
     /// bpf(2) mutating calls not tracked for concurrency (writer table full).
     BpfWriterStateFull = 13,
+    /// Accesses to maps on the accessing goroutine's own stack (not
+    /// escaped, so never shared): reported, but not tracked for overlaps.
+    GoStackLocal = 14,
 }
 
 /// Number of counters in [`COUNTERS_MAP`].

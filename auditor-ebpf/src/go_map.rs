@@ -16,8 +16,8 @@
 use auditor_common::{
     Counter, EventKind,
     go_map::{
-        ACTIVE_SLOTS, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg, MapKey, MapOp,
-        MapState, Party, cookie, current, mode,
+        ACTIVE_SLOTS, CurrentAccess, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg,
+        MapKey, MapOp, MapState, Party, cookie, mode,
     },
 };
 use aya_ebpf::{
@@ -43,7 +43,7 @@ static GO_MAP_STATE: HashMap<MapKey, MapState> = HashMap::with_max_entries(65536
 /// mode's exits find it here; the fatal-error probe finds the map the
 /// runtime is complaining about here.
 #[map(name = "GO_CURRENT")]
-static GO_CURRENT: HashMap<MapKey, u64> = HashMap::with_max_entries(65536, 0);
+static GO_CURRENT: HashMap<MapKey, CurrentAccess> = HashMap::with_max_entries(65536, 0);
 
 /// Scratch space: a zeroed `MapState` to insert, and the party being built
 /// (both too large for the 512-byte BPF stack).
@@ -122,7 +122,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     };
     if exit && op != MapOp::Make {
         // Interval mode: the goroutine leaves the map it entered.
-        let map = current::map(unsafe { GO_CURRENT.get(&inside_key) }.copied()?);
+        let map = unsafe { GO_CURRENT.get(&inside_key) }?.map;
         let _ = GO_CURRENT.remove(&inside_key);
         if let Some(state) = GO_MAP_STATE.get_ptr_mut(&MapKey { pid, _pad: 0, map }) {
             let state = unsafe { &mut *state };
@@ -163,6 +163,22 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         return Some(());
     }
 
+    // A map on the goroutine's own stack did not escape: the compiler
+    // proved no other goroutine can reach it, so it cannot race. Such maps
+    // also move when the stack grows or shrinks (even while a map function
+    // is parked in a GC assist), and their old addresses are reused by
+    // other goroutines: tracking them would only produce false overlaps.
+    // `g.stack` (lo, hi) is the first field of `runtime.g` in every version.
+    if let Ok(stack) = unsafe { bpf_probe_read_user(regs.r14 as *const [u64; 2]) } {
+        if map >= stack[0] && map < stack[1] {
+            count(Counter::GoStackLocal);
+            if cfg.emit_access != 0 {
+                emit_access(pid, tid, ts, map, maptype, party, false, 0);
+            }
+            return Some(());
+        }
+    }
+
     let writing = if op == MapOp::Make {
         0
     } else {
@@ -201,6 +217,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
                 && ts.saturating_sub(other.ts_ns) < SLOT_STALE_NS
                 && (op.mutates() || is_mutating(other.op))
                 && !reported
+                && still_inside(pid, other.goid, map, other.ts_ns)
             {
                 emit_overlap(pid, tid, ts, map, other, party, mode::INTERVAL, writing);
                 reported = true;
@@ -244,10 +261,13 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         }
     }
 
-    if GO_CURRENT
-        .insert(&inside_key, &current::encode(map, op_raw), 0)
-        .is_err()
-    {
+    let cur = CurrentAccess {
+        map,
+        ts_ns: ts,
+        op: op_raw as u32,
+        _pad: 0,
+    };
+    if GO_CURRENT.insert(&inside_key, &cur, 0).is_err() {
         count(Counter::GoStateFull);
     }
     if cfg.emit_access != 0 {
@@ -296,7 +316,7 @@ fn on_fatal(
         })
     }
     .copied()?;
-    let map = current::map(rec);
+    let map = rec.map;
     let state = unsafe { &*GO_MAP_STATE.get_ptr(&MapKey { pid, _pad: 0, map })? };
     // The other goroutine may be updating these records right now: copy
     // one out, then check the copy.
@@ -314,10 +334,30 @@ fn on_fatal(
     party.goid = goid;
     party.tid = tid;
     party.probe_id = cookie::probe_id(c);
-    party.op = current::op(rec);
+    party.op = rec.op as u8;
     fill_stack(party, regs, cfg.stack_depth);
     emit_overlap(pid, tid, ts, map, first, party, mode::RUNTIME_FATAL, 1);
     Some(())
+}
+
+/// A slot is only trusted while its goroutine's current-access record is
+/// still the very entry that filled the slot (same map, same entry time):
+/// the goroutine may have left through a path without a probed RET, or
+/// entered another map since, or the map may have moved (maps on a
+/// goroutine stack move when the stack grows, and the old address is
+/// reused).
+#[inline(always)]
+fn still_inside(pid: u32, goid: u64, map: u64, entered: u64) -> bool {
+    match unsafe {
+        GO_CURRENT.get(&MapKey {
+            pid,
+            _pad: 0,
+            map: goid,
+        })
+    } {
+        Some(v) => v.map == map && v.ts_ns == entered,
+        None => false,
+    }
 }
 
 #[inline(always)]
