@@ -55,18 +55,25 @@ fn parse_events(stdout: &[u8]) -> (Vec<Value>, Vec<String>) {
     (events, other)
 }
 
-/// `map-auditor run --format json [extra] -- exe args`. The target's
-/// stdout is interleaved with the JSON lines; it is returned separately.
+/// `map-auditor run --quiet --record FILE [extra] -- exe args`. The target
+/// writes to the same stdout as the live log, so the events are read from
+/// the recording (every event, unfiltered) and the target's lines from
+/// stdout, which `--quiet` keeps nearly free of the auditor's own lines.
 fn run_audit(exe: &Path, args: &[&str], extra: &[&str]) -> (Audit, Vec<String>) {
+    let dir = tempfile::tempdir().unwrap();
+    let recording = dir.path().join("session.jsonl");
     let out = auditor()
-        .args(["run", "--format", "json"])
+        .args(["run", "--quiet", "--format", "json", "--record"])
+        .arg(&recording)
         .args(extra)
         .arg("--")
         .arg(exe)
         .args(args)
         .output()
         .expect("start map-auditor");
-    let (events, target_out) = parse_events(&out.stdout);
+    let recorded = std::fs::read(&recording).unwrap_or_default();
+    let (events, _) = parse_events(&recorded);
+    let (_, target_out) = parse_events(&out.stdout);
     (
         Audit {
             events,
@@ -255,7 +262,7 @@ fn race_is_reported_with_both_writers_named() {
     }
     for (tc, link) in toolchains() {
         let exe = build_go("race", RACE, tc, link);
-        let (audit, _) = run_audit(&exe, &[], &["--quiet"]);
+        let (audit, _) = run_audit(&exe, &[], &[]);
         let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
         let overlaps = audit.kind("overlap");
         assert!(!overlaps.is_empty(), "no overlap reported {ctx}");
@@ -294,7 +301,7 @@ fn correctly_synchronised_programs_report_no_overlap() {
         let exe = build_go("synced", SYNCED, tc, link);
         for pattern in ["mutex", "rwmutex", "shards", "syncmap", "owner"] {
             for detect in ["entry", "interval"] {
-                let (audit, out) = run_audit(&exe, &[pattern], &["--quiet", "--detect", detect]);
+                let (audit, out) = run_audit(&exe, &[pattern], &["--detect", detect]);
                 let ctx = format!("{tc:?} {pattern} {detect}: {}", audit.stderr);
                 assert!(audit.status.success(), "{ctx}");
                 assert!(
@@ -332,7 +339,7 @@ fn fully_probed_target_survives_gc_and_stack_growth() {
         assert!(plain.status.success());
         let expected = String::from_utf8_lossy(&plain.stdout).trim().to_string();
         // Interval mode puts probes on every RET as well: the most invasive mode.
-        let (audit, out) = run_audit(&exe, &[], &["--quiet", "--detect", "interval"]);
+        let (audit, out) = run_audit(&exe, &[], &["--detect", "interval"]);
         let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
         assert!(audit.status.success(), "{ctx}");
         assert_eq!(
