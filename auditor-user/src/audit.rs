@@ -284,6 +284,7 @@ impl GoSession {
             pid,
             PlanOptions {
                 exit_sites: opts.detect == DetectMode::Interval,
+                function_start: opts.placement == crate::cli::Placement::FunctionStart,
             },
         )?;
         if plan.sites.is_empty() {
