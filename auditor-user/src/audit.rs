@@ -211,6 +211,7 @@ fn attach_report(
 /// Call sites of one target: pclntab lookups at link-time addresses.
 pub struct TargetResolver {
     symbols: crate::target::Symbolizer,
+    types: Option<crate::target::TypeNamer>,
     /// Runtime minus link-time address (non-zero for PIE).
     bias: u64,
 }
@@ -222,6 +223,12 @@ impl FrameResolver for TargetResolver {
             .lookup_return_address(pc.wrapping_sub(self.bias))?;
         f.pc = pc;
         Some(f)
+    }
+
+    fn map_type_name(&self, maptype: u64) -> Option<String> {
+        self.types
+            .as_ref()?
+            .type_name(maptype.wrapping_sub(self.bias))
     }
 }
 
@@ -280,7 +287,7 @@ impl RecentOverlaps {
 
 impl GoSession {
     fn start(pid: u32, opts: &GoAuditOptions) -> Result<Self> {
-        let plan = ProbePlan::for_pid_with(
+        let mut plan = ProbePlan::for_pid_with(
             pid,
             PlanOptions {
                 exit_sites: opts.detect == DetectMode::Interval,
@@ -309,6 +316,7 @@ impl GoSession {
         let names = plan.sites.iter().map(|s| s.function.clone()).collect();
         let resolver = TargetResolver {
             symbols: plan.symbolizer.clone(),
+            types: plan.type_names.take(),
             bias: plan.load_bias(pid)?,
         };
         let mut session = Self {

@@ -183,6 +183,13 @@ fn run_mode_sees_every_operation_with_call_sites_and_goroutines() {
             "{ctx}"
         );
 
+        // Maps are named by their Go type, read from the type descriptor.
+        for ty in ["map[int64]int64", "map[string]int", "map[main.point]string"] {
+            assert!(
+                accesses.iter().any(|a| a["map_type"] == ty),
+                "no access names type {ty} {ctx}"
+            );
+        }
         let s = audit.summary();
         assert_eq!(s["target_exit_code"], 0, "{ctx}");
         assert_eq!(s["dropped"], 0, "{ctx}");

@@ -23,6 +23,7 @@ pub fn access_gen(
     line: u32,
 ) -> AuditEvent {
     AuditEvent::Access(Access {
+        map_type: None,
         ts_ns: ts,
         pid: PID,
         tid: 100 + goid as u32,
