@@ -9,7 +9,6 @@ use std::{
     io::{BufRead, BufReader},
     path::Path,
     process::{Command, Stdio},
-    time::Duration,
 };
 
 use common::{GoToolchain, Link, bpf_available, build_go};
@@ -382,12 +381,28 @@ fn bad_targets_get_one_line_errors() {
         .output()
         .unwrap();
     let _ = sleeper.kill();
+    let _ = sleeper.wait();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.to_lowercase().contains("go"), "{err}");
 
-    std::thread::sleep(Duration::from_millis(10));
+    // Not root: refused before anything is loaded, saying what to do.
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_map-auditor"))
+        .args(["attach", "--pid", "1"])
+        .output()
+        .expect("setpriv (util-linux) runs the auditor as nobody");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("needs root") && err.contains("sudo"), "{err}");
 }
 
 #[test]

@@ -21,12 +21,15 @@ impl RingReader {
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
         let name = auditor_common::RING_MAP;
         let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap { name })?;
-        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
+        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+            name,
+            source: Box::new(source),
+        })?;
         // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring
         // buffer, so the fd stays open exactly as long as it is registered.
         let fd = unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Map {
             name,
-            source: aya::maps::MapError::IoError(std::io::Error::from(e)),
+            source: Box::new(aya::maps::MapError::IoError(std::io::Error::from(e))),
         })?;
         Ok(Self { fd })
     }
