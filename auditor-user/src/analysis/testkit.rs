@@ -87,6 +87,7 @@ pub fn bpf(ts: u64, pid: u32, cmd: &str, map_id: u32) -> AuditEvent {
         pid,
         cmd: cmd.into(),
         map_id,
+        ..Default::default()
     })
 }
 

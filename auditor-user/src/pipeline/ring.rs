@@ -14,6 +14,14 @@ use crate::probe::ProbeError;
 /// The ring buffer, registered with tokio.
 pub struct RingReader {
     fd: AsyncFd<RingBuf<MapData>>,
+    /// Records read by `wait_readable`, delivered by the next read.
+    pending: Vec<Bytes>,
+}
+
+impl std::os::fd::AsRawFd for RingReader {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.get_ref().as_raw_fd()
+    }
 }
 
 impl RingReader {
@@ -28,7 +36,10 @@ impl RingReader {
             name,
             source: aya::maps::MapError::IoError(std::io::Error::from(e)),
         })?;
-        Ok(Self { fd })
+        Ok(Self {
+            fd,
+            pending: Vec::new(),
+        })
     }
 
     /// Wait until records are available (or `timeout` passes), then append
@@ -50,9 +61,28 @@ impl RingReader {
         out.len() - before
     }
 
+    /// Wait until the ring buffer has records (or `timeout` passes),
+    /// without consuming them. Cancel-safe: records stay in the ring.
+    pub async fn wait_readable(&mut self, timeout: Duration) {
+        if !self.pending.is_empty() {
+            return;
+        }
+        if let Ok(Ok(mut guard)) = tokio::time::timeout(timeout, self.fd.readable_mut()).await {
+            // Readiness is cleared only after the ring was emptied (else the
+            // next wait could sleep over waiting records), so the records
+            // are moved aside here for the next read.
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                self.pending.push(Bytes::copy_from_slice(&item));
+            }
+            guard.clear_ready();
+        }
+    }
+
     /// Append every record available now, without waiting.
     pub fn drain(&mut self, out: &mut Vec<Bytes>) -> usize {
         let before = out.len();
+        out.append(&mut self.pending);
         let ring = self.fd.get_mut();
         while let Some(item) = ring.next() {
             out.push(Bytes::copy_from_slice(&item));
