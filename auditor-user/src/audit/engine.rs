@@ -317,6 +317,7 @@ pub struct GoEngine {
     ring_bytes: u64,
     gauge: Option<RingGauge>,
     batch: Vec<Bytes>,
+    records_read: u64,
 }
 
 impl GoEngine {
@@ -340,6 +341,7 @@ impl GoEngine {
             ring_bytes: u64::from(load.ring_bytes.max(4096).next_power_of_two()),
             gauge,
             batch: Vec::with_capacity(1024),
+            records_read: 0,
         })
     }
 
@@ -438,6 +440,7 @@ impl GoEngine {
 
     fn dispatch(&mut self, batch: &mut Vec<Bytes>, out: &mut Vec<AuditEvent>) -> usize {
         let before = out.len();
+        self.records_read += batch.len() as u64;
         for bytes in batch.drain(..) {
             let rec = match decode(&bytes) {
                 Ok(r) => r,
@@ -521,6 +524,11 @@ impl GoEngine {
     pub fn dropped(&self) -> u64 {
         let c = &self.last_counters;
         c.get(Counter::GoAccessDropped) + c.get(Counter::GoOverlapDropped) + self.decode_errors
+    }
+
+    /// Records read from the ring buffer since load.
+    pub fn records_read(&self) -> u64 {
+        self.records_read
     }
 
     /// Records whose PID had no attached target (late records of a detached
