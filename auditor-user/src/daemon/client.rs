@@ -38,15 +38,15 @@ fn request(stream: &mut UnixStream, body: Value) -> Result<(Response, BufReader<
     body["v"] = json!(PROTOCOL_VERSION);
     let mut line = serde_json::to_string(&body)?;
     line.push('\n');
-    stream
-        .write_all(line.as_bytes())
-        .context("cannot send the request")?;
+    // A refusing daemon answers and closes before reading: the write may
+    // fail, and the answer still says why.
+    let sent = stream.write_all(line.as_bytes());
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut resp = String::new();
-    reader
-        .read_line(&mut resp)
-        .context("the daemon closed the connection")?;
+    let read = reader.read_line(&mut resp);
     if resp.is_empty() {
+        sent.context("cannot send the request")?;
+        read.context("the daemon closed the connection")?;
         bail!("the daemon closed the connection without answering");
     }
     let resp: Response = serde_json::from_str(&resp)
@@ -116,7 +116,7 @@ fn print_list(v: &Value) {
     for t in targets {
         println!(
             "{:>8}  {:<10} {:>7} {:>10} {:>9} {:>8}  {} ({})",
-            t["pid"],
+            t["pid"].as_u64().unwrap_or(0),
             t["state"].as_str().unwrap_or(""),
             t["probes"].as_u64().unwrap_or(0),
             t["events"].as_u64().unwrap_or(0),

@@ -25,6 +25,11 @@ impl Watch {
         if !meta.is_file() {
             return Err(format!("{} is not a regular file", path.display()));
         }
+        // Only programs can have processes; refusing the rest keeps the
+        // socket from being used to probe for arbitrary files.
+        if meta.mode() & 0o111 == 0 {
+            return Err(format!("{} is not executable", path.display()));
+        }
         Ok(Self {
             path: path.to_path_buf(),
             dev: meta.dev(),
