@@ -259,4 +259,5 @@ mod user {
     unsafe impl aya::Pod for MapKey {}
     unsafe impl aya::Pod for MapState {}
     unsafe impl aya::Pod for Party {}
+    unsafe impl aya::Pod for CurrentAccess {}
 }

@@ -14,6 +14,9 @@ pub const ABI_VERSION: u32 = 2;
 
 /// Name of the ring buffer map all events travel through.
 pub const RING_MAP: &str = "EVENTS";
+/// Name of the small ring buffer reserved for findings (overlaps), so a
+/// flood of access records can never crowd a finding out.
+pub const FINDINGS_MAP: &str = "FINDINGS";
 /// Name of the per-CPU counter array (indexes are [`Counter`]).
 pub const COUNTERS_MAP: &str = "COUNTERS";
 

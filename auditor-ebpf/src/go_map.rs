@@ -29,7 +29,7 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 
-use crate::shared::{EVENTS, count, header, now};
+use crate::shared::{EVENTS, FINDINGS, count, header, now};
 
 #[map(name = "GO_TARGETS")]
 static GO_TARGETS: HashMap<u32, GoTargetConfig> = HashMap::with_max_entries(1024, 0);
@@ -447,7 +447,7 @@ fn emit_overlap(
     writing: u8,
 ) {
     count(Counter::GoOverlaps);
-    match EVENTS.reserve::<GoMapOverlap>(0) {
+    match FINDINGS.reserve::<GoMapOverlap>(0) {
         Some(mut entry) => {
             let ev = unsafe { &mut *entry.as_mut_ptr() };
             ev.header = header(EventKind::GoMapOverlap, pid, tid, ts);

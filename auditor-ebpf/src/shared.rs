@@ -11,6 +11,11 @@ use aya_ebpf::{
 #[map(name = "EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(16 * 1024 * 1024, 0);
 
+/// Findings only (overlaps): they must get through when EVENTS is full of
+/// accesses.
+#[map(name = "FINDINGS")]
+pub static FINDINGS: RingBuf = RingBuf::with_byte_size(1024 * 1024, 0);
+
 #[map(name = "COUNTERS")]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 

@@ -190,6 +190,17 @@ pub struct GoAuditOptions {
     /// Print the probe plan (functions, offsets, instructions) before tailing.
     #[arg(long)]
     pub show_plan: bool,
+    /// Where entry probes go: the cheapest instruction that still sees the
+    /// arguments (default), or each function's first instruction (to
+    /// measure the difference).
+    #[arg(long, value_enum, default_value_t = Placement::Cheapest, hide = true)]
+    pub placement: Placement,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Placement {
+    Cheapest,
+    FunctionStart,
 }
 
 #[derive(Debug, Args)]

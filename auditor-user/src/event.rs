@@ -32,6 +32,10 @@ pub struct Access {
     pub map_gen: u32,
     #[serde(serialize_with = "op_name", deserialize_with = "op_from_name")]
     pub op: MapOp,
+    /// The map's Go type (`map[string]*main.Session`), on the first access
+    /// of each map that names its type descriptor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_type: Option<String>,
     /// The runtime function probed (e.g. `runtime.mapassign_faststr`).
     pub runtime_fn: String,
     /// The caller of the runtime function: the user's call site.
@@ -253,6 +257,7 @@ mod tests {
             map: 0xc000010000,
             map_gen: 0,
             op: MapOp::Write,
+            map_type: None,
             runtime_fn: "runtime.mapassign_fast64".into(),
             function: "main.worker".into(),
             file: "/src/main.go".into(),

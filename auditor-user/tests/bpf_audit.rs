@@ -136,7 +136,7 @@ fn fresh_pin(name: &str) -> String {
     p
 }
 
-fn find<'a>(evs: &'a [Value], f: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+fn find(evs: &[Value], f: impl Fn(&Value) -> bool) -> Vec<&Value> {
     evs.iter().filter(|e| f(e)).collect()
 }
 

@@ -85,8 +85,14 @@ fn build(tc: GoToolchain, link: Link) -> PathBuf {
 
 fn plan(tc: GoToolchain, link: Link, exit_sites: bool) -> ProbePlan {
     let exe = build(tc, link);
-    ProbePlan::for_exe_with(&exe, PlanOptions { exit_sites })
-        .unwrap_or_else(|e| panic!("{tc:?} {link:?}: {e}"))
+    ProbePlan::for_exe_with(
+        &exe,
+        PlanOptions {
+            exit_sites,
+            ..PlanOptions::default()
+        },
+    )
+    .unwrap_or_else(|e| panic!("{tc:?} {link:?}: {e}"))
 }
 
 fn file_bytes(path: &Path, offset: u64, len: usize) -> Vec<u8> {

@@ -94,9 +94,14 @@ fn every_installed_go_agrees_with_the_offset_table() {
         let dir = cache.join(tag);
         std::fs::create_dir_all(&dir).unwrap();
         let plain = ProbePlan::for_exe(build(&goroot, false, &dir)).unwrap();
-        let spie =
-            ProbePlan::for_exe_with(build(&goroot, true, &dir), PlanOptions { exit_sites: true })
-                .unwrap();
+        let spie = ProbePlan::for_exe_with(
+            build(&goroot, true, &dir),
+            PlanOptions {
+                exit_sites: true,
+                ..PlanOptions::default()
+            },
+        )
+        .unwrap();
         let v = plain.go_version;
         assert!(plain.offsets.from_dwarf, "{v}: no DWARF offsets");
         assert!(!spie.offsets.from_dwarf, "{v}");

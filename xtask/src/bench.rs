@@ -200,10 +200,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let base = rows[0].1;
     let mut table = String::new();
-    table.push_str(&format!(
+    table.push_str(
         "| configuration | ns per map op | time vs native | target peak RSS | RSS vs native | auditor peak RSS |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: |\n"
-    ));
+         | --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
     for (name, s) in &rows {
         table.push_str(&format!(
             "| {name} | {:.1} | {:.1}x | {} KiB | {:.2}x | {} |\n",

@@ -52,13 +52,39 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     let demo = build_demo(&root, &go, args.go)?;
     let auditor = root.join("target/release/map-auditor");
 
-    println!("auditing {} for {}", demo.display(), args.duration);
+    let recording = root.join("target/demo/session.jsonl");
+    let report = root.join("target/demo/report.html");
+    println!(
+        "auditing {} for {} (live log below)",
+        demo.display(),
+        args.duration
+    );
+    // The demo program races on purpose: the Go runtime may kill it with
+    // "fatal error: concurrent map writes", and `map-auditor run` then exits
+    // with the target's status. That is the expected ending, not a failure.
+    let status = Command::new(&auditor)
+        .args(["run", "--duration", &args.duration, "--record"])
+        .arg(&recording)
+        .arg("--")
+        .arg(&demo)
+        .status()
+        .context("starting map-auditor")?;
+    match status.code() {
+        Some(0) | Some(2) => {}
+        _ => bail!("map-auditor run ended with {status}: see its message above"),
+    }
     process::run(
         Command::new(&auditor)
-            .args(["run", "--duration", &args.duration, "--"])
-            .arg(&demo),
+            .args(["report", "--format", "html", "-o"])
+            .arg(&report)
+            .arg(&recording),
     )
-    .context("map-auditor run did not finish cleanly")
+    .context("rendering the HTML report")?;
+    process::run(Command::new(&auditor).arg("report").arg(&recording))
+        .context("rendering the text report")?;
+    println!("HTML report: {}", report.display());
+    println!("recording:   {}", recording.display());
+    Ok(())
 }
 
 /// Compile xtask/demo with the chosen Go into target/demo/racy-maps-<flavour>.

@@ -21,7 +21,8 @@ pub fn run(cargo_args: &[String]) -> Result<i32> {
     let setup_secs = started.elapsed().as_secs_f64();
 
     let mut cmd = Command::new("cargo");
-    cmd.current_dir(paths::workspace_root()).arg("test");
+    cmd.current_dir(paths::workspace_root())
+        .args(["test", "--no-fail-fast"]);
     let picks_packages = cargo_args
         .iter()
         .take_while(|a| *a != "--")

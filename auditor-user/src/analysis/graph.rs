@@ -486,6 +486,9 @@ impl ProcessGraph {
                     });
                     info.made_by = Some(a.goid);
                 }
+                if info.type_name.is_none() {
+                    info.type_name.clone_from(&a.map_type);
+                }
             }
             None => b.truncation.maps += 1,
         }

@@ -23,6 +23,7 @@ pub fn access_gen(
     line: u32,
 ) -> AuditEvent {
     AuditEvent::Access(Access {
+        map_type: None,
         ts_ns: ts,
         pid: PID,
         tid: 100 + goid as u32,
@@ -87,7 +88,7 @@ pub fn bpf(ts: u64, pid: u32, cmd: &str, map_id: u32) -> AuditEvent {
         pid,
         cmd: cmd.into(),
         map_id,
-        ..Default::default()
+        ..BpfMapEvent::default()
     })
 }
 

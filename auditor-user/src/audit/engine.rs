@@ -74,6 +74,9 @@ pub struct TargetOptions {
     pub stack_depth: u32,
     /// Whether the kernel emits every access or only findings.
     pub emit_access: bool,
+    /// Probe the first instruction instead of the stack-check `jbe`
+    /// (measuring placement only; see `--placement`).
+    pub function_start: bool,
 }
 
 impl Default for TargetOptions {
@@ -82,6 +85,7 @@ impl Default for TargetOptions {
             detect: DetectMode::Entry,
             stack_depth: 8,
             emit_access: true,
+            function_start: false,
         }
     }
 }
@@ -135,6 +139,7 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
         pid,
         PlanOptions {
             exit_sites: opts.detect == DetectMode::Interval,
+            function_start: opts.function_start,
         },
     )?;
     if plan.sites.is_empty() {
@@ -154,9 +159,11 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
     })
 }
 
-/// Call sites of one target: pclntab lookups at link-time addresses.
+/// Call sites and map types of one target: pclntab and type-descriptor
+/// lookups at link-time addresses.
 pub struct TargetResolver {
     symbols: crate::target::Symbolizer,
+    types: Option<crate::target::TypeNamer>,
     /// Runtime minus link-time address (non-zero for PIE).
     bias: u64,
 }
@@ -168,6 +175,12 @@ impl FrameResolver for TargetResolver {
             .lookup_return_address(pc.wrapping_sub(self.bias))?;
         f.pc = pc;
         Some(f)
+    }
+
+    fn map_type_name(&self, maptype: u64) -> Option<String> {
+        self.types
+            .as_ref()?
+            .type_name(maptype.wrapping_sub(self.bias))
     }
 }
 
@@ -353,7 +366,7 @@ impl GoEngine {
     pub fn attach(&mut self, planned: PlannedTarget) -> Result<AttachReport, EngineError> {
         let PlannedTarget {
             pid,
-            plan,
+            mut plan,
             bias,
             opts,
             identity,
@@ -371,6 +384,7 @@ impl GoEngine {
         let names = plan.sites.iter().map(|s| s.function.clone()).collect();
         let resolver = TargetResolver {
             symbols: plan.symbolizer.clone(),
+            types: plan.type_names.take(),
             bias,
         };
         self.targets.insert(

@@ -156,6 +156,7 @@ impl GoSession {
             detect: opts.detect,
             stack_depth: opts.stack_depth,
             emit_access: !opts.quiet || opts.record.is_some(),
+            function_start: opts.placement == crate::cli::Placement::FunctionStart,
         };
         let planned = engine::plan_target(pid, &target)?;
         let mut engine = GoEngine::new(LoadOptions {

@@ -121,7 +121,7 @@ impl BpfAuditSession {
         let mut config: Array<MapData, BpfAuditConfig> =
             Array::try_from(config).map_err(|source| ProbeError::Map {
                 name: CONFIG_MAP,
-                source,
+                source: Box::new(source),
             })?;
         let calib_fd = config.map().fd().as_fd().as_raw_fd() as u32;
         let config_id = config
@@ -129,7 +129,7 @@ impl BpfAuditSession {
             .info()
             .map_err(|source| ProbeError::Map {
                 name: CONFIG_MAP,
-                source,
+                source: Box::new(source),
             })?
             .id();
 
@@ -145,16 +145,16 @@ impl BpfAuditSession {
                 .try_into()
                 .map_err(|source| ProbeError::Program {
                     name: prog_name(prog),
-                    source,
+                    source: Box::new(source),
                 })?;
             p.load().map_err(|source| ProbeError::Program {
                 name: prog_name(prog),
-                source,
+                source: Box::new(source),
             })?;
             p.attach("syscalls", tp)
                 .map_err(|source| ProbeError::Program {
                     name: prog_name(prog),
-                    source,
+                    source: Box::new(source),
                 })?;
         }
 
@@ -172,7 +172,7 @@ impl BpfAuditSession {
             config.set(0, cfg, 0).map_err(|source| {
                 ProbeError::Map {
                     name: CONFIG_MAP,
-                    source,
+                    source: Box::new(source),
                 }
                 .into()
             })
@@ -187,7 +187,7 @@ impl BpfAuditSession {
         let calib: Array<&MapData, u64> =
             Array::try_from(calib).map_err(|source| ProbeError::Map {
                 name: CALIB_MAP,
-                source,
+                source: Box::new(source),
             })?;
         let fops = calib.get(&0, 0).unwrap_or(0);
         let seen_id = calib.get(&1, 0).unwrap_or(0);

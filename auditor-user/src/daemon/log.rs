@@ -43,7 +43,9 @@ pub struct TargetEvent {
     pub reason: Option<String>,
 }
 
-/// Anything the daemon logs.
+/// Anything the daemon logs. Built and serialised once per event, never
+/// stored in bulk, so the size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum LogEvent {

@@ -152,7 +152,7 @@ impl Daemon {
                 *self.lost_by_what.entry(l.what.clone()).or_default() += l.count
             }
             LogEvent::Audit(AuditEvent::Alert(a)) => {
-                let rule = serde_json::to_value(&a.rule)
+                let rule = serde_json::to_value(a.rule)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
                     .unwrap_or_else(|| "alert".into());
@@ -739,6 +739,7 @@ pub async fn run(args: &DaemonArgs) -> Result<i32> {
             detect: cfg.detect,
             stack_depth: cfg.stack_depth,
             emit_access: true,
+            function_start: false,
         },
         stdout: cfg.stdout_json.then(|| BufWriter::new(std::io::stdout())),
         cfg: cfg.clone(),

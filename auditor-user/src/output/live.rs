@@ -278,6 +278,7 @@ mod tests {
             map: 0xc000,
             map_gen: 0,
             op: MapOp::Delete,
+            map_type: None,
             runtime_fn: "runtime.mapdelete".into(),
             function: "main.evict".into(),
             file: "/src/app/cache.go".into(),

@@ -13,6 +13,11 @@ use crate::event::{Access, DetectionMode, Frame, Overlap, OverlapParty};
 /// the frame of the call that will return there.
 pub trait FrameResolver {
     fn resolve_return(&self, pc: u64) -> Option<Frame>;
+
+    /// Go type name of a map type descriptor at runtime address `maptype`.
+    fn map_type_name(&self, _maptype: u64) -> Option<String> {
+        None
+    }
 }
 
 /// Most distinct PCs a session remembers the frame of; past this, frames
@@ -34,6 +39,8 @@ pub struct GoEnricher<R> {
     pub untracked_maps: u64,
     /// Inner halves of nested runtime calls, not reported twice.
     pub nested_skipped: u64,
+    /// Map identities whose type was already reported.
+    typed: std::collections::HashSet<(u64, u32)>,
 }
 
 /// Functions of the Go runtime itself (including the Swiss-map package).
@@ -52,6 +59,7 @@ impl<R: FrameResolver> GoEnricher<R> {
             max_maps: 1 << 20,
             untracked_maps: 0,
             nested_skipped: 0,
+            typed: std::collections::HashSet::new(),
         }
     }
 
@@ -121,6 +129,18 @@ impl<R: FrameResolver> GoEnricher<R> {
         }
         let made = op == MapOp::Make;
         let map_gen = self.generation(a.map, made);
+        let map_type = if a.maptype != 0
+            && self.typed.len() < self.max_maps
+            && !self.typed.contains(&(a.map, map_gen))
+        {
+            let name = self.resolver.map_type_name(a.maptype);
+            if name.is_some() {
+                self.typed.insert((a.map, map_gen));
+            }
+            name
+        } else {
+            None
+        };
         Some(Access {
             ts_ns: self.clock.to_unix_ns(a.header.ts_ns),
             pid: a.header.pid,
@@ -129,6 +149,7 @@ impl<R: FrameResolver> GoEnricher<R> {
             map: a.map,
             map_gen,
             op,
+            map_type,
             runtime_fn: self.probe_name(a.party.probe_id),
             function: site.function,
             file: site.file,

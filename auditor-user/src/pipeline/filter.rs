@@ -59,25 +59,16 @@ impl AccessFilter {
         if self.quiet {
             return false;
         }
-        if let Some(ops) = &self.ops {
-            if !ops.contains(&a.op) {
-                return false;
-            }
-        }
-        if self.map.is_some_and(|m| m != a.map) {
-            return false;
-        }
-        if let Some(f) = &self.function {
-            if !a.function.contains(f.as_str()) {
-                return false;
-            }
-        }
-        if let Some(p) = &self.package {
-            if package_of(&a.function) != p {
-                return false;
-            }
-        }
-        true
+        self.ops.as_ref().is_none_or(|ops| ops.contains(&a.op))
+            && self.map.is_none_or(|m| m == a.map)
+            && self
+                .function
+                .as_ref()
+                .is_none_or(|f| a.function.contains(f.as_str()))
+            && self
+                .package
+                .as_ref()
+                .is_none_or(|p| package_of(&a.function) == p)
     }
 
     /// Whether `ev` goes to the live log.

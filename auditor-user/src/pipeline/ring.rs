@@ -1,4 +1,8 @@
-//! Reading the event ring buffer without blocking the runtime.
+//! Reading the ring buffers without blocking the runtime.
+//!
+//! Two rings: EVENTS (every record) and FINDINGS (overlaps only, so they
+//! still get through when EVENTS overflows with accesses). The reader waits
+//! on both and always drains findings first.
 
 use std::time::Duration;
 
@@ -11,39 +15,53 @@ use tokio::io::unix::AsyncFd;
 
 use crate::probe::ProbeError;
 
-/// The ring buffer, registered with tokio.
+/// The ring buffers, registered with tokio.
 pub struct RingReader {
-    fd: AsyncFd<RingBuf<MapData>>,
-    /// Records read by `wait_readable`, delivered by the next read.
-    pending: Vec<Bytes>,
+    events: AsyncFd<RingBuf<MapData>>,
+    findings: Option<AsyncFd<RingBuf<MapData>>>,
+}
+
+fn register(ebpf: &mut Ebpf, name: &'static str) -> Result<AsyncFd<RingBuf<MapData>>, ProbeError> {
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap { name })?;
+    let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
+        name,
+        source: Box::new(source),
+    })?;
+    // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring
+    // buffer, so the fd stays open exactly as long as it is registered.
+    unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Map {
+        name,
+        source: Box::new(aya::maps::MapError::IoError(std::io::Error::from(e))),
+    })
+}
+
+fn drain_one(ring: &mut RingBuf<MapData>, out: &mut Vec<Bytes>) {
+    while let Some(item) = ring.next() {
+        out.push(Bytes::copy_from_slice(&item));
+    }
 }
 
 impl std::os::fd::AsRawFd for RingReader {
+    /// The EVENTS ring's fd.
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.fd.get_ref().as_raw_fd()
+        self.events.get_ref().as_raw_fd()
     }
 }
 
 impl RingReader {
-    /// Take the ring buffer map out of `ebpf`. Must run inside a tokio runtime.
+    /// Take the ring buffer maps out of `ebpf`. Must run inside a tokio runtime.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
-        let name = auditor_common::RING_MAP;
-        let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap { name })?;
-        let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map { name, source })?;
-        // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring
-        // buffer, so the fd stays open exactly as long as it is registered.
-        let fd = unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Map {
-            name,
-            source: aya::maps::MapError::IoError(std::io::Error::from(e)),
-        })?;
-        Ok(Self {
-            fd,
-            pending: Vec::new(),
-        })
+        let events = register(ebpf, auditor_common::RING_MAP)?;
+        let findings = match ebpf.map(auditor_common::FINDINGS_MAP) {
+            Some(_) => Some(register(ebpf, auditor_common::FINDINGS_MAP)?),
+            None => None,
+        };
+        Ok(Self { events, findings })
     }
 
     /// Wait until records are available (or `timeout` passes), then append
-    /// every available record to `out`. Returns how many were read.
+    /// every available record to `out`, findings first. Returns how many
+    /// were read.
     pub async fn read_batch(&mut self, out: &mut Vec<Bytes>, timeout: Duration) -> usize {
         let before = out.len();
         // Drain first: records may be waiting from before we registered.
@@ -51,42 +69,40 @@ impl RingReader {
         if out.len() > before {
             return out.len() - before;
         }
-        if let Ok(Ok(mut guard)) = tokio::time::timeout(timeout, self.fd.readable_mut()).await {
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                out.push(Bytes::copy_from_slice(&item));
-            }
-            guard.clear_ready();
-        }
+        self.wait_readable(timeout).await;
+        self.drain(out);
         out.len() - before
     }
 
-    /// Wait until the ring buffer has records (or `timeout` passes),
-    /// without consuming them. Cancel-safe: records stay in the ring.
+    /// Wait until either ring signals records (or `timeout` passes),
+    /// without reading them. Readiness is cleared before the caller drains,
+    /// so a record written meanwhile wakes the next wait. Cancel-safe.
     pub async fn wait_readable(&mut self, timeout: Duration) {
-        if !self.pending.is_empty() {
-            return;
-        }
-        if let Ok(Ok(mut guard)) = tokio::time::timeout(timeout, self.fd.readable_mut()).await {
-            // Readiness is cleared only after the ring was emptied (else the
-            // next wait could sleep over waiting records), so the records
-            // are moved aside here for the next read.
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                self.pending.push(Bytes::copy_from_slice(&item));
+        let wait = async {
+            match &mut self.findings {
+                Some(findings) => {
+                    tokio::select! {
+                        g = self.events.readable_mut() => { if let Ok(mut g) = g { g.clear_ready(); } }
+                        g = findings.readable_mut() => { if let Ok(mut g) = g { g.clear_ready(); } }
+                    }
+                }
+                None => {
+                    if let Ok(mut g) = self.events.readable_mut().await {
+                        g.clear_ready();
+                    }
+                }
             }
-            guard.clear_ready();
-        }
+        };
+        let _ = tokio::time::timeout(timeout, wait).await;
     }
 
-    /// Append every record available now, without waiting.
+    /// Append every record available now, without waiting (findings first).
     pub fn drain(&mut self, out: &mut Vec<Bytes>) -> usize {
         let before = out.len();
-        out.append(&mut self.pending);
-        let ring = self.fd.get_mut();
-        while let Some(item) = ring.next() {
-            out.push(Bytes::copy_from_slice(&item));
+        if let Some(f) = &mut self.findings {
+            drain_one(f.get_mut(), out);
         }
+        drain_one(self.events.get_mut(), out);
         out.len() - before
     }
 }

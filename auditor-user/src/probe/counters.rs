@@ -31,7 +31,7 @@ impl KernelCounters {
             .ok_or(ProbeError::MissingMap { name: COUNTERS_MAP })?;
         let map = PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
             name: COUNTERS_MAP,
-            source,
+            source: Box::new(source),
         })?;
         Ok(Self { map })
     }

@@ -5,7 +5,8 @@
 use std::num::NonZeroU32;
 
 use auditor_common::go_map::{
-    GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, TARGETS_MAP, cookie,
+    CURRENT_MAP, CurrentAccess, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, TARGETS_MAP,
+    cookie,
 };
 use aya::{
     Ebpf,
@@ -45,12 +46,12 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, ProbeError> {
         .try_into()
         .map_err(|source| ProbeError::Program {
             name: GO_PROGRAM,
-            source,
+            source: Box::new(source),
         })?;
     if prog.fd().is_err() {
         prog.load().map_err(|source| ProbeError::Program {
             name: GO_PROGRAM,
-            source,
+            source: Box::new(source),
         })?;
     }
     Ok(prog)
@@ -89,13 +90,13 @@ pub fn attach(
         let mut targets: HashMap<_, u32, GoTargetConfig> =
             HashMap::try_from(map).map_err(|source| ProbeError::Map {
                 name: TARGETS_MAP,
-                source,
+                source: Box::new(source),
             })?;
         targets
             .insert(pid, config, 0)
             .map_err(|source| ProbeError::Map {
                 name: TARGETS_MAP,
-                source,
+                source: Box::new(source),
             })?;
     }
     let prog = program(ebpf)?;
@@ -123,7 +124,9 @@ pub fn attach(
             function: site.function.clone(),
             exe: plan.exe.display().to_string(),
             offset: site.file_offset,
-            source: aya::programs::ProgramError::IOError(std::io::Error::other(reason.clone())),
+            source: Box::new(aya::programs::ProgramError::IOError(std::io::Error::other(
+                reason.clone(),
+            ))),
         });
     }
     Ok(out)
@@ -137,23 +140,32 @@ impl GoAttachment {
             // A link of an exited process may already be gone; that is fine.
             let _ = prog.detach(a.link);
         }
-        if let Some(map) = ebpf.map_mut(TARGETS_MAP) {
-            if let Ok(mut targets) = HashMap::<_, u32, GoTargetConfig>::try_from(map) {
-                let _ = targets.remove(&self.pid);
-            }
+        if let Some(map) = ebpf.map_mut(TARGETS_MAP)
+            && let Ok(mut targets) = HashMap::<_, u32, GoTargetConfig>::try_from(map)
+        {
+            let _ = targets.remove(&self.pid);
         }
-        if let Some(map) = ebpf.map_mut(MAP_STATE_MAP) {
-            if let Ok(mut state) = HashMap::<_, MapKey, MapState>::try_from(map) {
-                let keys: Vec<MapKey> = state
-                    .keys()
-                    .filter_map(Result::ok)
-                    .filter(|k| k.pid == self.pid)
-                    .collect();
-                for k in keys {
-                    let _ = state.remove(&k);
-                }
-            }
-        }
+        forget_pid::<MapState>(ebpf, MAP_STATE_MAP, self.pid);
+        forget_pid::<CurrentAccess>(ebpf, CURRENT_MAP, self.pid);
         Ok(())
+    }
+}
+
+/// Remove every entry of `pid` from a per-process kernel table (keyed by
+/// [`MapKey`]), so a detached target leaves no state behind.
+fn forget_pid<V: aya::Pod>(ebpf: &mut Ebpf, name: &str, pid: u32) {
+    let Some(map) = ebpf.map_mut(name) else {
+        return;
+    };
+    let Ok(mut table) = HashMap::<_, MapKey, V>::try_from(map) else {
+        return;
+    };
+    let keys: Vec<MapKey> = table
+        .keys()
+        .filter_map(Result::ok)
+        .filter(|k| k.pid == pid)
+        .collect();
+    for k in keys {
+        let _ = table.remove(&k);
     }
 }

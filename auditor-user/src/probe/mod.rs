@@ -19,7 +19,7 @@ pub enum ProbeError {
     #[error(
         "cannot load the kernel programs: {0}; run as root (or with CAP_BPF+CAP_PERFMON) and check `map-auditor doctor`"
     )]
-    Load(#[source] aya::EbpfError),
+    Load(#[source] Box<aya::EbpfError>),
     #[error("kernel program {name} missing from the object (build mismatch): rebuild map-auditor")]
     MissingProgram { name: &'static str },
     #[error("kernel map {name} missing from the object (build mismatch): rebuild map-auditor")]
@@ -28,7 +28,7 @@ pub enum ProbeError {
     Program {
         name: &'static str,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("cannot attach uprobe to {function} at {exe}+{offset:#x}: {source}")]
     Attach {
@@ -36,13 +36,13 @@ pub enum ProbeError {
         exe: String,
         offset: u64,
         #[source]
-        source: aya::programs::ProgramError,
+        source: Box<aya::programs::ProgramError>,
     },
     #[error("kernel map {name}: {source}")]
     Map {
         name: &'static str,
         #[source]
-        source: aya::maps::MapError,
+        source: Box<aya::maps::MapError>,
     },
 }
 
@@ -71,5 +71,5 @@ pub fn load(opts: LoadOptions) -> Result<Ebpf, ProbeError> {
         .map_max_entries(auditor_common::RING_MAP, ring)
         .map_max_entries(auditor_common::go_map::MAP_STATE_MAP, opts.max_maps.max(1))
         .load(EBPF_OBJECT)
-        .map_err(ProbeError::Load)
+        .map_err(|e| ProbeError::Load(Box::new(e)))
 }

@@ -183,6 +183,24 @@ pub fn entry_site(code: &[u8], ip: u64) -> Option<Placement> {
     fallback.or(first)
 }
 
+/// The function's first instruction, whatever it costs: what a probe on
+/// the symbol would use. Only for measuring what placement saves
+/// (`--placement function-start`).
+pub fn function_start_site(code: &[u8], ip: u64) -> Option<Placement> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let instr = decoder.decode();
+    if instr.is_invalid() {
+        return None;
+    }
+    let raw = &code[..instr.len()];
+    Some(Placement {
+        addr: instr.ip(),
+        stackcheck: false,
+        instruction: format(&instr),
+        emulated: kernel_emulates(&instr, raw),
+    })
+}
+
 /// Targets of direct `call rel32` instructions in the function's code.
 pub fn direct_calls(code: &[u8], ip: u64) -> Vec<u64> {
     Decoder::with_ip(64, code, ip, DecoderOptions::NONE)

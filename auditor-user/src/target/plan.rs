@@ -28,6 +28,9 @@ pub struct PlanOptions {
     /// Also probe every RET of every non-creation map function (interval
     /// detection). Creation functions are always probed at their RETs.
     pub exit_sites: bool,
+    /// Probe each entry on the function's first instruction instead of the
+    /// cheapest one (single-stepped: ~30x dearer here). For benchmarks.
+    pub function_start: bool,
 }
 
 /// Oldest Go with the register ABI the kernel side relies on.
@@ -298,7 +301,12 @@ impl ProbePlan {
                 }
                 continue;
             }
-            if let Some(p) = disasm::entry_site(code, addr) {
+            let entry = if opts.function_start {
+                disasm::function_start_site(code, addr)
+            } else {
+                disasm::entry_site(code, addr)
+            };
+            if let Some(p) = entry {
                 add(p, false, f.map_arg);
             }
             if opts.exit_sites {

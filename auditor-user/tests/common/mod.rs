@@ -32,14 +32,6 @@ impl GoToolchain {
                 }),
         }
     }
-
-    fn goroot(self) -> PathBuf {
-        self.go()
-            .parent()
-            .and_then(Path::parent)
-            .unwrap()
-            .to_path_buf()
-    }
 }
 
 /// How to link a test program.
@@ -54,12 +46,43 @@ pub enum Link {
 /// Build `src` (a Go main package source text) with `tc` and return the
 /// executable. Results are cached under target/go-test-bins by content.
 pub fn build_go(name: &str, src: &str, tc: GoToolchain, link: Link) -> PathBuf {
+    build_go_with(name, src, &tc.go(), &format!("{tc:?}"), link)
+}
+
+/// Every Go toolchain installed for tests: Debian's 1.19 and each
+/// `~/.cache/map-auditor/go/go1.*` unpacked by `cargo xtask setup`.
+pub fn installed_toolchains() -> Vec<(String, PathBuf)> {
+    let mut out = Vec::new();
+    let classic = GoToolchain::Classic.go();
+    if classic.exists() {
+        out.push(("go1.19".to_string(), classic));
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    if let Ok(dir) = std::fs::read_dir(Path::new(&home).join(".cache/map-auditor/go")) {
+        let mut found: Vec<(String, PathBuf)> = dir
+            .filter_map(Result::ok)
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    e.path().join("go/bin/go"),
+                )
+            })
+            .filter(|(n, p)| n.starts_with("go1.") && p.exists())
+            .collect();
+        found.sort();
+        out.extend(found);
+    }
+    out
+}
+
+/// [`build_go`] with an explicit `go` binary; `label` names the cache entry.
+pub fn build_go_with(name: &str, src: &str, go: &Path, label: &str, link: Link) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (src, format!("{tc:?}{link:?}")).hash(&mut h);
+    (src, go, format!("{link:?}")).hash(&mut h);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../target/go-test-bins")
-        .join(format!("{name}-{:?}-{:?}-{:016x}", tc, link, h.finish()));
+        .join(format!("{name}-{label}-{link:?}-{:016x}", h.finish()));
     let exe = dir.join(name);
     if exe.exists() {
         return exe;
@@ -71,14 +94,14 @@ pub fn build_go(name: &str, src: &str, tc: GoToolchain, link: Link) -> PathBuf {
         format!("module example.com/{name}\n\ngo 1.19\n"),
     )
     .unwrap();
-    let go = tc.go();
     assert!(
         go.exists(),
         "Go toolchain {go:?} missing: run `cargo xtask setup`"
     );
-    let mut cmd = Command::new(&go);
+    let goroot = go.parent().and_then(Path::parent).unwrap();
+    let mut cmd = Command::new(go);
     cmd.current_dir(&dir)
-        .env("GOROOT", tc.goroot())
+        .env("GOROOT", goroot)
         .env("GOCACHE", dir.join(".gocache"))
         .env("GOPATH", dir.join(".gopath"))
         .env("GOFLAGS", "-mod=mod")

