@@ -30,8 +30,100 @@ pub enum Command {
     Run(RunArgs),
     /// Audit bpf(2) calls on BPF maps (system-wide by default).
     Bpf(BpfArgs),
-    /// Render the report of a recorded session (JSON lines file).
+    /// Render the report of a recorded session (JSON lines file), a daemon's
+    /// log directory, or a running daemon's log (--socket).
     Report(ReportArgs),
+    /// Run the privileged daemon in the foreground (systemd, Kubernetes).
+    Daemon(DaemonArgs),
+    /// Control a running daemon: attach, detach, list, status.
+    Ctl(CtlArgs),
+    /// Show the daemon's audit log, and follow it across rotations.
+    Tail(TailArgs),
+}
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/map-auditor/control.sock";
+/// Where the daemon logs unless told otherwise.
+pub const DEFAULT_LOG_DIR: &str = "/var/log/map-auditor";
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// TOML configuration (docs/daemon.md); flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Control socket [default: /run/map-auditor/control.sock].
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
+    /// Audit log directory [default: /var/log/map-auditor].
+    #[arg(long)]
+    pub log_dir: Option<PathBuf>,
+    /// Also write every event as JSON lines to stdout (container log pipelines).
+    #[arg(long)]
+    pub stdout_json: bool,
+    /// Serve Prometheus metrics on ADDRESS:PORT (e.g. 127.0.0.1:9464). Off by default.
+    #[arg(long)]
+    pub metrics_listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlArgs {
+    /// The daemon's control socket.
+    #[arg(long, global = true, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print the daemon's answer as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Attach to a process, or watch an executable (every current and future process).
+    Attach(CtlTarget),
+    /// Detach a process, or stop watching an executable (detaching its processes).
+    Detach(CtlTarget),
+    /// Targets with their state and counters, and the watched executables.
+    List,
+    /// The daemon's state: targets, log, drops, memory.
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct CtlTarget {
+    /// Process id.
+    #[arg(long, conflicts_with = "exe", required_unless_present = "exe")]
+    pub pid: Option<u32>,
+    /// Executable path: every process running it, now and later.
+    #[arg(long)]
+    pub exe: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TailArgs {
+    /// Keep printing new events as they are logged (across rotations).
+    #[arg(long, short)]
+    pub follow: bool,
+    /// Only events of this process.
+    #[arg(long)]
+    pub pid: Option<u32>,
+    /// Only these kinds (comma-separated: attach,access,overlap,bpf_map,alert,lost,summary,target).
+    #[arg(long, value_delimiter = ',')]
+    pub kind: Vec<String>,
+    /// Start this far back (e.g. 10m, 2h) over every log file.
+    #[arg(long, value_parser = parse_duration)]
+    pub since: Option<std::time::Duration>,
+    /// Without --since: how many of the latest events to show first.
+    #[arg(long, short = 'n', default_value_t = 10)]
+    pub lines: usize,
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// The daemon's log directory (read directly; needs read access).
+    #[arg(long, default_value = DEFAULT_LOG_DIR)]
+    pub log_dir: PathBuf,
+    /// Read through the daemon's control socket instead of the log files.
+    #[arg(long)]
+    pub socket: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -176,8 +268,12 @@ pub enum ReportFormat {
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
-    /// A JSON-lines recording (from `--record`).
-    pub input: PathBuf,
+    /// A JSON-lines recording (from `--record`), or a daemon's log directory.
+    #[arg(required_unless_present = "socket")]
+    pub input: Option<PathBuf>,
+    /// Report on a running daemon's whole log, read through its socket.
+    #[arg(long, conflicts_with = "input")]
+    pub socket: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
     pub format: ReportFormat,
     /// Write here instead of stdout.

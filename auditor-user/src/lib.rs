@@ -7,11 +7,13 @@
 //! - [`output`]: live log, JSON lines, reports.
 //! - [`bpf`]: bpf(2) syscall auditing.
 //! - [`doctor`]: environment checks.
+//! - [`daemon`]: the privileged daemon, its control socket, log and clients.
 
 pub mod analysis;
 pub mod audit;
 pub mod bpf;
 pub mod cli;
+pub mod daemon;
 pub mod doctor;
 pub mod event;
 pub mod output;

@@ -9,7 +9,12 @@ fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Doctor(args) => map_auditor::doctor::run(args),
+        Command::Report(args) if map_auditor::daemon::client::is_daemon_report(args) => {
+            map_auditor::daemon::client::report(args)
+        }
         Command::Report(args) => map_auditor::output::report::run_report(args).map(|()| 0),
+        Command::Ctl(args) => map_auditor::daemon::client::ctl(args),
+        Command::Tail(args) => map_auditor::daemon::client::tail(args),
         // bpf(2) auditing runs its own single-threaded runtime.
         Command::Bpf(args) => map_auditor::bpf::run(args),
         other => tokio::runtime::Builder::new_multi_thread()
@@ -22,7 +27,12 @@ fn main() {
                     match other {
                         Command::Attach(args) => map_auditor::audit::attach(args).await,
                         Command::Run(args) => map_auditor::audit::run(args).await,
-                        Command::Doctor(_) | Command::Report(_) | Command::Bpf(_) => {
+                        Command::Daemon(args) => map_auditor::daemon::run(args).await,
+                        Command::Doctor(_)
+                        | Command::Report(_)
+                        | Command::Bpf(_)
+                        | Command::Ctl(_)
+                        | Command::Tail(_) => {
                             unreachable!("handled above")
                         }
                     }

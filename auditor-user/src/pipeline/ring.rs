@@ -41,6 +41,13 @@ fn drain_one(ring: &mut RingBuf<MapData>, out: &mut Vec<Bytes>) {
     }
 }
 
+impl std::os::fd::AsRawFd for RingReader {
+    /// The EVENTS ring's fd.
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.events.get_ref().as_raw_fd()
+    }
+}
+
 impl RingReader {
     /// Take the ring buffer maps out of `ebpf`. Must run inside a tokio runtime.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
@@ -62,6 +69,15 @@ impl RingReader {
         if out.len() > before {
             return out.len() - before;
         }
+        self.wait_readable(timeout).await;
+        self.drain(out);
+        out.len() - before
+    }
+
+    /// Wait until either ring signals records (or `timeout` passes),
+    /// without reading them. Readiness is cleared before the caller drains,
+    /// so a record written meanwhile wakes the next wait. Cancel-safe.
+    pub async fn wait_readable(&mut self, timeout: Duration) {
         let wait = async {
             match &mut self.findings {
                 Some(findings) => {
@@ -78,8 +94,6 @@ impl RingReader {
             }
         };
         let _ = tokio::time::timeout(timeout, wait).await;
-        self.drain(out);
-        out.len() - before
     }
 
     /// Append every record available now, without waiting (findings first).

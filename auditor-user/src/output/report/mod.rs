@@ -45,9 +45,13 @@ pub fn render(report: &AuditReport, format: ReportFormat, opts: &RenderOptions) 
 /// `map-auditor report`: read a recording, render it, write it to
 /// `--output` or stdout. Errors are one line naming the file (and line).
 pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
-    let name = args.input.display().to_string();
-    let file = std::fs::File::open(&args.input)
-        .with_context(|| format!("cannot open recording {name}"))?;
+    let input = args
+        .input
+        .as_deref()
+        .context("give a recording file: `map-auditor report FILE`")?;
+    let name = input.display().to_string();
+    let file =
+        std::fs::File::open(input).with_context(|| format!("cannot open recording {name}"))?;
     let mut report = report_from_jsonl(std::io::BufReader::new(file))
         .map_err(|e| anyhow::anyhow!(e.in_file(&name)))?;
     if let Some(r) = report.recording.as_mut() {

@@ -282,7 +282,8 @@ fn run_report_writes_each_format_and_names_bad_lines() {
     ] {
         let output = dir.path().join(format!("report.{format:?}"));
         run_report(&ReportArgs {
-            input: input.clone(),
+            input: Some(input.clone()),
+            socket: None,
             format,
             output: Some(output.clone()),
         })
@@ -298,7 +299,8 @@ fn run_report_writes_each_format_and_names_bad_lines() {
 
     std::fs::write(&input, format!("{}{{\"oops\":1}}\n", small_recording())).unwrap();
     let err = run_report(&ReportArgs {
-        input: input.clone(),
+        input: Some(input.clone()),
+        socket: None,
         format: ReportFormat::Text,
         output: None,
     })

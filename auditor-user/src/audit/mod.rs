@@ -4,6 +4,11 @@
 //! exit the ring buffer is drained one last time (so an overlap recorded a
 //! microsecond before the runtime's fatal error still reaches the log), the
 //! probes are detached and a summary is written.
+//!
+//! - [`engine`]: the loaded probes serving any number of targets; these
+//!   sessions use it with one, the daemon with many.
+
+pub mod engine;
 
 use std::{
     fs::File,
@@ -18,26 +23,16 @@ use std::{
 };
 
 use anyhow::{Context, Result, bail};
-use auditor_common::{
-    Counter,
-    go_map::{GoTargetConfig, mode},
-};
-use bytes::Bytes;
+use auditor_common::Counter;
 
 use crate::{
-    cli::{AttachArgs, DetectMode, Format, GoAuditOptions, RunArgs},
-    event::{AttachReport, AttachedProbe, AuditEvent, Lost, Summary},
+    cli::{AttachArgs, Format, GoAuditOptions, RunArgs},
+    event::{AuditEvent, Summary},
     output::live::LiveLog,
-    pipeline::{
-        clock::WallClock,
-        decode::{RawRecord, decode},
-        enrich::{FrameResolver, GoEnricher},
-        filter::{AccessFilter, parse_addr, parse_op},
-        ring::RingReader,
-    },
-    probe::{self, LoadOptions, counters::KernelCounters},
-    target::{PlanOptions, ProbePlan},
+    pipeline::filter::{AccessFilter, parse_addr, parse_op},
+    probe::LoadOptions,
 };
+use engine::{GoEngine, TargetOptions};
 
 /// Fail early, in one line, when we cannot possibly load BPF.
 pub fn require_privileges() -> Result<()> {
@@ -144,261 +139,49 @@ impl Sinks {
     }
 }
 
-fn config_for(plan: &ProbePlan, opts: &GoAuditOptions, emit_access: bool) -> GoTargetConfig {
-    GoTargetConfig {
-        goid_off: plan.offsets.goid,
-        writing_off: plan.offsets.writing,
-        writing_mask: plan.offsets.writing_mask as u32,
-        iter_map_off: plan.offsets.iter_map,
-        mode: match opts.detect {
-            DetectMode::Entry => mode::ENTRY,
-            DetectMode::Interval => mode::INTERVAL,
-        },
-        stack_depth: opts.stack_depth,
-        emit_access: emit_access as u32,
-        _pad: 0,
-    }
-}
-
-fn attach_report(
-    pid: u32,
-    plan: &ProbePlan,
-    att: &probe::go::GoAttachment,
-    opts: &GoAuditOptions,
-    clock: &WallClock,
-) -> AttachReport {
-    let v = plan.go_version;
-    AttachReport {
-        ts_ns: clock.now_unix_ns(),
-        pid,
-        exe: std::fs::read_link(&plan.exe)
-            .unwrap_or_else(|_| plan.exe.clone())
-            .display()
-            .to_string(),
-        go_version: format!("{}.{}.{}", v.major, v.minor, v.patch),
-        module: plan.module_path.clone(),
-        pie: plan.pie,
-        stripped: plan.stripped,
-        swiss_maps: plan.swiss_maps,
-        detect: match opts.detect {
-            DetectMode::Entry => "entry",
-            DetectMode::Interval => "interval",
-        }
-        .into(),
-        offsets_from_dwarf: plan.offsets.from_dwarf,
-        probes: att
-            .attached
-            .iter()
-            .map(|a| AttachedProbe {
-                function: a.site.function.clone(),
-                op: a.site.op,
-                offset: a.site.addr - a.site.func_addr,
-                file_offset: a.site.file_offset,
-                instruction: a.site.instruction.clone(),
-                emulated: a.site.emulated,
-                exit: a.site.exit,
-            })
-            .collect(),
-        missing: plan.missing.clone(),
-        failed: att
-            .failed
-            .iter()
-            .map(|(s, why)| format!("{}+{:#x}: {why}", s.function, s.addr - s.func_addr))
-            .collect(),
-    }
-}
-
-/// Call sites of one target: pclntab lookups at link-time addresses.
-pub struct TargetResolver {
-    symbols: crate::target::Symbolizer,
-    types: Option<crate::target::TypeNamer>,
-    /// Runtime minus link-time address (non-zero for PIE).
-    bias: u64,
-}
-
-impl FrameResolver for TargetResolver {
-    fn resolve_return(&self, pc: u64) -> Option<crate::event::Frame> {
-        let mut f = self
-            .symbols
-            .lookup_return_address(pc.wrapping_sub(self.bias))?;
-        f.pc = pc;
-        Some(f)
-    }
-
-    fn map_type_name(&self, maptype: u64) -> Option<String> {
-        self.types
-            .as_ref()?
-            .type_name(maptype.wrapping_sub(self.bias))
-    }
-}
-
-/// Running totals of a session.
-#[derive(Default)]
-struct Totals {
-    events: u64,
-    accesses: u64,
-    overlaps: u64,
-    decode_errors: u64,
-    last_counters: probe::counters::CounterSnapshot,
-}
-
-/// Everything one Go audit session holds.
+/// Everything one Go audit session holds: the engine with one target.
 struct GoSession {
     pid: u32,
-    ebpf: aya::Ebpf,
-    ring: RingReader,
-    counters: KernelCounters,
-    attachment: Option<probe::go::GoAttachment>,
-    enricher: GoEnricher<TargetResolver>,
+    engine: GoEngine,
     sinks: Sinks,
-    clock: WallClock,
-    totals: Totals,
     started: Instant,
-    recent: RecentOverlaps,
-}
-
-/// The runtime's fatal error usually follows an overlap the entry probe
-/// already reported (same map, same two goroutines, microseconds apart):
-/// that confirmation is not a second finding.
-#[derive(Default)]
-struct RecentOverlaps {
-    seen: std::collections::VecDeque<(u64, u64, u64, u64)>,
-}
-
-impl RecentOverlaps {
-    const WINDOW_NS: u64 = 10_000_000;
-
-    fn is_repeat(&mut self, o: &crate::event::Overlap) -> bool {
-        let pair = (
-            o.first.goid.min(o.second.goid),
-            o.first.goid.max(o.second.goid),
-        );
-        let repeat = o.detection == crate::event::DetectionMode::RuntimeFatal
-            && self.seen.iter().any(|&(map, a, b, ts)| {
-                map == o.map && (a, b) == pair && o.ts_ns.saturating_sub(ts) < Self::WINDOW_NS
-            });
-        self.seen.push_back((o.map, pair.0, pair.1, o.ts_ns));
-        if self.seen.len() > 64 {
-            self.seen.pop_front();
-        }
-        repeat
-    }
+    events: Vec<AuditEvent>,
 }
 
 impl GoSession {
     fn start(pid: u32, opts: &GoAuditOptions) -> Result<Self> {
-        let mut plan = ProbePlan::for_pid_with(
-            pid,
-            PlanOptions {
-                exit_sites: opts.detect == DetectMode::Interval,
-                function_start: opts.placement == crate::cli::Placement::FunctionStart,
-            },
-        )?;
-        if plan.sites.is_empty() {
-            bail!(
-                "pid {pid} ({}) contains no Go map functions to probe; is it a Go program that uses maps?",
-                plan.exe.display()
-            );
-        }
-        let mut ebpf = probe::load(LoadOptions {
+        // With --quiet and no recording nobody reads accesses: the kernel
+        // then only reports findings, which keeps the ring buffer quiet.
+        let target = TargetOptions {
+            detect: opts.detect,
+            stack_depth: opts.stack_depth,
+            emit_access: !opts.quiet || opts.record.is_some(),
+            function_start: opts.placement == crate::cli::Placement::FunctionStart,
+        };
+        let planned = engine::plan_target(pid, &target)?;
+        let mut engine = GoEngine::new(LoadOptions {
             ring_bytes: opts.ring_mib.saturating_mul(1 << 20),
             ..LoadOptions::default()
         })?;
-        let ring = RingReader::take(&mut ebpf)?;
-        let counters = KernelCounters::take(&mut ebpf)?;
-        let clock = WallClock::new();
         let sinks = Sinks::new(opts)?;
-        // With --quiet and no recording nobody reads accesses: the kernel
-        // then only reports findings, which keeps the ring buffer quiet.
-        let emit_access = !opts.quiet || opts.record.is_some();
-        let att = probe::go::attach(&mut ebpf, pid, &plan, config_for(&plan, opts, emit_access))?;
-        let report = attach_report(pid, &plan, &att, opts, &clock);
-        let names = plan.sites.iter().map(|s| s.function.clone()).collect();
-        let resolver = TargetResolver {
-            symbols: plan.symbolizer.clone(),
-            types: plan.type_names.take(),
-            bias: plan.load_bias(pid)?,
-        };
+        let report = engine.attach(planned)?;
         let mut session = Self {
             pid,
-            ebpf,
-            ring,
-            counters,
-            attachment: Some(att),
-            enricher: GoEnricher::new(resolver, names, clock),
+            engine,
             sinks,
-            clock,
-            totals: Totals::default(),
             started: Instant::now(),
-            recent: RecentOverlaps::default(),
+            events: Vec::with_capacity(1024),
         };
         session.sinks.emit(&AuditEvent::Attach(report))?;
         session.sinks.flush();
         Ok(session)
     }
 
-    fn handle(&mut self, batch: &mut Vec<Bytes>) -> Result<()> {
-        for bytes in batch.drain(..) {
-            let ev = match decode(&bytes) {
-                Ok(RawRecord::GoAccess(a)) => match self.enricher.access(&a) {
-                    Some(a) => {
-                        self.totals.accesses += 1;
-                        AuditEvent::Access(a)
-                    }
-                    None => continue,
-                },
-                Ok(RawRecord::GoOverlap(o)) => {
-                    let o = self.enricher.overlap(&o);
-                    if self.recent.is_repeat(&o) {
-                        continue;
-                    }
-                    self.totals.overlaps += 1;
-                    AuditEvent::Overlap(o)
-                }
-                Ok(RawRecord::BpfSyscall(_)) => continue,
-                Err(_) => {
-                    self.totals.decode_errors += 1;
-                    continue;
-                }
-            };
-            self.totals.events += 1;
+    fn emit_pending(&mut self) -> Result<()> {
+        for ev in self.events.drain(..) {
             self.sinks.emit(&ev)?;
         }
         Ok(())
-    }
-
-    /// Turn kernel drop counters into `lost` events.
-    fn check_losses(&mut self) -> Result<()> {
-        let now = self.counters.read();
-        let prev = self.totals.last_counters;
-        for (what, c) in [
-            ("access", Counter::GoAccessDropped),
-            ("overlap", Counter::GoOverlapDropped),
-            ("map_state", Counter::GoStateFull),
-            ("interval_slot", Counter::GoSlotsFull),
-            ("unreadable", Counter::GoReadFailed),
-        ] {
-            let delta = now.get(c).saturating_sub(prev.get(c));
-            if delta > 0 {
-                let ev = AuditEvent::Lost(Lost {
-                    ts_ns: self.clock.now_unix_ns(),
-                    pid: self.pid,
-                    what: what.into(),
-                    count: delta,
-                    total: now.get(c),
-                });
-                self.sinks.emit(&ev)?;
-            }
-        }
-        self.totals.last_counters = now;
-        Ok(())
-    }
-
-    fn dropped(&self) -> u64 {
-        let c = &self.totals.last_counters;
-        c.get(Counter::GoAccessDropped)
-            + c.get(Counter::GoOverlapDropped)
-            + self.totals.decode_errors
     }
 
     async fn pump(
@@ -407,15 +190,15 @@ impl GoSession {
         deadline: Option<Instant>,
         target_gone: &dyn Fn() -> bool,
     ) -> Result<()> {
-        let mut batch = Vec::with_capacity(1024);
         let mut last_check = Instant::now();
         loop {
-            self.ring
-                .read_batch(&mut batch, Duration::from_millis(100))
+            self.engine
+                .read(&mut self.events, Duration::from_millis(100))
                 .await;
-            self.handle(&mut batch)?;
+            self.emit_pending()?;
             if last_check.elapsed() >= Duration::from_secs(1) {
-                self.check_losses()?;
+                self.engine.check_losses(&mut self.events);
+                self.emit_pending()?;
                 self.sinks.flush();
                 last_check = Instant::now();
             }
@@ -427,27 +210,25 @@ impl GoSession {
             }
         }
         // Last records written before the target died or we were told to stop.
-        self.ring.drain(&mut batch);
-        self.handle(&mut batch)?;
-        Ok(())
+        self.engine.drain(&mut self.events);
+        self.emit_pending()
     }
 
     fn finish(mut self, end: TargetEnd) -> Result<()> {
-        if let Some(att) = self.attachment.take() {
-            let _ = att.detach(&mut self.ebpf);
-        }
-        let mut batch = Vec::new();
-        self.ring.drain(&mut batch);
-        self.handle(&mut batch)?;
-        self.check_losses()?;
+        // Detaching delivers what is still in the ring first.
+        let info = self.engine.detach(self.pid, &mut self.events);
+        self.emit_pending()?;
+        self.engine.check_losses(&mut self.events);
+        self.emit_pending()?;
+        let stats = info.map(|i| i.stats);
         let summary = Summary {
-            ts_ns: self.clock.now_unix_ns(),
+            ts_ns: self.engine.clock().now_unix_ns(),
             pid: self.pid,
-            events: self.totals.events,
-            accesses: self.totals.accesses,
-            overlaps: self.totals.overlaps,
-            dropped: self.dropped(),
-            probe_hits: self.totals.last_counters.get(Counter::GoProbeHits),
+            events: stats.map_or(0, |s| s.events),
+            accesses: stats.map_or(0, |s| s.accesses),
+            overlaps: stats.map_or(0, |s| s.overlaps),
+            dropped: self.engine.dropped(),
+            probe_hits: self.engine.counters().get(Counter::GoProbeHits),
             duration_ms: self.started.elapsed().as_millis() as u64,
             target_exit_code: end.exit_code,
             target_signal: end.signal,
@@ -476,8 +257,9 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
-fn process_alive(pid: u32) -> bool {
-    // A zombie still has /proc/PID but no longer runs code.
+/// Whether `pid` still runs code (a zombie still has /proc/PID but no
+/// longer runs code).
+pub fn process_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Ok(s) => !s
             .rsplit(')')

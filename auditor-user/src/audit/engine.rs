@@ -1,0 +1,671 @@
+//! One loaded kernel object serving any number of Go targets.
+//!
+//! The kernel side keys everything by PID (`GO_TARGETS`, `GO_MAP_STATE`,
+//! the uprobe scopes), so one ring buffer carries the records of every
+//! target; the engine reads it once and hands each record to its target's
+//! enricher (symbols and load bias differ per target). `attach`/`run` use it
+//! with one target, the daemon with many.
+//!
+//! Planning a target (reading its ELF, disassembling) is slow and needs no
+//! BPF, so it is split out ([`plan_target`]) and can run off the thread that
+//! reads the ring; [`GoEngine::attach`] then only places the probes.
+
+use std::{
+    collections::HashMap,
+    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    time::{Duration, Instant},
+};
+
+use auditor_common::{
+    Counter,
+    go_map::{GoTargetConfig, mode},
+};
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::{
+    cli::DetectMode,
+    event::{AttachReport, AttachedProbe, AuditEvent, Lost, Overlap},
+    pipeline::{
+        clock::WallClock,
+        decode::{RawRecord, decode},
+        enrich::{FrameResolver, GoEnricher},
+        ring::RingReader,
+    },
+    probe::{
+        self, LoadOptions, ProbeError,
+        counters::{CounterSnapshot, KernelCounters},
+        go::GoAttachment,
+    },
+    target::{PlanOptions, ProbePlan, TargetError},
+};
+
+/// Errors of the multi-target engine.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// Boxed: aya's errors are large and this type travels in every Result.
+    #[error(transparent)]
+    Probe(Box<ProbeError>),
+    #[error(transparent)]
+    Target(#[from] TargetError),
+    #[error(
+        "pid {pid} ({exe}) contains no Go map functions to probe; is it a Go program that uses maps?"
+    )]
+    NoMapFunctions { pid: u32, exe: String },
+    #[error("pid {0} is already attached: detach it first")]
+    AlreadyAttached(u32),
+    #[error(
+        "pid {0} exited or exec'd before its probes were placed: attach again if it still runs"
+    )]
+    Changed(u32),
+}
+
+impl From<ProbeError> for EngineError {
+    fn from(e: ProbeError) -> Self {
+        Self::Probe(Box::new(e))
+    }
+}
+
+/// How one target is audited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetOptions {
+    pub detect: DetectMode,
+    /// User stack frames recorded per access (0-16).
+    pub stack_depth: u32,
+    /// Whether the kernel emits every access or only findings.
+    pub emit_access: bool,
+    /// Probe the first instruction instead of the stack-check `jbe`
+    /// (measuring placement only; see `--placement`).
+    pub function_start: bool,
+}
+
+impl Default for TargetOptions {
+    fn default() -> Self {
+        Self {
+            detect: DetectMode::Entry,
+            stack_depth: 8,
+            emit_access: true,
+            function_start: false,
+        }
+    }
+}
+
+/// What makes a PID the same process over time: its start time (a reused
+/// PID has another) and its executable (an exec replaces it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessIdentity {
+    /// Field 22 of /proc/PID/stat, clock ticks after boot.
+    pub start_time: u64,
+    pub exe_dev: u64,
+    pub exe_ino: u64,
+}
+
+impl ProcessIdentity {
+    /// `None` when the process is gone, a zombie, or has no executable.
+    pub fn of(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // comm may contain spaces and parentheses: fields start after the last ')'.
+        let rest = stat.rsplit_once(')')?.1;
+        let mut fields = rest.split_whitespace();
+        // A zombie still has /proc/PID but no longer runs code.
+        if fields.next()? == "Z" {
+            return None;
+        }
+        // state is field 3; starttime is field 22.
+        let start_time = fields.nth(18)?.parse().ok()?;
+        let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+        Some(Self {
+            start_time,
+            exe_dev: meta.dev(),
+            exe_ino: meta.ino(),
+        })
+    }
+}
+
+/// A target planned but not yet attached.
+pub struct PlannedTarget {
+    pub pid: u32,
+    pub plan: ProbePlan,
+    bias: u64,
+    opts: TargetOptions,
+    identity: ProcessIdentity,
+}
+
+/// Read the target's executable and decide where its probes go. Slow
+/// (ELF, pclntab, disassembly) and free of BPF: run it off the ring reader.
+pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, EngineError> {
+    let identity = ProcessIdentity::of(pid);
+    let plan = ProbePlan::for_pid_with(
+        pid,
+        PlanOptions {
+            exit_sites: opts.detect == DetectMode::Interval,
+            function_start: opts.function_start,
+        },
+    )?;
+    if plan.sites.is_empty() {
+        return Err(EngineError::NoMapFunctions {
+            pid,
+            exe: plan.exe.display().to_string(),
+        });
+    }
+    let bias = plan.load_bias(pid)?;
+    let identity = identity.ok_or(EngineError::Changed(pid))?;
+    Ok(PlannedTarget {
+        pid,
+        plan,
+        bias,
+        opts: *opts,
+        identity,
+    })
+}
+
+/// Call sites and map types of one target: pclntab and type-descriptor
+/// lookups at link-time addresses.
+pub struct TargetResolver {
+    symbols: crate::target::Symbolizer,
+    types: Option<crate::target::TypeNamer>,
+    /// Runtime minus link-time address (non-zero for PIE).
+    bias: u64,
+}
+
+impl FrameResolver for TargetResolver {
+    fn resolve_return(&self, pc: u64) -> Option<crate::event::Frame> {
+        let mut f = self
+            .symbols
+            .lookup_return_address(pc.wrapping_sub(self.bias))?;
+        f.pc = pc;
+        Some(f)
+    }
+
+    fn map_type_name(&self, maptype: u64) -> Option<String> {
+        self.types
+            .as_ref()?
+            .type_name(maptype.wrapping_sub(self.bias))
+    }
+}
+
+/// The runtime's fatal error usually follows an overlap the entry probe
+/// already reported (same map, same two goroutines, microseconds apart):
+/// that confirmation is not a second finding.
+#[derive(Default)]
+struct RecentOverlaps {
+    seen: std::collections::VecDeque<(u64, u64, u64, u64)>,
+}
+
+impl RecentOverlaps {
+    const WINDOW_NS: u64 = 10_000_000;
+
+    fn is_repeat(&mut self, o: &Overlap) -> bool {
+        let pair = (
+            o.first.goid.min(o.second.goid),
+            o.first.goid.max(o.second.goid),
+        );
+        let repeat = o.detection == crate::event::DetectionMode::RuntimeFatal
+            && self.seen.iter().any(|&(map, a, b, ts)| {
+                map == o.map && (a, b) == pair && o.ts_ns.saturating_sub(ts) < Self::WINDOW_NS
+            });
+        self.seen.push_back((o.map, pair.0, pair.1, o.ts_ns));
+        if self.seen.len() > 64 {
+            self.seen.pop_front();
+        }
+        repeat
+    }
+}
+
+/// Delivered counts of one target.
+#[derive(Clone, Copy, Debug)]
+pub struct TargetStats {
+    /// Accesses and overlaps delivered.
+    pub events: u64,
+    pub accesses: u64,
+    pub overlaps: u64,
+    /// Kernel drops attributed to this target (only possible while it was
+    /// the only target: the kernel counters are global).
+    pub dropped: u64,
+    pub attached_at: Instant,
+    pub attached_unix_ns: u64,
+}
+
+/// What happened to a target's process since it was attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetChange {
+    /// Gone, a zombie, or its PID now belongs to another process.
+    Exited,
+    /// Replaced its program (execve): the probes no longer apply.
+    Exec,
+}
+
+struct TargetState {
+    exe: String,
+    identity: ProcessIdentity,
+    attachment: Option<GoAttachment>,
+    enricher: GoEnricher<TargetResolver>,
+    recent: RecentOverlaps,
+    stats: TargetStats,
+}
+
+/// A read-only view of the target list.
+#[derive(Clone, Debug)]
+pub struct TargetInfo {
+    pub pid: u32,
+    pub exe: String,
+    pub probes: usize,
+    pub stats: TargetStats,
+}
+
+/// Kernel counters whose increase means events were lost, with their
+/// `lost.what` names (docs/events.md).
+const GO_LOSS_COUNTERS: [(&str, Counter); 5] = [
+    ("access", Counter::GoAccessDropped),
+    ("overlap", Counter::GoOverlapDropped),
+    ("map_state", Counter::GoStateFull),
+    ("interval_slot", Counter::GoSlotsFull),
+    ("unreadable", Counter::GoReadFailed),
+];
+
+/// Producer and consumer positions of the ring buffer, mapped read-only.
+/// aya's `RingBuf` does not expose them; the kernel allows any read-only
+/// mapping of a ring buffer map (page 0: consumer, page 1: producer).
+struct RingGauge {
+    base: *mut libc::c_void,
+    page: usize,
+}
+
+// SAFETY: the mapping is read-only shared memory owned by this value.
+unsafe impl Send for RingGauge {}
+
+impl RingGauge {
+    fn map(fd: i32) -> Option<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        // SAFETY: a fresh read-only shared mapping of a BPF ring buffer fd;
+        // checked for MAP_FAILED.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        (base != libc::MAP_FAILED).then_some(Self { base, page })
+    }
+
+    /// Bytes written by the kernel and not yet consumed.
+    fn used(&self) -> u64 {
+        // SAFETY: both positions are naturally aligned u64s inside the
+        // mapping; the kernel updates them atomically.
+        unsafe {
+            let cons = std::ptr::read_volatile(self.base as *const u64);
+            let prod =
+                std::ptr::read_volatile((self.base as *const u8).add(self.page) as *const u64);
+            prod.saturating_sub(cons)
+        }
+    }
+}
+
+impl Drop for RingGauge {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.base, 2 * self.page) };
+    }
+}
+
+/// The loaded Go probes and every attached target.
+pub struct GoEngine {
+    ebpf: aya::Ebpf,
+    ring: RingReader,
+    counters: KernelCounters,
+    clock: WallClock,
+    targets: HashMap<u32, TargetState>,
+    last_counters: CounterSnapshot,
+    decode_errors: u64,
+    /// Records of a PID no longer (or not yet) attached: late records of a
+    /// detached target.
+    unattributed: u64,
+    /// Drops seen while several targets were attached (not attributable).
+    unattributed_drops: u64,
+    ring_bytes: u64,
+    gauge: Option<RingGauge>,
+    batch: Vec<Bytes>,
+    records_read: u64,
+}
+
+impl GoEngine {
+    /// Load the kernel object. Must run inside a tokio runtime.
+    pub fn new(load: LoadOptions) -> Result<Self, EngineError> {
+        let mut ebpf = probe::load(load)?;
+        let ring = RingReader::take(&mut ebpf)?;
+        let counters = KernelCounters::take(&mut ebpf)?;
+        let gauge = RingGauge::map(ring.as_raw_fd());
+        let last_counters = counters.read();
+        Ok(Self {
+            ebpf,
+            ring,
+            counters,
+            clock: WallClock::new(),
+            targets: HashMap::new(),
+            last_counters,
+            decode_errors: 0,
+            unattributed: 0,
+            unattributed_drops: 0,
+            ring_bytes: u64::from(load.ring_bytes.max(4096).next_power_of_two()),
+            gauge,
+            batch: Vec::with_capacity(1024),
+            records_read: 0,
+        })
+    }
+
+    pub fn clock(&self) -> &WallClock {
+        &self.clock
+    }
+
+    /// Place the probes of a planned target.
+    pub fn attach(&mut self, planned: PlannedTarget) -> Result<AttachReport, EngineError> {
+        let PlannedTarget {
+            pid,
+            mut plan,
+            bias,
+            opts,
+            identity,
+        } = planned;
+        if self.targets.contains_key(&pid) {
+            return Err(EngineError::AlreadyAttached(pid));
+        }
+        // The plan was made from the process as it was; if it exec'd or
+        // died since, its probes would land on the wrong program.
+        if ProcessIdentity::of(pid) != Some(identity) {
+            return Err(EngineError::Changed(pid));
+        }
+        let att = probe::go::attach(&mut self.ebpf, pid, &plan, config_for(&plan, &opts))?;
+        let report = attach_report(pid, &plan, &att, &opts, &self.clock);
+        let names = plan.sites.iter().map(|s| s.function.clone()).collect();
+        let resolver = TargetResolver {
+            symbols: plan.symbolizer.clone(),
+            types: plan.type_names.take(),
+            bias,
+        };
+        self.targets.insert(
+            pid,
+            TargetState {
+                exe: report.exe.clone(),
+                identity,
+                attachment: Some(att),
+                enricher: GoEnricher::new(resolver, names, self.clock),
+                recent: RecentOverlaps::default(),
+                stats: TargetStats {
+                    events: 0,
+                    accesses: 0,
+                    overlaps: 0,
+                    dropped: 0,
+                    attached_at: Instant::now(),
+                    attached_unix_ns: report.ts_ns,
+                },
+            },
+        );
+        Ok(report)
+    }
+
+    /// Remove a target's probes. Records already in the ring are delivered
+    /// to `out` first, so nothing the target did before is lost.
+    pub fn detach(&mut self, pid: u32, out: &mut Vec<AuditEvent>) -> Option<TargetInfo> {
+        self.drain(out);
+        let mut state = self.targets.get_mut(&pid)?.attachment.take();
+        let probes = state.as_ref().map_or(0, |a| a.attached.len());
+        if let Some(att) = state.take() {
+            let _ = att.detach(&mut self.ebpf);
+        }
+        // Records written between the drain and the detach.
+        self.drain(out);
+        let t = self.targets.remove(&pid)?;
+        Some(TargetInfo {
+            pid,
+            exe: t.exe,
+            probes,
+            stats: t.stats,
+        })
+    }
+
+    /// Wait up to `timeout` for records, then deliver every available one.
+    pub async fn read(&mut self, out: &mut Vec<AuditEvent>, timeout: Duration) -> usize {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.ring.read_batch(&mut batch, timeout).await;
+        let n = self.dispatch(&mut batch, out);
+        self.batch = batch;
+        n
+    }
+
+    /// Wait until the ring buffer has records (or `timeout` passes), without
+    /// reading them: lets a caller select between the ring and other work.
+    pub async fn readable(&mut self, timeout: Duration) {
+        self.ring.wait_readable(timeout).await;
+    }
+
+    /// Deliver every record available now, without waiting.
+    pub fn drain(&mut self, out: &mut Vec<AuditEvent>) -> usize {
+        let mut batch = std::mem::take(&mut self.batch);
+        self.ring.drain(&mut batch);
+        let n = self.dispatch(&mut batch, out);
+        self.batch = batch;
+        n
+    }
+
+    fn dispatch(&mut self, batch: &mut Vec<Bytes>, out: &mut Vec<AuditEvent>) -> usize {
+        let before = out.len();
+        self.records_read += batch.len() as u64;
+        for bytes in batch.drain(..) {
+            let rec = match decode(&bytes) {
+                Ok(r) => r,
+                Err(_) => {
+                    self.decode_errors += 1;
+                    continue;
+                }
+            };
+            let pid = match &rec {
+                RawRecord::GoAccess(a) => a.header.pid,
+                RawRecord::GoOverlap(o) => o.header.pid,
+                RawRecord::BpfSyscall(_) => continue,
+            };
+            let Some(t) = self.targets.get_mut(&pid) else {
+                self.unattributed += 1;
+                continue;
+            };
+            let ev = match rec {
+                RawRecord::GoAccess(a) => match t.enricher.access(&a) {
+                    Some(a) => {
+                        t.stats.accesses += 1;
+                        AuditEvent::Access(a)
+                    }
+                    None => continue,
+                },
+                RawRecord::GoOverlap(o) => {
+                    let o = t.enricher.overlap(&o);
+                    if t.recent.is_repeat(&o) {
+                        continue;
+                    }
+                    t.stats.overlaps += 1;
+                    AuditEvent::Overlap(o)
+                }
+                RawRecord::BpfSyscall(_) => continue,
+            };
+            t.stats.events += 1;
+            out.push(ev);
+        }
+        out.len() - before
+    }
+
+    /// Turn increases of the kernel's drop counters into `lost` events.
+    ///
+    /// The counters are global to the loaded object: a drop is attributed
+    /// to a target only while it is the only one attached; otherwise the
+    /// event carries pid 0 (not attributable).
+    pub fn check_losses(&mut self, out: &mut Vec<AuditEvent>) {
+        let now = self.counters.read();
+        let prev = self.last_counters;
+        let sole = (self.targets.len() == 1)
+            .then(|| self.targets.keys().next().copied())
+            .flatten();
+        for (what, c) in GO_LOSS_COUNTERS {
+            let delta = now.get(c).saturating_sub(prev.get(c));
+            if delta == 0 {
+                continue;
+            }
+            let is_drop = matches!(c, Counter::GoAccessDropped | Counter::GoOverlapDropped);
+            match sole.and_then(|p| self.targets.get_mut(&p)) {
+                Some(t) if is_drop => t.stats.dropped += delta,
+                None if is_drop => self.unattributed_drops += delta,
+                _ => {}
+            }
+            out.push(AuditEvent::Lost(Lost {
+                ts_ns: self.clock.now_unix_ns(),
+                pid: sole.unwrap_or(0),
+                what: what.into(),
+                count: delta,
+                total: now.get(c),
+            }));
+        }
+        self.last_counters = now;
+    }
+
+    /// Counters as of the last [`Self::check_losses`].
+    pub fn counters(&self) -> &CounterSnapshot {
+        &self.last_counters
+    }
+
+    /// Records dropped in the kernel or undecodable, over all targets.
+    pub fn dropped(&self) -> u64 {
+        let c = &self.last_counters;
+        c.get(Counter::GoAccessDropped) + c.get(Counter::GoOverlapDropped) + self.decode_errors
+    }
+
+    /// Records read from the ring buffer since load.
+    pub fn records_read(&self) -> u64 {
+        self.records_read
+    }
+
+    /// Records whose PID had no attached target (late records of a detached
+    /// target).
+    pub fn unattributed_records(&self) -> u64 {
+        self.unattributed
+    }
+
+    /// Ring buffer bytes written and not yet read, and its size. `None`
+    /// when the positions could not be mapped.
+    pub fn ring_fill(&self) -> Option<(u64, u64)> {
+        self.gauge.as_ref().map(|g| (g.used(), self.ring_bytes))
+    }
+
+    pub fn is_attached(&self, pid: u32) -> bool {
+        self.targets.contains_key(&pid)
+    }
+
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    pub fn target(&self, pid: u32) -> Option<TargetInfo> {
+        self.targets.get(&pid).map(|t| TargetInfo {
+            pid,
+            exe: t.exe.clone(),
+            probes: t.attachment.as_ref().map_or(0, |a| a.attached.len()),
+            stats: t.stats,
+        })
+    }
+
+    pub fn targets(&self) -> Vec<TargetInfo> {
+        let mut v: Vec<_> = self
+            .targets
+            .keys()
+            .filter_map(|&p| self.target(p))
+            .collect();
+        v.sort_by_key(|t| t.pid);
+        v
+    }
+
+    /// Targets whose process exited or exec'd since they were attached.
+    pub fn changed_targets(&self) -> Vec<(u32, TargetChange)> {
+        let mut out = Vec::new();
+        for (&pid, t) in &self.targets {
+            match ProcessIdentity::of(pid) {
+                None => out.push((pid, TargetChange::Exited)),
+                Some(id) if id.start_time != t.identity.start_time => {
+                    out.push((pid, TargetChange::Exited))
+                }
+                Some(id) if id != t.identity => out.push((pid, TargetChange::Exec)),
+                Some(_) => {}
+            }
+        }
+        out.sort_by_key(|(p, _)| *p);
+        out
+    }
+}
+
+fn config_for(plan: &ProbePlan, opts: &TargetOptions) -> GoTargetConfig {
+    GoTargetConfig {
+        goid_off: plan.offsets.goid,
+        writing_off: plan.offsets.writing,
+        writing_mask: plan.offsets.writing_mask as u32,
+        iter_map_off: plan.offsets.iter_map,
+        mode: match opts.detect {
+            DetectMode::Entry => mode::ENTRY,
+            DetectMode::Interval => mode::INTERVAL,
+        },
+        stack_depth: opts.stack_depth,
+        emit_access: opts.emit_access as u32,
+        _pad: 0,
+    }
+}
+
+fn attach_report(
+    pid: u32,
+    plan: &ProbePlan,
+    att: &GoAttachment,
+    opts: &TargetOptions,
+    clock: &WallClock,
+) -> AttachReport {
+    let v = plan.go_version;
+    AttachReport {
+        ts_ns: clock.now_unix_ns(),
+        pid,
+        exe: std::fs::read_link(&plan.exe)
+            .unwrap_or_else(|_| plan.exe.clone())
+            .display()
+            .to_string(),
+        go_version: format!("{}.{}.{}", v.major, v.minor, v.patch),
+        module: plan.module_path.clone(),
+        pie: plan.pie,
+        stripped: plan.stripped,
+        swiss_maps: plan.swiss_maps,
+        detect: match opts.detect {
+            DetectMode::Entry => "entry",
+            DetectMode::Interval => "interval",
+        }
+        .into(),
+        offsets_from_dwarf: plan.offsets.from_dwarf,
+        probes: att
+            .attached
+            .iter()
+            .map(|a| AttachedProbe {
+                function: a.site.function.clone(),
+                op: a.site.op,
+                offset: a.site.addr - a.site.func_addr,
+                file_offset: a.site.file_offset,
+                instruction: a.site.instruction.clone(),
+                emulated: a.site.emulated,
+                exit: a.site.exit,
+            })
+            .collect(),
+        missing: plan.missing.clone(),
+        failed: att
+            .failed
+            .iter()
+            .map(|(s, why)| format!("{}+{:#x}: {why}", s.function, s.addr - s.func_addr))
+            .collect(),
+    }
+}

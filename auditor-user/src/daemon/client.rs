@@ -1,0 +1,369 @@
+//! Clients of the daemon: `ctl` (requests over the socket), `tail` (the
+//! log directory, or the socket's subscribe stream) and `report` over a
+//! log directory or the socket.
+
+use std::{
+    collections::VecDeque,
+    io::{BufRead, BufReader, Read, Write},
+    os::unix::net::UnixStream,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::{
+    log::{FOLLOW_POLL, Follower, line_matches, log_files},
+    protocol::{EVENT_KINDS, EventFilter, PROTOCOL_VERSION, Response},
+};
+use crate::{
+    cli::{CtlArgs, CtlCommand, CtlTarget, Format, ReportArgs, TailArgs},
+    event::AuditEvent,
+    output::live::{LiveLog, clock_time},
+};
+
+fn connect(socket: &Path) -> Result<UnixStream> {
+    UnixStream::connect(socket).with_context(|| {
+        format!(
+            "cannot connect to the daemon at {}: is `map-auditor daemon` running (and are you root or in its socket_group)? use --socket for another path",
+            socket.display()
+        )
+    })
+}
+
+/// Send one request and read its response line.
+fn request(stream: &mut UnixStream, body: Value) -> Result<(Response, BufReader<UnixStream>)> {
+    let mut body = body;
+    body["v"] = json!(PROTOCOL_VERSION);
+    let mut line = serde_json::to_string(&body)?;
+    line.push('\n');
+    // A refusing daemon answers and closes before reading: the write may
+    // fail, and the answer still says why.
+    let sent = stream.write_all(line.as_bytes());
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut resp = String::new();
+    let read = reader.read_line(&mut resp);
+    if resp.is_empty() {
+        sent.context("cannot send the request")?;
+        read.context("the daemon closed the connection")?;
+        bail!("the daemon closed the connection without answering");
+    }
+    let resp: Response = serde_json::from_str(&resp)
+        .with_context(|| format!("unexpected answer from the daemon: {}", resp.trim()))?;
+    if let Some(e) = &resp.error {
+        bail!("daemon refused: {}", e.message);
+    }
+    Ok((resp, reader))
+}
+
+fn target_body(op: &str, t: &CtlTarget) -> Value {
+    match (&t.pid, &t.exe) {
+        (Some(pid), _) => json!({"op": op, "pid": pid}),
+        (None, Some(exe)) => {
+            // Relative paths mean the client's directory, which the daemon
+            // does not share.
+            let exe = std::path::absolute(exe).unwrap_or_else(|_| exe.clone());
+            json!({"op": op, "exe": exe})
+        }
+        (None, None) => json!({"op": op}),
+    }
+}
+
+/// `map-auditor ctl ...`.
+pub fn ctl(args: &CtlArgs) -> Result<i32> {
+    let mut stream = connect(&args.socket)?;
+    stream.set_read_timeout(Some(Duration::from_secs(90)))?;
+    let body = match &args.command {
+        CtlCommand::Attach(t) => target_body("attach", t),
+        CtlCommand::Detach(t) => target_body("detach", t),
+        CtlCommand::List => json!({"op": "list"}),
+        CtlCommand::Status => json!({"op": "status"}),
+    };
+    let (resp, _) = request(&mut stream, body)?;
+    let result = resp.result.unwrap_or(Value::Null);
+    if args.json {
+        println!("{result}");
+        return Ok(0);
+    }
+    match &args.command {
+        CtlCommand::List => print_list(&result),
+        CtlCommand::Status => println!("{}", serde_json::to_string_pretty(&result)?),
+        CtlCommand::Attach(_) if result.get("watching").is_some() => println!(
+            "watching {} (attaching now: {})",
+            result["exe"].as_str().unwrap_or("?"),
+            result["attaching"]
+        ),
+        CtlCommand::Attach(_) => println!(
+            "attached pid {} ({}, go{}): {} probes",
+            result["pid"],
+            result["exe"].as_str().unwrap_or("?"),
+            result["go_version"].as_str().unwrap_or("?"),
+            result["probes"]
+        ),
+        CtlCommand::Detach(_) => println!("detached: {result}"),
+    }
+    Ok(0)
+}
+
+fn print_list(v: &Value) {
+    let empty = Vec::new();
+    let targets = v["targets"].as_array().unwrap_or(&empty);
+    println!(
+        "{:>8}  {:<10} {:>7} {:>10} {:>9} {:>8}  EXE (ORIGIN)",
+        "PID", "STATE", "PROBES", "EVENTS", "OVERLAPS", "DROPPED"
+    );
+    for t in targets {
+        println!(
+            "{:>8}  {:<10} {:>7} {:>10} {:>9} {:>8}  {} ({})",
+            t["pid"].as_u64().unwrap_or(0),
+            t["state"].as_str().unwrap_or(""),
+            t["probes"].as_u64().unwrap_or(0),
+            t["events"].as_u64().unwrap_or(0),
+            t["overlaps"].as_u64().unwrap_or(0),
+            t["dropped"].as_u64().unwrap_or(0),
+            t["exe"].as_str().unwrap_or("?"),
+            t["origin"].as_str().unwrap_or("")
+        );
+    }
+    for w in v["watches"].as_array().unwrap_or(&empty) {
+        println!(
+            "watch {}: pids {}",
+            w["exe"].as_str().unwrap_or("?"),
+            w["pids"]
+        );
+    }
+}
+
+fn tail_filter(args: &TailArgs) -> Result<EventFilter> {
+    let kinds: Vec<String> = args
+        .kind
+        .iter()
+        .map(|k| k.trim().to_string())
+        .filter(|k| !k.is_empty())
+        .collect();
+    if let Some(k) = kinds.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
+        bail!("unknown event kind {k:?}: use {}", EVENT_KINDS.join(", "));
+    }
+    let since_ns = args.since.map(|d| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        now.saturating_sub(d).as_nanos() as u64
+    });
+    Ok(EventFilter {
+        pid: args.pid,
+        kinds,
+        since_ns,
+        follow: args.follow,
+    })
+}
+
+/// Renders tail lines: JSON as logged, or one readable line per event.
+struct TailOut {
+    format: Format,
+    live: LiveLog<Box<dyn Write>>,
+    out: std::io::Stdout,
+}
+
+impl TailOut {
+    fn new(format: Format) -> Self {
+        Self {
+            format,
+            live: LiveLog::new(Box::new(std::io::stdout()), Format::Text, false),
+            out: std::io::stdout(),
+        }
+    }
+
+    /// Write one line; false when stdout is closed.
+    fn line(&mut self, line: &str) -> bool {
+        let r = match self.format {
+            Format::Json => writeln!(self.out, "{line}"),
+            Format::Text => match serde_json::from_str::<AuditEvent>(line) {
+                Ok(ev) => self.live.write(&ev).and_then(|()| self.live.flush()),
+                Err(_) => writeln!(self.out, "{}", text_of_other(line)),
+            },
+        };
+        r.is_ok()
+    }
+}
+
+/// Readable form of a daemon-only event (`target`) or an unknown one.
+fn text_of_other(line: &str) -> String {
+    let Ok(v) = serde_json::from_str::<Value>(line) else {
+        return line.to_string();
+    };
+    if v["kind"] == "target" {
+        let mut s = format!(
+            "{} TARGET pid {} {}",
+            clock_time(v["ts_ns"].as_u64().unwrap_or(0)),
+            v["pid"],
+            v["state"].as_str().unwrap_or("?")
+        );
+        if let Some(e) = v["exe"].as_str() {
+            s.push_str(&format!(" {e}"));
+        }
+        if let Some(r) = v["reason"].as_str() {
+            s.push_str(&format!(" ({r})"));
+        }
+        return s;
+    }
+    line.to_string()
+}
+
+/// `map-auditor tail`.
+pub fn tail(args: &TailArgs) -> Result<i32> {
+    let filter = tail_filter(args)?;
+    let mut out = TailOut::new(args.format);
+    if let Some(socket) = &args.socket {
+        return tail_socket(socket, filter, &mut out);
+    }
+    let dir = &args.log_dir;
+    if !dir.is_dir() {
+        bail!(
+            "no audit log directory {}: pass the daemon's --log-dir, or --socket to read through the daemon",
+            dir.display()
+        );
+    }
+    let files =
+        log_files(dir).with_context(|| format!("cannot list {} (are you root?)", dir.display()))?;
+    // History: from --since over every file, else the last N events of the
+    // current file (like tail).
+    let mut follower = Follower::new(dir, false);
+    if filter.since_ns.is_some() {
+        for p in &files {
+            let f = std::fs::File::open(p)
+                .with_context(|| format!("cannot read {} (are you root?)", p.display()))?;
+            for line in BufReader::new(f).lines().map_while(Result::ok) {
+                if line_matches(&line, &filter) && !out.line(&line) {
+                    return Ok(0);
+                }
+            }
+        }
+    } else if let Some(cur) = files.last() {
+        let f = std::fs::File::open(cur)
+            .with_context(|| format!("cannot read {} (are you root?)", cur.display()))?;
+        let mut last = VecDeque::with_capacity(args.lines);
+        for line in BufReader::new(f).lines().map_while(Result::ok) {
+            if line_matches(&line, &filter) {
+                if last.len() == args.lines {
+                    last.pop_front();
+                }
+                if args.lines > 0 {
+                    last.push_back(line);
+                }
+            }
+        }
+        for line in last {
+            if !out.line(&line) {
+                return Ok(0);
+            }
+        }
+    }
+    if !args.follow {
+        return Ok(0);
+    }
+    // The follower started at the end of the file as it was before the
+    // history was read: lines written meanwhile are not missed, though
+    // some may print twice (at-least-once).
+    let mut lines = Vec::new();
+    loop {
+        follower.poll(&mut lines);
+        for line in lines.drain(..) {
+            if line_matches(&line, &filter) && !out.line(&line) {
+                return Ok(0);
+            }
+        }
+        std::thread::sleep(FOLLOW_POLL);
+    }
+}
+
+fn tail_socket(socket: &Path, filter: EventFilter, out: &mut TailOut) -> Result<i32> {
+    let mut stream = connect(socket)?;
+    let mut body = json!({"op": "subscribe", "follow": filter.follow, "kinds": filter.kinds});
+    if let Some(p) = filter.pid {
+        body["pid"] = json!(p);
+    }
+    // Without --since a subscriber only gets live events; with --follow off
+    // and no --since, ask for the whole log (what `tail` without -f means).
+    match filter.since_ns {
+        Some(s) => body["since_ns"] = json!(s),
+        None if !filter.follow => body["since_ns"] = json!(0),
+        None => {}
+    }
+    let (_, reader) = request(&mut stream, body)?;
+    for line in reader.lines() {
+        let line = line.context("lost the connection to the daemon")?;
+        if !out.line(&line) {
+            break;
+        }
+    }
+    Ok(0)
+}
+
+/// All lines of a log directory in order, as one reader.
+fn directory_reader(dir: &Path) -> Result<Box<dyn Read>> {
+    let files = log_files(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    if files.is_empty() {
+        bail!("{} holds no audit log (audit*.jsonl)", dir.display());
+    }
+    let mut r: Box<dyn Read> = Box::new(std::io::empty());
+    for p in files {
+        let f = std::fs::File::open(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        r = Box::new(r.chain(f));
+    }
+    Ok(r)
+}
+
+/// `map-auditor report` over a log directory or the daemon's socket.
+pub fn report(args: &ReportArgs) -> Result<i32> {
+    let (reader, name): (Box<dyn Read>, String) = match (&args.socket, &args.input) {
+        (Some(socket), _) => {
+            let mut stream = connect(socket)?;
+            let (_, reader) = request(
+                &mut stream,
+                json!({"op": "subscribe", "since_ns": 0, "follow": false}),
+            )?;
+            (Box::new(reader), format!("daemon at {}", socket.display()))
+        }
+        (None, Some(dir)) => (directory_reader(dir)?, dir.display().to_string()),
+        (None, None) => bail!("give a recording, a log directory, or --socket"),
+    };
+    let mut report = crate::analysis::report_from_jsonl(BufReader::new(reader))
+        .map_err(|e| anyhow::anyhow!(e.in_file(&name)))?;
+    if let Some(r) = report.recording.as_mut() {
+        r.source = Some(name);
+        // Target lifecycle lines are the daemon's own, not unknown kinds.
+        r.unknown_kinds.remove("target");
+    }
+    let rendered = crate::output::report::render(
+        &report,
+        args.format,
+        &crate::output::report::RenderOptions::default(),
+    );
+    match &args.output {
+        Some(path) => std::fs::write(path, rendered)
+            .with_context(|| format!("cannot write report to {}", path.display()))?,
+        None => {
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(rendered.as_bytes())
+                .and_then(|()| out.flush())
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => r.context("cannot write report to stdout")?,
+            }
+        }
+    }
+    Ok(0)
+}
+
+/// Whether `report`'s input is one for [`report`] rather than a recording.
+pub fn is_daemon_report(args: &ReportArgs) -> bool {
+    args.socket.is_some() || args.input.as_deref().is_some_and(Path::is_dir)
+}
+
+/// Default log directory for clients.
+pub fn default_log_dir() -> PathBuf {
+    PathBuf::from(super::config::DEFAULT_LOG_DIR)
+}
