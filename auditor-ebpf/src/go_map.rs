@@ -51,6 +51,20 @@ static GO_CURRENT: HashMap<MapKey, CurrentAccess> = HashMap::with_max_entries(65
 static SCRATCH_STATE: PerCpuArray<MapState> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "GO_SCRATCH_PARTY")]
 static SCRATCH_PARTY: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
+/// The map access each CPU's current thread entered last (entry mode's
+/// cheap stand-in for `GO_CURRENT`).
+#[map(name = "GO_CPU_CURRENT")]
+static CPU_CURRENT: PerCpuArray<CpuCurrent> = PerCpuArray::with_max_entries(1, 0);
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CpuCurrent {
+    goid: u64,
+    map: u64,
+    pid: u32,
+    op: u32,
+}
+
 #[map(name = "GO_SCRATCH_FIRST")]
 static SCRATCH_FIRST: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
 
@@ -151,7 +165,9 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     party.tid = tid;
     party.probe_id = cookie::probe_id(c);
     party.op = op_raw;
-    fill_stack(party, regs, cfg.stack_depth);
+    party.stack_len = 0;
+    let emit = cfg.emit_access != 0;
+    let interval = cfg.mode == mode::INTERVAL;
 
     let key = MapKey { pid, _pad: 0, map };
 
@@ -159,6 +175,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         // Only creation has RET sites left here: a new map lives at this
         // address now, so the old one's state is forgotten.
         let _ = GO_MAP_STATE.remove(&key);
+        fill_stack(party, regs, cfg.stack_depth);
         emit_access(pid, tid, ts, map, 0, party, true, 0);
         return Some(());
     }
@@ -169,47 +186,71 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     // is parked in a GC assist), and their old addresses are reused by
     // other goroutines: tracking them would only produce false overlaps.
     // `g.stack` (lo, hi) is the first field of `runtime.g` in every version.
-    if let Ok(stack) = unsafe { bpf_probe_read_user(regs.r14 as *const [u64; 2]) } {
-        if map >= stack[0] && map < stack[1] {
-            count(Counter::GoStackLocal);
-            if cfg.emit_access != 0 {
-                emit_access(pid, tid, ts, map, maptype, party, false, 0);
-            }
-            return Some(());
+    if let Ok(stack) = unsafe { bpf_probe_read_user(regs.r14 as *const [u64; 2]) }
+        && map >= stack[0]
+        && map < stack[1]
+    {
+        count(Counter::GoStackLocal);
+        if emit {
+            fill_stack(party, regs, cfg.stack_depth);
+            emit_access(pid, tid, ts, map, maptype, party, false, 0);
         }
+        return Some(());
     }
 
-    let writing = if op == MapOp::Make {
-        0
-    } else {
-        match unsafe { bpf_probe_read_user((map + cfg.writing_off as u64) as *const u8) } {
-            Ok(b) => b & (cfg.writing_mask as u8),
-            Err(_) => 0,
-        }
+    // Where this goroutine is now: the fatal-error probe looks here for the
+    // map the runtime is complaining about. A per-CPU slot is enough in
+    // entry mode (the runtime's check follows on the same thread within the
+    // same call); interval mode also needs it per goroutine to close
+    // accesses at their RETs.
+    if let Some(here) = CPU_CURRENT.get_ptr_mut(0) {
+        let here = unsafe { &mut *here };
+        here.pid = pid;
+        here.goid = goid;
+        here.map = map;
+        here.op = op_raw as u32;
+    }
+
+    let writing = match unsafe { bpf_probe_read_user((map + cfg.writing_off as u64) as *const u8) }
+    {
+        Ok(b) => b & (cfg.writing_mask as u8),
+        Err(_) => 0,
     };
 
+    // Only writers (and, in interval mode, every accessor) create state: a
+    // map nobody writes cannot race, and a read entering while a write is in
+    // progress finds the writer's state.
     let state = match GO_MAP_STATE.get_ptr_mut(&key) {
-        Some(s) => s,
-        None => {
+        Some(s) => Some(s),
+        None if op.mutates() || interval => {
             let zero = SCRATCH_STATE.get_ptr(0)?;
             if GO_MAP_STATE.insert(&key, unsafe { &*zero }, 0).is_err() {
                 count(Counter::GoStateFull);
             }
-            match GO_MAP_STATE.get_ptr_mut(&key) {
-                Some(s) => s,
-                None => {
-                    if cfg.emit_access != 0 {
-                        emit_access(pid, tid, ts, map, maptype, party, false, writing);
-                    }
-                    return Some(());
-                }
-            }
+            GO_MAP_STATE.get_ptr_mut(&key)
         }
+        None => None,
+    };
+    let Some(state) = state else {
+        if emit {
+            fill_stack(party, regs, cfg.stack_depth);
+            emit_access(pid, tid, ts, map, maptype, party, false, writing);
+        }
+        return Some(());
     };
     let state = unsafe { &mut *state };
 
+    // Stacks cost a dozen user reads: take one only when this party can be
+    // reported (an access record, a writer record, an interval slot, or an
+    // overlap found right now).
+    let mut stack_taken = false;
+    if emit || op.mutates() || interval {
+        fill_stack(party, regs, cfg.stack_depth);
+        stack_taken = true;
+    }
+
     let mut reported = false;
-    if cfg.mode == mode::INTERVAL {
+    if interval {
         for i in 0..ACTIVE_SLOTS {
             let other = &state.active[i];
             if other.goid != 0
@@ -225,6 +266,9 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         }
     }
     if !reported && writing != 0 && state.last_writer.goid != 0 && state.last_writer.goid != goid {
+        if !stack_taken {
+            fill_stack(party, regs, cfg.stack_depth);
+        }
         emit_overlap(
             pid,
             tid,
@@ -243,7 +287,7 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         }
         state.last_writer = *party;
     }
-    if cfg.mode == mode::INTERVAL {
+    if interval {
         let mut placed = false;
         for i in 0..ACTIVE_SLOTS {
             let slot = &mut state.active[i];
@@ -259,18 +303,17 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         if !placed {
             count(Counter::GoSlotsFull);
         }
+        let cur = CurrentAccess {
+            map,
+            ts_ns: ts,
+            op: op_raw as u32,
+            _pad: 0,
+        };
+        if GO_CURRENT.insert(&inside_key, &cur, 0).is_err() {
+            count(Counter::GoStateFull);
+        }
     }
-
-    let cur = CurrentAccess {
-        map,
-        ts_ns: ts,
-        op: op_raw as u32,
-        _pad: 0,
-    };
-    if GO_CURRENT.insert(&inside_key, &cur, 0).is_err() {
-        count(Counter::GoStateFull);
-    }
-    if cfg.emit_access != 0 {
+    if emit {
         emit_access(pid, tid, ts, map, maptype, party, false, writing);
     }
     Some(())
@@ -308,15 +351,22 @@ fn on_fatal(
     }
     let goid =
         unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_off as u64) as *const u64) }.ok()?;
-    let rec = unsafe {
-        GO_CURRENT.get(&MapKey {
-            pid,
-            _pad: 0,
-            map: goid,
-        })
-    }
-    .copied()?;
-    let map = rec.map;
+    let here = unsafe { &*CPU_CURRENT.get_ptr(0)? };
+    let (map, op) = if here.pid == pid && here.goid == goid {
+        (here.map, here.op)
+    } else {
+        // The thread moved CPUs inside the map function (interval mode
+        // also keeps the record per goroutine).
+        let rec = unsafe {
+            GO_CURRENT.get(&MapKey {
+                pid,
+                _pad: 0,
+                map: goid,
+            })
+        }
+        .copied()?;
+        (rec.map, rec.op)
+    };
     let state = unsafe { &*GO_MAP_STATE.get_ptr(&MapKey { pid, _pad: 0, map })? };
     // The other goroutine may be updating these records right now: copy
     // one out, then check the copy.
@@ -334,7 +384,7 @@ fn on_fatal(
     party.goid = goid;
     party.tid = tid;
     party.probe_id = cookie::probe_id(c);
-    party.op = rec.op as u8;
+    party.op = op as u8;
     fill_stack(party, regs, cfg.stack_depth);
     emit_overlap(pid, tid, ts, map, first, party, mode::RUNTIME_FATAL, 1);
     Some(())
@@ -384,7 +434,9 @@ fn fill_stack(party: &mut Party, regs: &pt_regs, depth: u32) {
         if n >= depth as usize || n >= MAX_STACK || fp == 0 {
             break;
         }
-        let Ok(ret) = (unsafe { bpf_probe_read_user((fp + 8) as *const u64) }) else {
+        // One read per frame: the saved frame pointer and the return
+        // address sit next to each other.
+        let Ok([next, ret]) = (unsafe { bpf_probe_read_user(fp as *const [u64; 2]) }) else {
             break;
         };
         if ret == 0 {
@@ -392,9 +444,6 @@ fn fill_stack(party: &mut Party, regs: &pt_regs, depth: u32) {
         }
         party.stack[n] = ret;
         n += 1;
-        let Ok(next) = (unsafe { bpf_probe_read_user(fp as *const u64) }) else {
-            break;
-        };
         if next <= fp {
             break;
         }
