@@ -25,7 +25,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{HashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
 
@@ -36,14 +36,14 @@ static GO_TARGETS: HashMap<u32, GoTargetConfig> = HashMap::with_max_entries(1024
 
 /// Userspace sizes this at load time (`--max-maps`).
 #[map(name = "GO_MAP_STATE")]
-static GO_MAP_STATE: HashMap<MapKey, MapState> = HashMap::with_max_entries(65536, 0);
+static GO_MAP_STATE: LruHashMap<MapKey, MapState> = LruHashMap::with_max_entries(65536, 0);
 
 /// The map (and operation) each goroutine last entered, keyed by
 /// (pid, goid). RET sites no longer have the map in a register, so interval
 /// mode's exits find it here; the fatal-error probe finds the map the
 /// runtime is complaining about here.
 #[map(name = "GO_CURRENT")]
-static GO_CURRENT: HashMap<MapKey, CurrentAccess> = HashMap::with_max_entries(65536, 0);
+static GO_CURRENT: LruHashMap<MapKey, CurrentAccess> = LruHashMap::with_max_entries(65536, 0);
 
 /// Scratch space: a zeroed `MapState` to insert, and the party being built
 /// (both too large for the 512-byte BPF stack).
@@ -51,20 +51,6 @@ static GO_CURRENT: HashMap<MapKey, CurrentAccess> = HashMap::with_max_entries(65
 static SCRATCH_STATE: PerCpuArray<MapState> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "GO_SCRATCH_PARTY")]
 static SCRATCH_PARTY: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
-/// The map access each CPU's current thread entered last (entry mode's
-/// cheap stand-in for `GO_CURRENT`).
-#[map(name = "GO_CPU_CURRENT")]
-static CPU_CURRENT: PerCpuArray<CpuCurrent> = PerCpuArray::with_max_entries(1, 0);
-
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct CpuCurrent {
-    goid: u64,
-    map: u64,
-    pid: u32,
-    op: u32,
-}
-
 #[map(name = "GO_SCRATCH_FIRST")]
 static SCRATCH_FIRST: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
 
@@ -199,16 +185,17 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     }
 
     // Where this goroutine is now: the fatal-error probe looks here for the
-    // map the runtime is complaining about. A per-CPU slot is enough in
-    // entry mode (the runtime's check follows on the same thread within the
-    // same call); interval mode also needs it per goroutine to close
-    // accesses at their RETs.
-    if let Some(here) = CPU_CURRENT.get_ptr_mut(0) {
-        let here = unsafe { &mut *here };
-        here.pid = pid;
-        here.goid = goid;
-        here.map = map;
-        here.op = op_raw as u32;
+    // map the runtime is complaining about, and interval mode's RET probes
+    // for the access to close. Per goroutine, not per CPU: the thread can be
+    // preempted and moved between our probe and the runtime's own check.
+    let cur = CurrentAccess {
+        map,
+        ts_ns: ts,
+        op: op_raw as u32,
+        _pad: 0,
+    };
+    if GO_CURRENT.insert(&inside_key, &cur, 0).is_err() {
+        count(Counter::GoStateFull);
     }
 
     let writing = match unsafe { bpf_probe_read_user((map + cfg.writing_off as u64) as *const u8) }
@@ -303,15 +290,6 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
         if !placed {
             count(Counter::GoSlotsFull);
         }
-        let cur = CurrentAccess {
-            map,
-            ts_ns: ts,
-            op: op_raw as u32,
-            _pad: 0,
-        };
-        if GO_CURRENT.insert(&inside_key, &cur, 0).is_err() {
-            count(Counter::GoStateFull);
-        }
     }
     if emit {
         emit_access(pid, tid, ts, map, maptype, party, false, writing);
@@ -351,22 +329,15 @@ fn on_fatal(
     }
     let goid =
         unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_off as u64) as *const u64) }.ok()?;
-    let here = unsafe { &*CPU_CURRENT.get_ptr(0)? };
-    let (map, op) = if here.pid == pid && here.goid == goid {
-        (here.map, here.op)
-    } else {
-        // The thread moved CPUs inside the map function (interval mode
-        // also keeps the record per goroutine).
-        let rec = unsafe {
-            GO_CURRENT.get(&MapKey {
-                pid,
-                _pad: 0,
-                map: goid,
-            })
-        }
-        .copied()?;
-        (rec.map, rec.op)
-    };
+    let rec = unsafe {
+        GO_CURRENT.get(&MapKey {
+            pid,
+            _pad: 0,
+            map: goid,
+        })
+    }
+    .copied()?;
+    let (map, op) = (rec.map, rec.op);
     let state = unsafe { &*GO_MAP_STATE.get_ptr(&MapKey { pid, _pad: 0, map })? };
     // The other goroutine may be updating these records right now: copy
     // one out, then check the copy.

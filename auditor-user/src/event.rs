@@ -36,6 +36,10 @@ pub struct Access {
     /// of each map that names its type descriptor.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub map_type: Option<String>,
+    /// The package-level variable holding the map (`main.sessions`), on
+    /// the same first access, when the binary has a symbol table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_global: Option<String>,
     /// The runtime function probed (e.g. `runtime.mapassign_faststr`).
     pub runtime_fn: String,
     /// The caller of the runtime function: the user's call site.
@@ -258,6 +262,7 @@ mod tests {
             map_gen: 0,
             op: MapOp::Write,
             map_type: None,
+            map_global: None,
             runtime_fn: "runtime.mapassign_fast64".into(),
             function: "main.worker".into(),
             file: "/src/main.go".into(),

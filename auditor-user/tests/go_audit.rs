@@ -272,6 +272,16 @@ fn race_is_reported_with_both_writers_named() {
         let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
         let overlaps = audit.kind("overlap");
         assert!(!overlaps.is_empty(), "no overlap reported {ctx}");
+        // With a symbol table, the map is named by the variable holding it.
+        if link == Link::Plain {
+            assert!(
+                audit
+                    .kind("access")
+                    .iter()
+                    .any(|a| a["map_global"] == "main.counts" && a["map_type"] == "map[int]int"),
+                "main.counts not named {ctx}"
+            );
+        }
         let o = overlaps[0];
         let sides: HashSet<&str> = [
             o["first"]["function"].as_str().unwrap(),

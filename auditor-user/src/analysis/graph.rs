@@ -489,6 +489,9 @@ impl ProcessGraph {
                 if info.type_name.is_none() {
                     info.type_name.clone_from(&a.map_type);
                 }
+                if info.global.is_none() {
+                    info.global.clone_from(&a.map_global);
+                }
             }
             None => b.truncation.maps += 1,
         }

@@ -24,6 +24,7 @@ pub fn access_gen(
 ) -> AuditEvent {
     AuditEvent::Access(Access {
         map_type: None,
+        map_global: None,
         ts_ns: ts,
         pid: PID,
         tid: 100 + goid as u32,

@@ -164,6 +164,8 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
 pub struct TargetResolver {
     symbols: crate::target::Symbolizer,
     types: Option<crate::target::TypeNamer>,
+    globals: Option<crate::target::GlobalIndex>,
+    pid: u32,
     /// Runtime minus link-time address (non-zero for PIE).
     bias: u64,
 }
@@ -181,6 +183,10 @@ impl FrameResolver for TargetResolver {
         self.types
             .as_ref()?
             .type_name(maptype.wrapping_sub(self.bias))
+    }
+
+    fn global_holding(&self, map: u64) -> Option<String> {
+        self.globals.as_ref()?.holder(self.pid, self.bias, map)
     }
 }
 
@@ -385,6 +391,8 @@ impl GoEngine {
         let resolver = TargetResolver {
             symbols: plan.symbolizer.clone(),
             types: plan.type_names.take(),
+            globals: plan.globals.take(),
+            pid,
             bias,
         };
         self.targets.insert(

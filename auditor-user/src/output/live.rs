@@ -279,6 +279,7 @@ mod tests {
             map_gen: 0,
             op: MapOp::Delete,
             map_type: None,
+            map_global: None,
             runtime_fn: "runtime.mapdelete".into(),
             function: "main.evict".into(),
             file: "/src/app/cache.go".into(),

@@ -18,6 +18,11 @@ pub trait FrameResolver {
     fn map_type_name(&self, _maptype: u64) -> Option<String> {
         None
     }
+
+    /// The package-level variable that holds the map at `map`, if any.
+    fn global_holding(&self, _map: u64) -> Option<String> {
+        None
+    }
 }
 
 /// Most distinct PCs a session remembers the frame of; past this, frames
@@ -129,17 +134,22 @@ impl<R: FrameResolver> GoEnricher<R> {
         }
         let made = op == MapOp::Make;
         let map_gen = self.generation(a.map, made);
-        let map_type = if a.maptype != 0
+        // Names are looked up once per map (address + generation), on its
+        // first access that carries a type descriptor.
+        let (map_type, map_global) = if a.maptype != 0
             && self.typed.len() < self.max_maps
             && !self.typed.contains(&(a.map, map_gen))
         {
             let name = self.resolver.map_type_name(a.maptype);
-            if name.is_some() {
+            let global = if name.is_some() {
                 self.typed.insert((a.map, map_gen));
-            }
-            name
+                self.resolver.global_holding(a.map)
+            } else {
+                None
+            };
+            (name, global)
         } else {
-            None
+            (None, None)
         };
         Some(Access {
             ts_ns: self.clock.to_unix_ns(a.header.ts_ns),
@@ -150,6 +160,7 @@ impl<R: FrameResolver> GoEnricher<R> {
             map_gen,
             op,
             map_type,
+            map_global,
             runtime_fn: self.probe_name(a.party.probe_id),
             function: site.function,
             file: site.file,

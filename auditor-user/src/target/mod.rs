@@ -19,6 +19,7 @@ mod buildinfo;
 mod catalogue;
 mod disasm;
 mod elf;
+mod globals;
 mod offsets;
 mod pclntab;
 mod plan;
@@ -32,6 +33,7 @@ use auditor_common::go_map::{MapArg, MapOp};
 pub use buildinfo::{BuildInfo, parse_go_version};
 pub use catalogue::{Family, MAP_FUNCTIONS, MapFunction, by_name};
 pub use disasm::kernel_emulates;
+pub use globals::GlobalIndex;
 pub use pclntab::{PcLnTab, PclnError, PclnVersion};
 pub use plan::{PlanOptions, load_bias};
 pub use symbolize::Symbolizer;
@@ -125,6 +127,8 @@ pub struct ProbePlan {
     /// Go type names from descriptors (see [`ProbePlan::map_type_name`]);
     /// `None` when the runtime's module data could not be found.
     pub type_names: Option<TypeNamer>,
+    /// Package-level variables that may hold maps (needs the symbol table).
+    pub globals: Option<GlobalIndex>,
     /// `(caller, callee)` pairs of probed map functions where the caller
     /// calls the callee directly: one access then hits both probes (same
     /// goroutine, same map, callee inside caller).

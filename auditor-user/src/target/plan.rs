@@ -440,6 +440,7 @@ impl ProbePlan {
             warnings,
             symbolizer: Symbolizer::with_gofunc(tab, gofunc_bytes(&img, md)),
             type_names,
+            globals: super::GlobalIndex::from_image(&img),
             nested,
         })
     }
