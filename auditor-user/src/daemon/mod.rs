@@ -794,7 +794,7 @@ pub async fn run(args: &DaemonArgs) -> Result<i32> {
         Ring,
         Tick,
         Control(ControlMsg),
-        Planned(PlanDone),
+        Planned(Box<PlanDone>),
         Bpf(AuditEvent),
     }
     loop {
@@ -803,7 +803,7 @@ pub async fn run(args: &DaemonArgs) -> Result<i32> {
             _ = sigint.recv() => Wake::Stop,
             _ = tick.tick() => Wake::Tick,
             Some(m) = ctl_rx.recv() => Wake::Control(m),
-            Some(p) = plan_rx.recv() => Wake::Planned(p),
+            Some(p) = plan_rx.recv() => Wake::Planned(Box::new(p)),
             Some(e) = bpf_rx.recv() => Wake::Bpf(e),
             _ = d.engine.readable(Duration::from_millis(500)) => Wake::Ring,
         };
@@ -812,7 +812,7 @@ pub async fn run(args: &DaemonArgs) -> Result<i32> {
             Wake::Ring => {}
             Wake::Tick => d.tick(),
             Wake::Control(m) => d.handle(m),
-            Wake::Planned(p) => d.finish_attach(p),
+            Wake::Planned(p) => d.finish_attach(*p),
             Wake::Bpf(e) => d.record(LogEvent::Audit(e)),
         }
         d.engine.drain(&mut d.pending);

@@ -26,6 +26,9 @@ const MAX_GAP: u64 = 4096;
 /// Most scans per second.
 const SCANS_PER_SECOND: u32 = 20;
 
+/// A stretch of globals read at once: [lo, hi) and the variables in it.
+type Range<'a> = (u64, u64, &'a [(u64, String)]);
+
 /// Pointer-sized package-level variables of the program's own packages.
 #[derive(Debug)]
 pub struct GlobalIndex {
@@ -100,7 +103,7 @@ impl GlobalIndex {
     }
 
     /// Contiguous address ranges covering the variables.
-    fn ranges(&self) -> Vec<(u64, u64, &[(u64, String)])> {
+    fn ranges(&self) -> Vec<Range<'_>> {
         let mut out = Vec::new();
         let mut start = 0;
         for i in 1..=self.vars.len() {
