@@ -169,27 +169,31 @@ impl PcLnTab {
         if needed > data.len() {
             return Err(PclnError::Truncated);
         }
-        let read_entry = |i: usize| -> (u64, u64) {
+        // `None` when an entry lies past the end of the address space.
+        let read_entry = |i: usize| -> Option<(u64, u64)> {
             let at = functab_off + i * entry_size;
             if version == PclnVersion::Go116 {
-                (
+                Some((
                     uptr_at(&data, at, ptr_size).unwrap_or(0),
                     uptr_at(&data, at + ptr_size, ptr_size).unwrap_or(0),
-                )
+                ))
             } else {
-                (
-                    text_start + u64::from(u32_at(&data, at).unwrap_or(0)),
+                Some((
+                    text_start.checked_add(u64::from(u32_at(&data, at).unwrap_or(0)))?,
                     u64::from(u32_at(&data, at + 4).unwrap_or(0)),
-                )
+                ))
             }
         };
         let mut funcs = Vec::with_capacity(nfunc);
         for i in 0..nfunc {
-            let (entry, func_off) = read_entry(i);
-            let (end, _) = read_entry(i + 1);
-            let func_off = functab_off as u64 + func_off;
+            let corrupt = || PclnError::Corrupt("function record");
+            let (entry, func_off) = read_entry(i).ok_or_else(corrupt)?;
+            let (end, _) = read_entry(i + 1).ok_or_else(corrupt)?;
+            let func_off = (functab_off as u64)
+                .checked_add(func_off)
+                .ok_or_else(corrupt)?;
             if func_off >= data.len() as u64 || end < entry {
-                return Err(PclnError::Corrupt("function record"));
+                return Err(corrupt());
             }
             funcs.push(FuncRecord {
                 entry,
@@ -555,6 +559,28 @@ pub(crate) mod tests {
         assert_eq!(
             PcLnTab::parse(vec![0xf1, 0xff], 0).unwrap_err(),
             PclnError::Truncated
+        );
+    }
+
+    #[test]
+    fn entries_past_the_address_space_are_corrupt_not_a_panic() {
+        // Go 1.16 layout: a function offset near u64::MAX (found by fuzzing).
+        // The 1.16 header has no textStart: shift the five offsets down a word.
+        let mut d = synthetic_go120(0x1000);
+        d[0..4].copy_from_slice(&0xffff_fffau32.to_le_bytes());
+        d.copy_within(32..72, 24);
+        let functab_off = u64::from_le_bytes(d[56..64].try_into().unwrap()) as usize;
+        d[functab_off..functab_off + 16].fill(0);
+        d[functab_off + 8..functab_off + 16].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+        assert_eq!(
+            PcLnTab::parse(d, 0).unwrap_err(),
+            PclnError::Corrupt("function record")
+        );
+        // Go 1.20 layout: textStart plus a 32-bit entry offset wraps.
+        let d = synthetic_go120(u64::MAX - 0x10);
+        assert_eq!(
+            PcLnTab::parse(d, 0).unwrap_err(),
+            PclnError::Corrupt("function record")
         );
     }
 
