@@ -396,7 +396,7 @@ impl PcLnTab {
         }
         let slot = self
             .cu_off
-            .checked_add(4 * cu.checked_add(file_no as usize)?)?;
+            .checked_add(cu.checked_add(file_no as usize)?.checked_mul(4)?)?;
         let file_off = u32_at(&self.data, slot)?;
         if file_off == u32::MAX {
             return None;
@@ -582,6 +582,21 @@ pub(crate) mod tests {
             PcLnTab::parse(d, 0).unwrap_err(),
             PclnError::Corrupt("function record")
         );
+    }
+
+    #[test]
+    fn huge_file_number_is_no_file_not_a_panic() {
+        // Found by fuzzing: a pc-file table whose value times 4 overflows.
+        let mut d = synthetic_go120(0x1000);
+        let at = |o: usize| u64::from_le_bytes(d[o..o + 8].try_into().unwrap()) as usize;
+        let (pctab_off, functab_off) = (at(56), at(64));
+        let table = d.len() - pctab_off;
+        d.extend(pctable(&[(1 << 62, 0x40)]));
+        // pcfile of the first _func (after the 3-entry functab).
+        let pcfile = functab_off + 24 + 4 + 4 * 4;
+        d[pcfile..pcfile + 4].copy_from_slice(&(table as u32).to_le_bytes());
+        let t = PcLnTab::parse(d, 0).unwrap();
+        assert_eq!(t.file_line(&t.funcs()[0], 0x1001), None);
     }
 
     #[test]

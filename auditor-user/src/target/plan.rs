@@ -484,7 +484,8 @@ fn link_base(img: &ExeImage) -> u64 {
         .iter()
         .find(|s| s.offset == 0)
         .or_else(|| img.segments.first())
-        .map(|s| (s.vaddr - s.offset % 4096) & !0xfff)
+        // Malformed when vaddr and offset disagree modulo the page size.
+        .map(|s| s.vaddr.saturating_sub(s.offset % 4096) & !0xfff)
         .unwrap_or(0)
 }
 
@@ -570,10 +571,8 @@ mod tests {
 7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]
 ";
 
-    #[test]
-    fn segment_larger_than_the_file_is_not_a_panic() {
-        // Found by fuzzing: a PT_LOAD whose p_filesz runs past the end of
-        // the file, and a pclntab header found by its magic inside it.
+    /// An x86-64 ELF header and one PT_LOAD, in 256 bytes.
+    fn one_segment_elf(vaddr: u64, offset: u64, filesz: u64) -> Vec<u8> {
         let mut f = vec![0u8; 256];
         f[..16].copy_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
         f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
@@ -584,15 +583,30 @@ mod tests {
             f[at..at + 2].copy_from_slice(&v.to_le_bytes());
         }
         f[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-        for (at, v) in [(80, 0x40_0000u64), (88, 0x40_0000), (96, 0xffff_0000)] {
+        for (at, v) in [(72, offset), (80, vaddr), (88, vaddr), (96, filesz)] {
             f[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
+        f
+    }
+
+    #[test]
+    fn segment_larger_than_the_file_is_not_a_panic() {
+        // Found by fuzzing: a PT_LOAD whose p_filesz runs past the end of
+        // the file, and a pclntab header found by its magic inside it.
+        let mut f = one_segment_elf(0x40_0000, 0, 0xffff_0000);
         f[128..136].copy_from_slice(&[0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8]);
         let img = ExeImage::parse(f, "x").unwrap();
         // The header is all zeros past the magic: an empty but valid table,
         // read from the file's 128 remaining bytes.
         let tab = load_pclntab(&img, "x").unwrap();
         assert!(tab.funcs().is_empty());
+    }
+
+    #[test]
+    fn segment_below_its_page_offset_is_not_a_panic() {
+        // Found by fuzzing: p_vaddr smaller than p_offset modulo the page.
+        let img = ExeImage::parse(one_segment_elf(0x10, 0x20, 0x80), "x").unwrap();
+        assert_eq!(link_base(&img), 0);
     }
 
     #[test]
