@@ -371,7 +371,10 @@ impl PcLnTab {
         } else {
             (20, 12, 16)
         };
-        let rec = gofunc(u64::from(tree) + ix as u64 * size, size as usize)?;
+        let at = (ix as u64)
+            .checked_mul(size)?
+            .checked_add(u64::from(tree))?;
+        let rec = gofunc(at, size as usize)?;
         let word = |at: usize| -> Option<i32> {
             Some(i32::from_le_bytes(rec.get(at..at + 4)?.try_into().ok()?))
         };
@@ -597,6 +600,30 @@ pub(crate) mod tests {
         d[pcfile..pcfile + 4].copy_from_slice(&(table as u32).to_le_bytes());
         let t = PcLnTab::parse(d, 0).unwrap();
         assert_eq!(t.file_line(&t.funcs()[0], 0x1001), None);
+    }
+
+    #[test]
+    fn huge_inline_tree_index_is_no_call_not_a_panic() {
+        // Found by fuzzing: an inline-tree index whose record offset
+        // overflows. Give the first function a new _func with 3 pcdata
+        // tables (the third, the tree index, is 2^62) and 4 funcdata.
+        let mut d = synthetic_go120(0x1000);
+        let at = |d: &[u8], o: usize| u64::from_le_bytes(d[o..o + 8].try_into().unwrap()) as usize;
+        let (pctab_off, functab_off) = (at(&d, 56), at(&d, 64));
+        let table = (d.len() - pctab_off) as u32;
+        d.extend(pctable(&[(1 << 62, 0x40)]));
+        let func = (d.len() - functab_off) as u32;
+        for v in [0u32, 0, 0, 0, 0, 0, 0, 3, 0, 0] {
+            d.extend(v.to_le_bytes());
+        }
+        d.extend([0, 0, 0, 4]); // funcID, flag, pad, nfuncdata
+        for v in [0u32, 0, table, 0, 0, 0, 0] {
+            d.extend(v.to_le_bytes());
+        }
+        d[functab_off + 4..functab_off + 8].copy_from_slice(&func.to_le_bytes());
+        let t = PcLnTab::parse(d, 0).unwrap();
+        let f = t.funcs()[0];
+        assert_eq!(t.inlined_call(&f, 0x1001, &|_, n| Some(vec![0; n])), None);
     }
 
     #[test]
