@@ -35,9 +35,16 @@ fn recording() -> String {
             RawRecord::GoOverlap(o) => {
                 let o: GoMapOverlap = o;
                 let mut e = GoEnricher::new(NoFrames, vec!["runtime.mapassign".into()], clock);
-                AuditEvent::Overlap(e.overlap(&o))
+                let mut o = e.overlap(&o);
+                // Wall-clock times differ per run; the seed must not.
+                (o.ts_ns, o.first.ts_ns, o.second.ts_ns) = (3, 3, 3);
+                AuditEvent::Overlap(o)
             }
-            RawRecord::BpfSyscall(b) => AuditEvent::BpfMap(map_auditor::bpf::from_raw(&b, &clock)),
+            RawRecord::BpfSyscall(b) => {
+                let mut b = map_auditor::bpf::from_raw(&b, &clock);
+                b.ts_ns = 4;
+                AuditEvent::BpfMap(b)
+            }
             RawRecord::GoAccess(_) => continue,
         };
         out.push_str(&serde_json::to_string(&ev).unwrap());
