@@ -5,12 +5,14 @@
 //! - `lint`: rustfmt check and clippy with warnings denied.
 //! - `demo`: build map-auditor and audit a bundled racy Go program.
 //! - `bench`: overhead measurements (to be written).
+//! - `fuzz`: run the libFuzzer targets in `fuzz/` for a fixed time each.
 //!
 //! Exit codes: 0 success, 1 failure (the reason is printed on one line,
 //! followed by what to do), 2 bad command line (clap).
 
 mod bench;
 mod demo;
+mod fuzz;
 mod lint;
 mod paths;
 mod process;
@@ -45,6 +47,11 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Measure the auditor's overhead on Go map operations.
     Bench(bench::BenchArgs),
+    /// Fuzz the parsers of untrusted bytes (nightly; installs cargo-fuzz).
+    ///
+    /// `cargo xtask fuzz --seconds 5` is a quick smoke run;
+    /// `cargo xtask fuzz pclntab --seconds 600` digs into one target.
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() {
@@ -55,6 +62,7 @@ fn main() {
         Task::Lint => lint::run().map(|()| 0),
         Task::Demo(args) => demo::run(&args).map(|()| 0),
         Task::Bench(args) => bench::run(&args).map(|()| 0),
+        Task::Fuzz(args) => fuzz::run(&args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

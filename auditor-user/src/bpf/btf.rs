@@ -38,6 +38,9 @@ pub enum BtfError {
     NoMember { strukt: String, member: String },
 }
 
+/// Most composite types one member look-up visits; real kernels need a few.
+const FIND_BUDGET: u32 = 4096;
+
 #[derive(Clone, Debug)]
 struct Member {
     name: String,
@@ -173,7 +176,8 @@ impl KernelBtf {
             .by_name
             .get(strukt)
             .ok_or_else(|| BtfError::NoStruct(strukt.into()))?;
-        self.find(id, member, 0)
+        let mut budget = FIND_BUDGET;
+        self.find(id, member, 0, &mut budget)
             .map(|bits| bits / 8)
             .ok_or_else(|| BtfError::NoMember {
                 strukt: strukt.into(),
@@ -181,18 +185,22 @@ impl KernelBtf {
             })
     }
 
-    fn find(&self, id: u32, member: &str, depth: u32) -> Option<u32> {
-        if depth > 8 {
+    /// `budget` bounds the composites visited: anonymous members that
+    /// refer back to their own struct would otherwise make the walk
+    /// exponential in the depth limit.
+    fn find(&self, id: u32, member: &str, depth: u32, budget: &mut u32) -> Option<u32> {
+        if depth > 8 || *budget == 0 {
             return None;
         }
+        *budget -= 1;
         let (_, members) = self.composite(id)?;
         if let Some(m) = members.iter().find(|m| m.name == member) {
             return Some(m.bit_offset);
         }
-        members
-            .iter()
-            .filter(|m| m.name.is_empty())
-            .find_map(|m| Some(m.bit_offset + self.find(m.type_id, member, depth + 1)?))
+        members.iter().filter(|m| m.name.is_empty()).find_map(|m| {
+            m.bit_offset
+                .checked_add(self.find(m.type_id, member, depth + 1, budget)?)
+        })
     }
 
     /// Every offset the kernel-side walk needs.
@@ -296,6 +304,69 @@ mod tests {
             btf.member_offset("nope", "a"),
             Err(BtfError::NoStruct(_))
         ));
+    }
+
+    fn blob(words: &[u32], strings: &[u8]) -> Vec<u8> {
+        let t: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let mut b = Vec::new();
+        b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
+        b.extend_from_slice(&[1, 0]);
+        for w in [
+            24u32,
+            0,
+            t.len() as u32,
+            t.len() as u32,
+            strings.len() as u32,
+        ] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(&t);
+        b.extend_from_slice(strings);
+        b
+    }
+
+    #[test]
+    fn nested_offsets_that_overflow_are_no_member_not_a_panic() {
+        // Found by fuzzing: bit offsets that overflow when added up the
+        // anonymous nesting. 1: struct outer { <anon 2> @ 3 GiB bits };
+        // 2: union { <anon 3> @ 3 GiB bits }; 3: union { x @ 0 }.
+        let big = 0xc000_0000;
+        let words = [
+            1,
+            (KIND_STRUCT << 24) | 1,
+            4,
+            0,
+            2,
+            big,
+            0,
+            (KIND_UNION << 24) | 1,
+            4,
+            0,
+            3,
+            big,
+            0,
+            (KIND_UNION << 24) | 1,
+            4,
+            7,
+            0,
+            0,
+        ];
+        let btf = KernelBtf::parse(&blob(&words, b"\0outer\0x\0")).unwrap();
+        assert!(matches!(
+            btf.member_offset("outer", "x"),
+            Err(BtfError::NoMember { .. })
+        ));
+    }
+
+    #[test]
+    fn self_referencing_anonymous_members_do_not_hang() {
+        // struct loop { <anon loop> x 40 }: 40^9 paths without a budget.
+        let mut words = vec![1, (KIND_STRUCT << 24) | 40, 4];
+        for _ in 0..40 {
+            words.extend([0, 1, 0]);
+        }
+        let btf = KernelBtf::parse(&blob(&words, b"\0loop\0")).unwrap();
+        assert!(btf.member_offset("loop", "x").is_err());
     }
 
     #[test]

@@ -128,7 +128,9 @@ pub fn exe_path(parts: &[[u8; auditor_common::bpf_syscall::EXE_PART_BYTES]; EXE_
 
 /// Turn a kernel record into an event (pure).
 pub fn from_raw(raw: &BpfSyscallEvent, clock: &WallClock) -> BpfMapEvent {
-    let view = attr::parse_attr(raw.cmd, &raw.attr[..raw.attr_len as usize], raw.attr_size);
+    // attr_len comes from the record; never trust it past the array.
+    let attr_len = (raw.attr_len as usize).min(raw.attr.len());
+    let view = attr::parse_attr(raw.cmd, &raw.attr[..attr_len], raw.attr_size);
     let mut ev = BpfMapEvent {
         ts_ns: clock.to_unix_ns(raw.header.ts_ns),
         pid: raw.header.pid,
@@ -264,6 +266,15 @@ mod tests {
         let ev = from_raw(&r, &WallClock::new());
         assert_eq!(ev.result, "EBADF");
         assert_eq!(ev.map_id, 0);
+    }
+
+    #[test]
+    fn attr_len_past_the_copied_bytes_is_clamped_not_a_panic() {
+        // Found by fuzzing: a record whose attr_len exceeds ATTR_BYTES.
+        let mut r = raw(cmd::MAP_UPDATE_ELEM, 0);
+        r.attr[..4].copy_from_slice(&3u32.to_ne_bytes());
+        r.attr_len = u32::MAX;
+        assert_eq!(from_raw(&r, &WallClock::new()).fd, Some(3));
     }
 
     #[test]

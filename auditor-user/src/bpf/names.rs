@@ -112,7 +112,8 @@ pub fn result_name(ret: i64) -> String {
     if ret >= 0 {
         "ok".into()
     } else {
-        errno_name((-ret) as i32)
+        // A return below -i32::MAX is no errno (and -i64::MIN overflows).
+        errno_name(i32::try_from(ret.unsigned_abs()).unwrap_or(i32::MAX))
     }
 }
 
@@ -147,6 +148,13 @@ mod tests {
         assert_eq!(result_name(-(libc::ENOENT as i64)), "ENOENT");
         assert_eq!(result_name(3), "ok");
         assert_eq!(result_name(-4095), "E4095");
+    }
+
+    #[test]
+    fn any_negative_return_has_a_name_not_a_panic() {
+        // Found by fuzzing: ret = i64::MIN from a ring-buffer record.
+        assert_eq!(result_name(-i64::from(libc::EBADF)), "EBADF");
+        assert_ne!(result_name(i64::MIN), "ok");
     }
 
     #[test]

@@ -41,6 +41,14 @@ pub use typename::TypeNamer;
 
 pub(crate) use plan::read_image;
 
+/// Parsers of untrusted bytes that are otherwise private to this module,
+/// re-exported for the fuzz targets in `fuzz/`. Not a stable API.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::buildinfo::{parse as parse_buildinfo, parse_modinfo};
+    pub use super::typename::decode_name;
+}
+
 /// A Go toolchain version, e.g. 1.24.3.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct GoVersion {

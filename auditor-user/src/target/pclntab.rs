@@ -169,27 +169,31 @@ impl PcLnTab {
         if needed > data.len() {
             return Err(PclnError::Truncated);
         }
-        let read_entry = |i: usize| -> (u64, u64) {
+        // `None` when an entry lies past the end of the address space.
+        let read_entry = |i: usize| -> Option<(u64, u64)> {
             let at = functab_off + i * entry_size;
             if version == PclnVersion::Go116 {
-                (
+                Some((
                     uptr_at(&data, at, ptr_size).unwrap_or(0),
                     uptr_at(&data, at + ptr_size, ptr_size).unwrap_or(0),
-                )
+                ))
             } else {
-                (
-                    text_start + u64::from(u32_at(&data, at).unwrap_or(0)),
+                Some((
+                    text_start.checked_add(u64::from(u32_at(&data, at).unwrap_or(0)))?,
                     u64::from(u32_at(&data, at + 4).unwrap_or(0)),
-                )
+                ))
             }
         };
         let mut funcs = Vec::with_capacity(nfunc);
         for i in 0..nfunc {
-            let (entry, func_off) = read_entry(i);
-            let (end, _) = read_entry(i + 1);
-            let func_off = functab_off as u64 + func_off;
+            let corrupt = || PclnError::Corrupt("function record");
+            let (entry, func_off) = read_entry(i).ok_or_else(corrupt)?;
+            let (end, _) = read_entry(i + 1).ok_or_else(corrupt)?;
+            let func_off = (functab_off as u64)
+                .checked_add(func_off)
+                .ok_or_else(corrupt)?;
             if func_off >= data.len() as u64 || end < entry {
-                return Err(PclnError::Corrupt("function record"));
+                return Err(corrupt());
             }
             funcs.push(FuncRecord {
                 entry,
@@ -367,7 +371,10 @@ impl PcLnTab {
         } else {
             (20, 12, 16)
         };
-        let rec = gofunc(u64::from(tree) + ix as u64 * size, size as usize)?;
+        let at = (ix as u64)
+            .checked_mul(size)?
+            .checked_add(u64::from(tree))?;
+        let rec = gofunc(at, size as usize)?;
         let word = |at: usize| -> Option<i32> {
             Some(i32::from_le_bytes(rec.get(at..at + 4)?.try_into().ok()?))
         };
@@ -392,7 +399,7 @@ impl PcLnTab {
         }
         let slot = self
             .cu_off
-            .checked_add(4 * cu.checked_add(file_no as usize)?)?;
+            .checked_add(cu.checked_add(file_no as usize)?.checked_mul(4)?)?;
         let file_off = u32_at(&self.data, slot)?;
         if file_off == u32::MAX {
             return None;
@@ -556,6 +563,67 @@ pub(crate) mod tests {
             PcLnTab::parse(vec![0xf1, 0xff], 0).unwrap_err(),
             PclnError::Truncated
         );
+    }
+
+    #[test]
+    fn entries_past_the_address_space_are_corrupt_not_a_panic() {
+        // Go 1.16 layout: a function offset near u64::MAX (found by fuzzing).
+        // The 1.16 header has no textStart: shift the five offsets down a word.
+        let mut d = synthetic_go120(0x1000);
+        d[0..4].copy_from_slice(&0xffff_fffau32.to_le_bytes());
+        d.copy_within(32..72, 24);
+        let functab_off = u64::from_le_bytes(d[56..64].try_into().unwrap()) as usize;
+        d[functab_off..functab_off + 16].fill(0);
+        d[functab_off + 8..functab_off + 16].copy_from_slice(&(u64::MAX - 8).to_le_bytes());
+        assert_eq!(
+            PcLnTab::parse(d, 0).unwrap_err(),
+            PclnError::Corrupt("function record")
+        );
+        // Go 1.20 layout: textStart plus a 32-bit entry offset wraps.
+        let d = synthetic_go120(u64::MAX - 0x10);
+        assert_eq!(
+            PcLnTab::parse(d, 0).unwrap_err(),
+            PclnError::Corrupt("function record")
+        );
+    }
+
+    #[test]
+    fn huge_file_number_is_no_file_not_a_panic() {
+        // Found by fuzzing: a pc-file table whose value times 4 overflows.
+        let mut d = synthetic_go120(0x1000);
+        let at = |o: usize| u64::from_le_bytes(d[o..o + 8].try_into().unwrap()) as usize;
+        let (pctab_off, functab_off) = (at(56), at(64));
+        let table = d.len() - pctab_off;
+        d.extend(pctable(&[(1 << 62, 0x40)]));
+        // pcfile of the first _func (after the 3-entry functab).
+        let pcfile = functab_off + 24 + 4 + 4 * 4;
+        d[pcfile..pcfile + 4].copy_from_slice(&(table as u32).to_le_bytes());
+        let t = PcLnTab::parse(d, 0).unwrap();
+        assert_eq!(t.file_line(&t.funcs()[0], 0x1001), None);
+    }
+
+    #[test]
+    fn huge_inline_tree_index_is_no_call_not_a_panic() {
+        // Found by fuzzing: an inline-tree index whose record offset
+        // overflows. Give the first function a new _func with 3 pcdata
+        // tables (the third, the tree index, is 2^62) and 4 funcdata.
+        let mut d = synthetic_go120(0x1000);
+        let at = |d: &[u8], o: usize| u64::from_le_bytes(d[o..o + 8].try_into().unwrap()) as usize;
+        let (pctab_off, functab_off) = (at(&d, 56), at(&d, 64));
+        let table = (d.len() - pctab_off) as u32;
+        d.extend(pctable(&[(1 << 62, 0x40)]));
+        let func = (d.len() - functab_off) as u32;
+        for v in [0u32, 0, 0, 0, 0, 0, 0, 3, 0, 0] {
+            d.extend(v.to_le_bytes());
+        }
+        d.extend([0, 0, 0, 4]); // funcID, flag, pad, nfuncdata
+        for v in [0u32, 0, table, 0, 0, 0, 0] {
+            d.extend(v.to_le_bytes());
+        }
+        d[functab_off + 4..functab_off + 8].copy_from_slice(&func.to_le_bytes());
+        let t = PcLnTab::parse(d, 0).unwrap();
+        let f = t.funcs()[0];
+        assert_eq!(t.inlined_call(&f, 0x1001, &|_, n| Some(vec![0; n])), None);
     }
 
     #[test]

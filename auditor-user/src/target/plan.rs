@@ -69,7 +69,8 @@ fn pclntab_by_magic(img: &ExeImage) -> Option<(u64, usize)> {
             .segments
             .iter()
             .find(|s| vaddr >= s.vaddr && vaddr - s.vaddr < s.filesz)?;
-        let len = seg.filesz - (vaddr - seg.vaddr);
+        // A segment may claim more bytes than the file holds.
+        let len = (seg.filesz - (vaddr - seg.vaddr)).min((d.len() - o) as u64);
         PcLnTab::parse(
             d[o..o + len as usize].to_vec(),
             img.text_address().unwrap_or(0),
@@ -484,7 +485,8 @@ fn link_base(img: &ExeImage) -> u64 {
         .iter()
         .find(|s| s.offset == 0)
         .or_else(|| img.segments.first())
-        .map(|s| (s.vaddr - s.offset % 4096) & !0xfff)
+        // Malformed when vaddr and offset disagree modulo the page size.
+        .map(|s| s.vaddr.saturating_sub(s.offset % 4096) & !0xfff)
         .unwrap_or(0)
 }
 
@@ -569,6 +571,44 @@ mod tests {
 55d4a0a9c000-55d4a0b71000 r--p 0009c000 fd:01 1234   /tmp/app (deleted)
 7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]
 ";
+
+    /// An x86-64 ELF header and one PT_LOAD, in 256 bytes.
+    fn one_segment_elf(vaddr: u64, offset: u64, filesz: u64) -> Vec<u8> {
+        let mut f = vec![0u8; 256];
+        f[..16].copy_from_slice(b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0");
+        f[16..18].copy_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+        f[18..20].copy_from_slice(&62u16.to_le_bytes()); // EM_X86_64
+        f[20..24].copy_from_slice(&1u32.to_le_bytes());
+        f[32..40].copy_from_slice(&64u64.to_le_bytes()); // e_phoff
+        for (at, v) in [(52, 64u16), (54, 56), (56, 1), (58, 64)] {
+            f[at..at + 2].copy_from_slice(&v.to_le_bytes());
+        }
+        f[64..68].copy_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+        for (at, v) in [(72, offset), (80, vaddr), (88, vaddr), (96, filesz)] {
+            f[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        f
+    }
+
+    #[test]
+    fn segment_larger_than_the_file_is_not_a_panic() {
+        // Found by fuzzing: a PT_LOAD whose p_filesz runs past the end of
+        // the file, and a pclntab header found by its magic inside it.
+        let mut f = one_segment_elf(0x40_0000, 0, 0xffff_0000);
+        f[128..136].copy_from_slice(&[0xf1, 0xff, 0xff, 0xff, 0, 0, 1, 8]);
+        let img = ExeImage::parse(f, "x").unwrap();
+        // The header is all zeros past the magic: an empty but valid table,
+        // read from the file's 128 remaining bytes.
+        let tab = load_pclntab(&img, "x").unwrap();
+        assert!(tab.funcs().is_empty());
+    }
+
+    #[test]
+    fn segment_below_its_page_offset_is_not_a_panic() {
+        // Found by fuzzing: p_vaddr smaller than p_offset modulo the page.
+        let img = ExeImage::parse(one_segment_elf(0x10, 0x20, 0x80), "x").unwrap();
+        assert_eq!(link_base(&img), 0);
+    }
 
     #[test]
     fn maps_line_for_exe_gives_mapped_start() {
