@@ -41,6 +41,16 @@ pub enum MapOp {
 }
 
 impl MapOp {
+    /// Every operation, in the order reports list them.
+    pub const ALL: [MapOp; 6] = [
+        Self::Read,
+        Self::Write,
+        Self::Delete,
+        Self::Iterate,
+        Self::Clear,
+        Self::Make,
+    ];
+
     pub fn from_u8(v: u8) -> Option<Self> {
         Some(match v {
             1 => Self::Read,

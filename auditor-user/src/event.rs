@@ -229,15 +229,8 @@ pub fn from_hex<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
 /// Read an operation name written by `op_name` (`read`, `write`, ...).
 fn op_from_name<'de, D: Deserializer<'de>>(d: D) -> Result<MapOp, D::Error> {
     let name = std::borrow::Cow::<str>::deserialize(d)?;
-    const OPS: [MapOp; 6] = [
-        MapOp::Read,
-        MapOp::Write,
-        MapOp::Delete,
-        MapOp::Iterate,
-        MapOp::Clear,
-        MapOp::Make,
-    ];
-    OPS.into_iter()
+    MapOp::ALL
+        .into_iter()
         .find(|op| op.as_str() == name)
         .ok_or_else(|| {
             serde::de::Error::unknown_variant(

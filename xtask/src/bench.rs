@@ -116,14 +116,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     }
     let go: GoToolchains = setup::run()?;
     let root = paths::workspace_root();
-    process::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "auditor-user",
-    ]))
-    .context("building map-auditor")?;
-    let auditor = root.join("target/release/map-auditor");
+    let auditor = process::build_auditor(&root)?;
     let go_bin = match args.go {
         crate::demo::GoFlavour::Classic => &go.classic,
         crate::demo::GoFlavour::Swiss => &go.swiss,

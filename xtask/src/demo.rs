@@ -42,15 +42,8 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     }
     let go = setup::run()?;
     let root = paths::workspace_root();
-    process::run(Command::new("cargo").current_dir(&root).args([
-        "build",
-        "--release",
-        "-p",
-        "auditor-user",
-    ]))
-    .context("building map-auditor failed")?;
+    let auditor = process::build_auditor(&root)?;
     let demo = build_demo(&root, &go, args.go)?;
-    let auditor = root.join("target/release/map-auditor");
 
     let recording = root.join("target/demo/session.jsonl");
     let report = root.join("target/demo/report.html");

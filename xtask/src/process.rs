@@ -51,3 +51,12 @@ pub fn succeeds(cmd: &mut Command) -> bool {
         .status()
         .is_ok_and(|s| s.success())
 }
+
+/// Build `map-auditor` in release mode and return its path.
+pub fn build_auditor(root: &std::path::Path) -> Result<std::path::PathBuf> {
+    run(Command::new("cargo")
+        .current_dir(root)
+        .args(["build", "--release", "-p", "auditor-user"]))
+    .context("building map-auditor failed")?;
+    Ok(root.join("target/release/map-auditor"))
+}

@@ -7,14 +7,7 @@ use auditor_common::go_map::MapOp;
 use serde::Serialize;
 
 /// Every operation, in the order reports list them.
-pub const ALL_OPS: [MapOp; 6] = [
-    MapOp::Read,
-    MapOp::Write,
-    MapOp::Delete,
-    MapOp::Iterate,
-    MapOp::Clear,
-    MapOp::Make,
-];
+pub const ALL_OPS: [MapOp; 6] = MapOp::ALL;
 
 /// One Go map over its lifetime.
 ///

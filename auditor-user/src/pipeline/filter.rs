@@ -18,19 +18,12 @@ pub struct AccessFilter {
 
 /// Parse an operation name as used in the JSON schema.
 pub fn parse_op(s: &str) -> Result<MapOp, String> {
-    Ok(match s.trim() {
-        "read" => MapOp::Read,
-        "write" => MapOp::Write,
-        "delete" => MapOp::Delete,
-        "iterate" => MapOp::Iterate,
-        "clear" => MapOp::Clear,
-        "make" => MapOp::Make,
-        other => {
-            return Err(format!(
-                "unknown operation {other:?}: use read, write, delete, iterate, clear or make"
-            ));
-        }
-    })
+    MapOp::ALL
+        .into_iter()
+        .find(|op| op.as_str() == s.trim())
+        .ok_or_else(|| {
+            format!("unknown operation {s:?}: use read, write, delete, iterate, clear or make")
+        })
 }
 
 /// Parse `0xc000012000` (or without `0x`).
