@@ -62,10 +62,19 @@ fn run_measured(cmd: &mut Command) -> Result<(String, u64)> {
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
     let pid = child.id() as i32;
     let out = {
-        use std::io::Read;
+        use std::io::{BufRead, BufReader, Read};
         let mut child = child;
+        // Keep only the measurement line: holding a JSON run's whole output
+        // here would grow this process, and children inherit its peak RSS.
         let mut s = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut s)?;
+        for line in BufReader::new(child.stdout.take().unwrap())
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Some(i) = line.find("ns_per_op ") {
+                s = line[i..].to_string();
+            }
+        }
         let mut e = String::new();
         child.stderr.take().unwrap().read_to_string(&mut e)?;
         let mut status = 0;

@@ -179,6 +179,14 @@ impl FrameResolver for TargetResolver {
         Some(f)
     }
 
+    fn resolve_return_frames(&self, pc: u64) -> Vec<crate::event::Frame> {
+        let mut frames = self.symbols.lookup_frames(pc.wrapping_sub(self.bias), true);
+        for f in &mut frames {
+            f.pc = pc;
+        }
+        frames
+    }
+
     fn map_type_name(&self, maptype: u64) -> Option<String> {
         self.types
             .as_ref()?

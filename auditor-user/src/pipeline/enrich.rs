@@ -14,6 +14,13 @@ use crate::event::{Access, DetectionMode, Frame, Overlap, OverlapParty};
 pub trait FrameResolver {
     fn resolve_return(&self, pc: u64) -> Option<Frame>;
 
+    /// Every frame at a return address, innermost first: code the compiler
+    /// inlined shows its own function, then the function it was inlined
+    /// into.
+    fn resolve_return_frames(&self, pc: u64) -> Vec<Frame> {
+        self.resolve_return(pc).into_iter().collect()
+    }
+
     /// Go type name of a map type descriptor at runtime address `maptype`.
     fn map_type_name(&self, _maptype: u64) -> Option<String> {
         None
@@ -36,6 +43,8 @@ pub struct GoEnricher<R> {
     probe_names: Vec<String>,
     clock: WallClock,
     frames: HashMap<u64, Frame>,
+    /// Return addresses inside inlined code, with all their frames.
+    inlined: HashMap<u64, Vec<Frame>>,
     /// Current generation of each map address.
     generations: HashMap<u64, u32>,
     /// Most map addresses tracked for generations.
@@ -60,6 +69,7 @@ impl<R: FrameResolver> GoEnricher<R> {
             probe_names,
             clock,
             frames: HashMap::new(),
+            inlined: HashMap::new(),
             generations: HashMap::new(),
             max_maps: 1 << 20,
             untracked_maps: 0,
@@ -86,7 +96,24 @@ impl<R: FrameResolver> GoEnricher<R> {
 
     fn stack(&mut self, p: &Party) -> Vec<Frame> {
         let n = (p.stack_len as usize).min(p.stack.len());
-        p.stack[..n].iter().map(|&pc| self.frame(pc)).collect()
+        let mut out = Vec::with_capacity(n);
+        for &pc in &p.stack[..n] {
+            match self.inlined.get(&pc) {
+                Some(frames) => out.extend(frames.iter().cloned()),
+                None => {
+                    let frames = self.resolver.resolve_return_frames(pc);
+                    if frames.len() > 1 {
+                        out.extend(frames.iter().cloned());
+                        if self.inlined.len() < FRAME_CACHE_CAP {
+                            self.inlined.insert(pc, frames);
+                        }
+                    } else {
+                        out.push(self.frame(pc));
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn probe_name(&self, id: u16) -> String {

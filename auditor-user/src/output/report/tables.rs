@@ -59,7 +59,7 @@ pub(crate) fn map_name(report: &AuditReport, m: &MapIdentity) -> String {
 /// Maps mutated by several goroutines, across processes.
 pub(crate) fn shared_maps_table(report: &AuditReport, opts: &RenderOptions) -> Table {
     let mut t = Table::new(
-        "Shared mutable maps (written by 2+ goroutines: they need a lock, overlap caught or not)",
+        "Shared mutable maps (written by 2+ goroutines: check that one lock covers every access, overlap caught or not)",
         &[
             ("rank", true),
             ("map", false),
