@@ -25,6 +25,18 @@ pub struct CurrentAccess {
     pub _pad: u32,
 }
 
+/// Name of the per-process loss counters (key: tgid, value: [`PidLosses`]).
+pub const PID_LOSSES_MAP: &str = "GO_PID_LOSSES";
+
+/// Records of one process that could not be reserved in a ring buffer, so
+/// a daemon with several targets can say whose events were lost.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PidLosses {
+    pub access_dropped: u64,
+    pub overlap_dropped: u64,
+}
+
 /// Name of the per-map state hash map (key: [`MapKey`]).
 pub const MAP_STATE_MAP: &str = "GO_MAP_STATE";
 
@@ -261,6 +273,7 @@ unsafe impl Pod for GoTargetConfig {}
 unsafe impl Pod for MapKey {}
 unsafe impl Pod for Party {}
 unsafe impl Pod for CurrentAccess {}
+unsafe impl Pod for PidLosses {}
 
 #[cfg(feature = "user")]
 mod user {
@@ -270,4 +283,5 @@ mod user {
     unsafe impl aya::Pod for MapState {}
     unsafe impl aya::Pod for Party {}
     unsafe impl aya::Pod for CurrentAccess {}
+    unsafe impl aya::Pod for PidLosses {}
 }

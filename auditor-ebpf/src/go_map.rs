@@ -17,7 +17,7 @@ use auditor_common::{
     Counter, EventKind,
     go_map::{
         ACTIVE_SLOTS, CurrentAccess, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg,
-        MapKey, MapOp, MapState, Party, cookie, mode,
+        MapKey, MapOp, MapState, Party, PidLosses, cookie, mode,
     },
 };
 use aya_ebpf::{
@@ -30,6 +30,9 @@ use aya_ebpf::{
 };
 
 use crate::shared::{EVENTS, FINDINGS, count, header, now};
+
+/// `BPF_NOEXIST`: insert only if absent.
+const BPF_NOEXIST: u64 = 1;
 
 #[map(name = "GO_TARGETS")]
 static GO_TARGETS: HashMap<u32, GoTargetConfig> = HashMap::with_max_entries(1024, 0);
@@ -381,6 +384,29 @@ fn still_inside(pid: u32, goid: u64, map: u64, entered: u64) -> bool {
     }
 }
 
+/// Per-process loss counters: only touched when a record is lost, so the
+/// hot path pays nothing for them.
+#[map(name = "GO_PID_LOSSES")]
+static GO_PID_LOSSES: LruHashMap<u32, PidLosses> = LruHashMap::with_max_entries(1024, 0);
+
+#[inline(always)]
+fn count_pid_loss(pid: u32, overlap: bool) {
+    if GO_PID_LOSSES.get_ptr_mut(&pid).is_none() {
+        let _ = GO_PID_LOSSES.insert(&pid, &PidLosses::default(), BPF_NOEXIST);
+    }
+    if let Some(p) = GO_PID_LOSSES.get_ptr_mut(&pid) {
+        let field = if overlap {
+            unsafe { &raw mut (*p).overlap_dropped }
+        } else {
+            unsafe { &raw mut (*p).access_dropped }
+        };
+        // Not atomic (the BPF target's core has no 64-bit fetch-add): two
+        // CPUs losing records of one process in the same instant can
+        // undercount here; the global per-CPU counters stay exact.
+        unsafe { *field += 1 };
+    }
+}
+
 #[inline(always)]
 fn is_mutating(op: u8) -> bool {
     MapOp::from_u8(op).is_some_and(MapOp::mutates)
@@ -450,7 +476,10 @@ fn emit_access(
             ev._pad = [0; 6];
             entry.submit(0);
         }
-        None => count(Counter::GoAccessDropped),
+        None => {
+            count(Counter::GoAccessDropped);
+            count_pid_loss(pid, false);
+        }
     }
 }
 
@@ -478,6 +507,9 @@ fn emit_overlap(
             ev.writing_seen = writing as u32;
             entry.submit(0);
         }
-        None => count(Counter::GoOverlapDropped),
+        None => {
+            count(Counter::GoOverlapDropped);
+            count_pid_loss(pid, true);
+        }
     }
 }

@@ -454,3 +454,30 @@ fn every_installed_go_version_is_audited_end_to_end() {
         assert_eq!(audit.summary()["dropped"], 0, "{ctx}");
     }
 }
+
+#[test]
+fn lost_events_name_the_target_and_add_up_to_the_summary() {
+    if !bpf_available("lost_events_name_the_target_and_add_up_to_the_summary") {
+        return;
+    }
+    // A tight map loop against a 1 MiB ring: accesses must be lost, and
+    // every loss must be said, on the target's own pid.
+    let exe = build_go(
+        "mapbench",
+        include_str!("../../xtask/bench/main.go"),
+        GoToolchain::Swiss,
+        Link::Plain,
+    );
+    let (audit, out) = run_audit(&exe, &["300000"], &["--ring-mib", "1"]);
+    let ctx = audit.stderr.clone();
+    assert!(audit.status.success(), "{ctx}");
+    assert!(out.iter().any(|l| l.starts_with("ns_per_op ")), "{out:?}");
+    let s = audit.summary();
+    let pid = s["pid"].as_u64().unwrap();
+    let dropped = s["dropped"].as_u64().unwrap();
+    assert!(dropped > 0, "expected losses with a 1 MiB ring: {s}");
+    let lost = audit.kind("lost");
+    assert!(lost.iter().all(|l| l["pid"] == pid), "{lost:?}");
+    let said: u64 = lost.iter().map(|l| l["count"].as_u64().unwrap()).sum();
+    assert_eq!(said, dropped, "{lost:?} {s}");
+}

@@ -18,7 +18,7 @@ use std::{
 
 use auditor_common::{
     Counter,
-    go_map::{GoTargetConfig, mode},
+    go_map::{GoTargetConfig, PID_LOSSES_MAP, PidLosses, mode},
 };
 use bytes::Bytes;
 use thiserror::Error;
@@ -335,6 +335,8 @@ pub struct GoEngine {
     clock: WallClock,
     targets: HashMap<u32, TargetState>,
     last_counters: CounterSnapshot,
+    /// Per-process losses as of the last check.
+    last_pid_losses: HashMap<u32, PidLosses>,
     decode_errors: u64,
     /// Records of a PID no longer (or not yet) attached: late records of a
     /// detached target.
@@ -365,6 +367,7 @@ impl GoEngine {
             decode_errors: 0,
             unattributed: 0,
             unattributed_drops: 0,
+            last_pid_losses: HashMap::new(),
             ring_bytes: u64::from(load.ring_bytes.max(4096).next_power_of_two()),
             gauge,
             batch: Vec::with_capacity(1024),
@@ -435,6 +438,10 @@ impl GoEngine {
         }
         // Records written between the drain and the detach.
         self.drain(out);
+        // Its last losses, while it is still a target to attribute them to.
+        self.check_losses(out);
+        probe::go::forget_losses(&mut self.ebpf, pid);
+        self.last_pid_losses.remove(&pid);
         let t = self.targets.remove(&pid)?;
         Some(TargetInfo {
             pid,
@@ -518,13 +525,62 @@ impl GoEngine {
     /// to a target only while it is the only one attached; otherwise the
     /// event carries pid 0 (not attributable).
     pub fn check_losses(&mut self, out: &mut Vec<AuditEvent>) {
+        // Lost records are also counted per process in the kernel, so each
+        // target is told what it lost; the global counters cover the rest.
+        // Per-process first: the global totals read after them are never
+        // behind them.
+        let per_pid = self.read_pid_losses();
         let now = self.counters.read();
         let prev = self.last_counters;
         let sole = (self.targets.len() == 1)
             .then(|| self.targets.keys().next().copied())
             .flatten();
+        let mut attributed = (0u64, 0u64);
+        if let Some(per_pid) = &per_pid {
+            for (&pid, l) in per_pid {
+                let before = self.last_pid_losses.get(&pid).copied().unwrap_or_default();
+                for (what, delta, total) in [
+                    (
+                        "access",
+                        l.access_dropped.saturating_sub(before.access_dropped),
+                        l.access_dropped,
+                    ),
+                    (
+                        "overlap",
+                        l.overlap_dropped.saturating_sub(before.overlap_dropped),
+                        l.overlap_dropped,
+                    ),
+                ] {
+                    if delta == 0 {
+                        continue;
+                    }
+                    match self.targets.get_mut(&pid) {
+                        Some(t) => t.stats.dropped += delta,
+                        None => self.unattributed_drops += delta,
+                    }
+                    if what == "access" {
+                        attributed.0 += delta;
+                    } else {
+                        attributed.1 += delta;
+                    }
+                    out.push(AuditEvent::Lost(Lost {
+                        ts_ns: self.clock.now_unix_ns(),
+                        pid,
+                        what: what.into(),
+                        count: delta,
+                        total,
+                    }));
+                }
+            }
+        }
         for (what, c) in GO_LOSS_COUNTERS {
-            let delta = now.get(c).saturating_sub(prev.get(c));
+            let mut delta = now.get(c).saturating_sub(prev.get(c));
+            // What the per-process table already reported.
+            match c {
+                Counter::GoAccessDropped => delta = delta.saturating_sub(attributed.0),
+                Counter::GoOverlapDropped => delta = delta.saturating_sub(attributed.1),
+                _ => {}
+            }
             if delta == 0 {
                 continue;
             }
@@ -543,6 +599,16 @@ impl GoEngine {
             }));
         }
         self.last_counters = now;
+        if let Some(per_pid) = per_pid {
+            self.last_pid_losses = per_pid;
+        }
+    }
+
+    /// The kernel's per-process loss table, or `None` if it cannot be read.
+    fn read_pid_losses(&self) -> Option<HashMap<u32, PidLosses>> {
+        let map = self.ebpf.map(PID_LOSSES_MAP)?;
+        let table = aya::maps::HashMap::<_, u32, PidLosses>::try_from(map).ok()?;
+        Some(table.iter().filter_map(Result::ok).collect())
     }
 
     /// Counters as of the last [`Self::check_losses`].

@@ -5,8 +5,8 @@
 use std::num::NonZeroU32;
 
 use auditor_common::go_map::{
-    CURRENT_MAP, CurrentAccess, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, TARGETS_MAP,
-    cookie,
+    CURRENT_MAP, CurrentAccess, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, PID_LOSSES_MAP,
+    PidLosses, TARGETS_MAP, cookie,
 };
 use aya::{
     Ebpf,
@@ -147,7 +147,18 @@ impl GoAttachment {
         }
         forget_pid::<MapState>(ebpf, MAP_STATE_MAP, self.pid);
         forget_pid::<CurrentAccess>(ebpf, CURRENT_MAP, self.pid);
+
         Ok(())
+    }
+}
+
+/// Forget the per-process loss counters of `pid` (after they were read:
+/// the caller attributes the last losses first).
+pub fn forget_losses(ebpf: &mut Ebpf, pid: u32) {
+    if let Some(map) = ebpf.map_mut(PID_LOSSES_MAP)
+        && let Ok(mut losses) = HashMap::<_, u32, PidLosses>::try_from(map)
+    {
+        let _ = losses.remove(&pid);
     }
 }
 
