@@ -182,6 +182,15 @@ fn run_mode_sees_every_operation_with_call_sites_and_goroutines() {
             "{ctx}"
         );
 
+        // With a symbol table, a map is also named by the variable holding it.
+        if link == Link::Plain {
+            assert!(
+                accesses.iter().any(
+                    |a| a["map_global"] == "main.registry" && a["map_type"] == "map[string]int"
+                ),
+                "main.registry not named {ctx}"
+            );
+        }
         // Maps are named by their Go type, read from the type descriptor.
         for ty in ["map[int64]int64", "map[string]int", "map[main.point]string"] {
             assert!(
@@ -272,16 +281,6 @@ fn race_is_reported_with_both_writers_named() {
         let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
         let overlaps = audit.kind("overlap");
         assert!(!overlaps.is_empty(), "no overlap reported {ctx}");
-        // With a symbol table, the map is named by the variable holding it.
-        if link == Link::Plain {
-            assert!(
-                audit
-                    .kind("access")
-                    .iter()
-                    .any(|a| a["map_global"] == "main.counts" && a["map_type"] == "map[int]int"),
-                "main.counts not named {ctx}"
-            );
-        }
         let o = overlaps[0];
         let sides: HashSet<&str> = [
             o["first"]["function"].as_str().unwrap(),

@@ -32,6 +32,12 @@ pub trait FrameResolver {
     }
 }
 
+/// First wait before looking again for the variable holding a map; it
+/// doubles with each try.
+const GLOBAL_RETRY_NS: u64 = 20_000_000;
+/// Looks for a map's holding variable after the first.
+const GLOBAL_RETRIES: u32 = 5;
+
 /// Most distinct PCs a session remembers the frame of; past this, frames
 /// are resolved again each time (correct, just slower).
 const FRAME_CACHE_CAP: usize = 1 << 16;
@@ -55,6 +61,8 @@ pub struct GoEnricher<R> {
     pub nested_skipped: u64,
     /// Map identities whose type was already reported.
     typed: std::collections::HashSet<(u64, u32)>,
+    /// Maps whose holding variable was not found yet: (tries, last try).
+    global_retries: HashMap<(u64, u32), (u32, u64)>,
 }
 
 /// Functions of the Go runtime itself (including the Swiss-map package).
@@ -75,6 +83,7 @@ impl<R: FrameResolver> GoEnricher<R> {
             untracked_maps: 0,
             nested_skipped: 0,
             typed: std::collections::HashSet::new(),
+            global_retries: HashMap::new(),
         }
     }
 
@@ -163,14 +172,19 @@ impl<R: FrameResolver> GoEnricher<R> {
         let map_gen = self.generation(a.map, made);
         // Names are looked up once per map (address + generation), on its
         // first access that carries a type descriptor.
-        let (map_type, map_global) = if a.maptype != 0
+        let (map_type, mut map_global) = if a.maptype != 0
             && self.typed.len() < self.max_maps
             && !self.typed.contains(&(a.map, map_gen))
         {
             let name = self.resolver.map_type_name(a.maptype);
             let global = if name.is_some() {
                 self.typed.insert((a.map, map_gen));
-                self.resolver.global_holding(a.map)
+                let g = self.resolver.global_holding(a.map);
+                if g.is_none() {
+                    self.global_retries
+                        .insert((a.map, map_gen), (0, a.header.ts_ns));
+                }
+                g
             } else {
                 None
             };
@@ -178,6 +192,21 @@ impl<R: FrameResolver> GoEnricher<R> {
         } else {
             (None, None)
         };
+        // A map literal is filled before its variable is assigned, so the
+        // first look finds no holder: look again on later accesses, a few
+        // times, further apart each time.
+        if map_global.is_none()
+            && let Some(&(tries, last)) = self.global_retries.get(&(a.map, map_gen))
+            && a.header.ts_ns.saturating_sub(last) >= GLOBAL_RETRY_NS << tries
+        {
+            map_global = self.resolver.global_holding(a.map);
+            if map_global.is_some() || tries + 1 >= GLOBAL_RETRIES {
+                self.global_retries.remove(&(a.map, map_gen));
+            } else {
+                self.global_retries
+                    .insert((a.map, map_gen), (tries + 1, a.header.ts_ns));
+            }
+        }
         Some(Access {
             ts_ns: self.clock.to_unix_ns(a.header.ts_ns),
             pid: a.header.pid,
@@ -295,6 +324,45 @@ mod tests {
         assert_eq!(a.runtime_fn, "runtime.mapassign");
         let unknown = e.access(&record(MapOp::Write, 0xc0, 0x2000)).unwrap();
         assert_eq!(unknown.function, "?0x2000");
+    }
+
+    /// Names every map `map[int]int`; the variable holding it appears only
+    /// from the third look on (a map literal is filled before it is stored).
+    struct LateGlobal(std::cell::Cell<u32>);
+    impl FrameResolver for LateGlobal {
+        fn resolve_return(&self, _pc: u64) -> Option<Frame> {
+            None
+        }
+        fn map_type_name(&self, _maptype: u64) -> Option<String> {
+            Some("map[int]int".into())
+        }
+        fn global_holding(&self, _map: u64) -> Option<String> {
+            self.0.set(self.0.get() + 1);
+            (self.0.get() >= 3).then(|| "main.counts".into())
+        }
+    }
+
+    #[test]
+    fn holder_found_late_is_looked_for_again() {
+        let mut e = GoEnricher::new(LateGlobal(Default::default()), vec![], WallClock::new());
+        let mut at = |ts: u64| {
+            let mut r = record(MapOp::Write, 0xc0, 0x1000);
+            r.maptype = 0x4000;
+            r.header.ts_ns = ts;
+            e.access(&r).unwrap()
+        };
+        let first = at(0);
+        assert_eq!(first.map_type.as_deref(), Some("map[int]int"));
+        assert_eq!(first.map_global, None);
+        // Too soon: not looked for again.
+        assert_eq!(at(1_000).map_global, None);
+        assert_eq!(at(GLOBAL_RETRY_NS).map_global, None);
+        assert_eq!(
+            at(GLOBAL_RETRY_NS * 4).map_global.as_deref(),
+            Some("main.counts")
+        );
+        // Found: never looked for again.
+        assert_eq!(at(GLOBAL_RETRY_NS * 100).map_global, None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ const MAX_RANGE: u64 = 1 << 20;
 /// Two globals closer than this are read together.
 const MAX_GAP: u64 = 4096;
 /// Most scans per second.
-const SCANS_PER_SECOND: u32 = 20;
+const SCANS_PER_SECOND: u32 = 50;
 
 /// A stretch of globals read at once: [lo, hi) and the variables in it.
 type Range<'a> = (u64, u64, &'a [(u64, String)]);

@@ -24,6 +24,9 @@ type point struct{ x, y int64 }
 
 var sink int
 
+// registry is a package-level map: the auditor names it by this variable.
+var registry = map[string]int{}
+
 //go:noinline
 func writeInts(m map[int64]int64, n int) {
 	for i := 0; i < n; i++ {
@@ -88,6 +91,10 @@ func main() {
 	writeStrings(strs, 10)
 	iterate(strs)
 	writePoints(points)
+	for i := 0; i < 3; i++ {
+		time.Sleep(30 * time.Millisecond)
+		registry["k"+strconv.Itoa(i)] = i
+	}
 	done := make(chan uint64)
 	go func() {
 		writeInts(ints, 5)
@@ -96,5 +103,5 @@ func main() {
 	}()
 	fmt.Printf("worker goid %d\n", <-done)
 	clearAll(strs)
-	fmt.Printf("result %d %d %d\n", len(ints), len(strs), len(points))
+	fmt.Printf("result %d %d %d\n", len(ints), len(strs), len(points)+len(registry)-3)
 }
