@@ -5,7 +5,7 @@
 use std::{
     collections::VecDeque,
     io::{BufRead, BufReader, Read, Write},
-    os::unix::net::UnixStream,
+    os::unix::{fs::MetadataExt, net::UnixStream},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -225,13 +225,21 @@ pub fn tail(args: &TailArgs) -> Result<i32> {
             dir.display()
         );
     }
+    // The follower opens the current file at its start before anything is
+    // listed: the current file's history and what is appended later then
+    // come from one reader, each line exactly once. Rotated files are read
+    // directly (for --since), except one the follower already holds.
+    let mut follower = Follower::new(dir, true);
     let files =
         log_files(dir).with_context(|| format!("cannot list {} (are you root?)", dir.display()))?;
-    // History: from --since over every file, else the last N events of the
-    // current file (like tail).
-    let mut follower = Follower::new(dir, false);
+    let held = follower.inode();
+    let mut lines = Vec::new();
     if filter.since_ns.is_some() {
         for p in &files {
+            let inode = std::fs::metadata(p).map_or(0, |m| m.ino());
+            if p.ends_with(super::log::CURRENT) || inode == held {
+                continue;
+            }
             let f = std::fs::File::open(p)
                 .with_context(|| format!("cannot read {} (are you root?)", p.display()))?;
             for line in BufReader::new(f).lines().map_while(Result::ok) {
@@ -240,18 +248,22 @@ pub fn tail(args: &TailArgs) -> Result<i32> {
                 }
             }
         }
-    } else if let Some(cur) = files.last() {
-        let f = std::fs::File::open(cur)
-            .with_context(|| format!("cannot read {} (are you root?)", cur.display()))?;
+        follower.poll(&mut lines);
+        for line in lines.drain(..) {
+            if line_matches(&line, &filter) && !out.line(&line) {
+                return Ok(0);
+            }
+        }
+    } else {
+        // Like tail: the last N events of the current file.
+        follower.poll(&mut lines);
         let mut last = VecDeque::with_capacity(args.lines);
-        for line in BufReader::new(f).lines().map_while(Result::ok) {
-            if line_matches(&line, &filter) {
+        for line in lines.drain(..) {
+            if args.lines > 0 && line_matches(&line, &filter) {
                 if last.len() == args.lines {
                     last.pop_front();
                 }
-                if args.lines > 0 {
-                    last.push_back(line);
-                }
+                last.push_back(line);
             }
         }
         for line in last {
@@ -263,10 +275,6 @@ pub fn tail(args: &TailArgs) -> Result<i32> {
     if !args.follow {
         return Ok(0);
     }
-    // The follower started at the end of the file as it was before the
-    // history was read: lines written meanwhile are not missed, though
-    // some may print twice (at-least-once).
-    let mut lines = Vec::new();
     loop {
         follower.poll(&mut lines);
         for line in lines.drain(..) {

@@ -350,6 +350,11 @@ impl Follower {
     }
 
     /// Complete lines written since the last call.
+    /// Inode of the file being read (0 when none is open).
+    pub fn inode(&self) -> u64 {
+        self.ino
+    }
+
     pub fn poll(&mut self, out: &mut Vec<String>) {
         self.read_available(out);
         let current = std::fs::metadata(self.dir.join(CURRENT)).map_or(0, |m| m.ino());
