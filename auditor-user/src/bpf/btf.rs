@@ -273,10 +273,14 @@ mod tests {
                 64,
             ],
         );
+        with_header(&t, &strings)
+    }
+
+    /// A BTF header (version 1, 24 bytes) in front of types and strings.
+    fn with_header(t: &[u8], strings: &[u8]) -> Vec<u8> {
         let mut b = Vec::new();
         b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        b.push(1);
-        b.push(0);
+        b.extend_from_slice(&[1, 0]);
         for w in [
             24u32,
             0,
@@ -286,8 +290,8 @@ mod tests {
         ] {
             b.extend_from_slice(&w.to_le_bytes());
         }
-        b.extend_from_slice(&t);
-        b.extend_from_slice(&strings);
+        b.extend_from_slice(t);
+        b.extend_from_slice(strings);
         b
     }
 
@@ -308,21 +312,7 @@ mod tests {
 
     fn blob(words: &[u32], strings: &[u8]) -> Vec<u8> {
         let t: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        let mut b = Vec::new();
-        b.extend_from_slice(&BTF_MAGIC.to_le_bytes());
-        b.extend_from_slice(&[1, 0]);
-        for w in [
-            24u32,
-            0,
-            t.len() as u32,
-            t.len() as u32,
-            strings.len() as u32,
-        ] {
-            b.extend_from_slice(&w.to_le_bytes());
-        }
-        b.extend_from_slice(&t);
-        b.extend_from_slice(strings);
-        b
+        with_header(&t, strings)
     }
 
     #[test]
