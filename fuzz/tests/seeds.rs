@@ -109,6 +109,18 @@ fn all_seeds() -> BTreeMap<(&'static str, String), Vec<u8>> {
         m.insert(("bpf_attr", name.to_owned()), b);
     }
     m.insert(("btf", "walk_structs".into()), seeds::btf());
+    for (name, line) in [
+        ("attach_pid", r#"{"v":1,"id":1,"op":"attach","pid":4242}"#),
+        ("attach_exe", r#"{"v":1,"id":2,"op":"attach","exe":"/usr/bin/true"}"#),
+        ("subscribe", r#"{"v":1,"id":3,"op":"subscribe","pid":7,"kinds":["overlap"],"since_ns":0,"follow":true}"#),
+        ("list", r#"{"v":1,"id":4,"op":"list"}"#),
+    ] {
+        m.insert(("daemon_request", name.to_owned()), line.as_bytes().to_vec());
+    }
+    m.insert(
+        ("daemon_config", "example".into()),
+        include_bytes!("../../deploy/daemon.toml").to_vec(),
+    );
     m
 }
 

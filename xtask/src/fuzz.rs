@@ -25,6 +25,8 @@ pub const TARGETS: &[&str] = &[
     "recording",
     "bpf_attr",
     "btf",
+    "daemon_request",
+    "daemon_config",
 ];
 
 #[derive(Debug, Args)]
