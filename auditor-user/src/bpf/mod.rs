@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::clock::WallClock;
 
 pub use policy::{Alert, AlertRule, BpfMapGraph, MapEdge};
-pub use run::run;
+pub use run::{LossTracker, POLL_EVERY, run};
 
 /// `cmd` of the lifecycle record for a map whose id vanished.
 pub const MAP_DESTROYED: &str = "map_destroyed";

@@ -31,7 +31,7 @@ use crate::{
 };
 
 /// How often vanished map ids and kernel drop counters are checked.
-const POLL_EVERY: Duration = Duration::from_millis(500);
+pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
 /// Longest wait for records: the kernel wakes us only every 32 records per
 /// CPU (see auditor-ebpf), so this bounds how late a lone record shows.
@@ -129,12 +129,15 @@ const LOSS_COUNTERS: [(Counter, &str); 3] = [
     (Counter::BpfWriterStateFull, "bpf_writer_state"),
 ];
 
-struct LossTracker {
+/// Turns the bpf(2) loss counters into `lost` events, each loss once.
+#[derive(Default)]
+pub struct LossTracker {
     seen: [u64; LOSS_COUNTERS.len()],
 }
 
 impl LossTracker {
-    fn check(&mut self, counters: &KernelCounters, ts_ns: u64) -> Vec<Lost> {
+    /// Losses since the previous check.
+    pub fn check(&mut self, counters: &KernelCounters, ts_ns: u64) -> Vec<Lost> {
         let snap = counters.read();
         let mut out = Vec::new();
         for (i, (c, what)) in LOSS_COUNTERS.iter().enumerate() {

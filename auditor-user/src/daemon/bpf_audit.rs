@@ -4,13 +4,12 @@
 
 use std::time::{Duration, Instant};
 
-use auditor_common::Counter;
 use tokio::sync::{mpsc, watch};
 
 use super::config::BpfSection;
 use crate::{
     bpf::{
-        BpfMapGraph, from_raw,
+        BpfMapGraph, LossTracker, POLL_EVERY, from_raw,
         lifecycle::MapLifecycle,
         policy::GuardSpec,
         session::{BpfAuditSession, SessionError},
@@ -24,15 +23,6 @@ use crate::{
     },
     probe::counters::KernelCounters,
 };
-
-const POLL_EVERY: Duration = Duration::from_millis(500);
-
-/// Kernel counters that mean lost bpf(2) events, by `lost.what`.
-const LOSS_COUNTERS: [(Counter, &str); 3] = [
-    (Counter::BpfSyscallDropped, "bpf_map"),
-    (Counter::BpfInflightFull, "bpf_inflight"),
-    (Counter::BpfWriterStateFull, "bpf_writer_state"),
-];
 
 /// Why bpf(2) auditing could not start.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +64,7 @@ pub fn start(
         if let Ok(ids) = sys::map_ids() {
             lifecycle.poll(&ids, 0, sys::map_info_by_id);
         }
-        let mut seen = [0u64; LOSS_COUNTERS.len()];
+        let mut losses_seen = LossTracker::default();
         let mut queue_lost = 0u64;
         let mut queue_lost_reported = 0u64;
         let mut buf = Vec::new();
@@ -118,21 +108,7 @@ pub fn start(
                         }
                     }
                 }
-                let snap = counters.read();
-                let mut losses: Vec<Lost> = Vec::new();
-                for (i, (c, what)) in LOSS_COUNTERS.iter().enumerate() {
-                    let total = snap.get(*c);
-                    if total > seen[i] {
-                        losses.push(Lost {
-                            ts_ns: now,
-                            pid: 0,
-                            what: (*what).into(),
-                            count: total - seen[i],
-                            total,
-                        });
-                        seen[i] = total;
-                    }
-                }
+                let mut losses = losses_seen.check(&counters, now);
                 if queue_lost > queue_lost_reported {
                     losses.push(Lost {
                         ts_ns: now,
