@@ -215,10 +215,9 @@ impl GoSession {
     }
 
     fn finish(mut self, end: TargetEnd) -> Result<()> {
-        // Detaching delivers what is still in the ring first.
+        // Detaching delivers what is still in the ring, then the target's
+        // last losses.
         let info = self.engine.detach(self.pid, &mut self.events);
-        self.emit_pending()?;
-        self.engine.check_losses(&mut self.events);
         self.emit_pending()?;
         let stats = info.map(|i| i.stats);
         let summary = Summary {
@@ -257,20 +256,6 @@ fn stop_flag() -> Arc<AtomicBool> {
     stop
 }
 
-/// Whether `pid` still runs code (a zombie still has /proc/PID but no
-/// longer runs code).
-pub fn process_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(s) => !s
-            .rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z'),
-        Err(_) => false,
-    }
-}
-
 /// `map-auditor attach --pid PID`.
 pub async fn attach(args: &AttachArgs) -> Result<i32> {
     require_privileges()?;
@@ -279,7 +264,9 @@ pub async fn attach(args: &AttachArgs) -> Result<i32> {
     let mut session = GoSession::start(pid, &args.opts)?;
     let deadline = args.opts.duration.map(|d| Instant::now() + d);
     session
-        .pump(&stop, deadline, &|| !process_alive(pid))
+        .pump(&stop, deadline, &|| {
+            engine::ProcessIdentity::of(pid).is_none()
+        })
         .await?;
     session.finish(TargetEnd::default())?;
     Ok(0)
