@@ -47,6 +47,9 @@ pub struct GoEnricher<R> {
     resolver: R,
     /// Runtime function name per probe id.
     probe_names: Vec<String>,
+    /// The same names, for the per-event "is this a runtime map function"
+    /// question (probe ids repeat names: entry and RET sites).
+    probed: std::collections::HashSet<String>,
     clock: WallClock,
     frames: HashMap<u64, Frame>,
     /// Return addresses inside inlined code, with all their frames.
@@ -74,6 +77,7 @@ impl<R: FrameResolver> GoEnricher<R> {
     pub fn new(resolver: R, probe_names: Vec<String>, clock: WallClock) -> Self {
         Self {
             resolver,
+            probed: probe_names.iter().cloned().collect(),
             probe_names,
             clock,
             frames: HashMap::new(),
@@ -153,7 +157,7 @@ impl<R: FrameResolver> GoEnricher<R> {
 
     /// Whether `function` is one of the probed runtime functions.
     fn is_probed(&self, function: &str) -> bool {
-        self.probe_names.iter().any(|n| n == function)
+        self.probed.contains(function)
     }
 
     /// One access record. `None` for records that only update state, and
