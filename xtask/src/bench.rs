@@ -96,25 +96,11 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn build(root: &Path, go: &Path, race: bool) -> Result<PathBuf> {
-    let goroot = go
-        .parent()
-        .and_then(Path::parent)
-        .context("go binary outside a GOROOT")?;
-    let out = root.join("target/bench");
-    let exe = out.join(if race { "mapbench-race" } else { "mapbench" });
-    let mut cmd = Command::new(go);
-    cmd.current_dir(root.join("xtask/bench"))
-        .env("GOROOT", goroot)
-        .env("GOCACHE", out.join(".gocache"))
-        .env("GOPATH", out.join(".gopath"))
-        .env("GOTOOLCHAIN", "local")
-        // -race needs cgo; the plain build is static like most services.
-        .env("CGO_ENABLED", if race { "1" } else { "0" })
-        .arg("build");
-    if race {
-        cmd.arg("-race");
-    }
-    process::run(cmd.args(["-o"]).arg(&exe).arg(".")).context("building the bench target")?;
+    let exe = root
+        .join("target/bench")
+        .join(if race { "mapbench-race" } else { "mapbench" });
+    process::go_build(go, &root.join("xtask/bench"), &exe, race)
+        .context("building the bench target")?;
     Ok(exe)
 }
 
@@ -126,10 +112,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     let go: GoToolchains = setup::run()?;
     let root = paths::workspace_root();
     let auditor = process::build_auditor(&root)?;
-    let go_bin = match args.go {
-        crate::demo::GoFlavour::Classic => &go.classic,
-        crate::demo::GoFlavour::Swiss => &go.swiss,
-    };
+    let go_bin = go.for_flavour(args.go);
     let plain = build(&root, go_bin, false)?;
     let race = build(&root, go_bin, true);
     let n = args.ops.to_string();

@@ -82,28 +82,14 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
 /// Compile xtask/demo with the chosen Go into target/demo/racy-maps-<flavour>.
 fn build_demo(root: &Path, go: &GoToolchains, flavour: GoFlavour) -> Result<PathBuf> {
-    let go_binary = match flavour {
-        GoFlavour::Classic => &go.classic,
-        GoFlavour::Swiss => &go.swiss,
-    };
-    let goroot = go_binary
-        .parent()
-        .and_then(Path::parent)
-        .context("go binary is not inside a GOROOT")?;
-    let out_dir = root.join("target/demo");
-    let exe = out_dir.join(format!("racy-maps-{flavour:?}").to_lowercase());
-    process::run(
-        Command::new(go_binary)
-            .current_dir(root.join("xtask/demo"))
-            .env("GOROOT", goroot)
-            .env("GOCACHE", out_dir.join(".gocache"))
-            .env("GOPATH", out_dir.join(".gopath"))
-            .env("GOTOOLCHAIN", "local")
-            // A static binary keeps the probes on Go code only.
-            .env("CGO_ENABLED", "0")
-            .args(["build", "-o"])
-            .arg(&exe)
-            .arg("."),
+    let exe = root
+        .join("target/demo")
+        .join(format!("racy-maps-{flavour:?}").to_lowercase());
+    process::go_build(
+        go.for_flavour(flavour),
+        &root.join("xtask/demo"),
+        &exe,
+        false,
     )
     .context("building the demo Go program failed")?;
     Ok(exe)

@@ -60,3 +60,31 @@ pub fn build_auditor(root: &std::path::Path) -> Result<std::path::PathBuf> {
     .context("building map-auditor failed")?;
     Ok(root.join("target/release/map-auditor"))
 }
+
+/// Build the Go main package in `src` with the toolchain `go` into `exe`
+/// (build cache beside `exe`). Static (no cgo) like most services, unless
+/// `race`: the race detector needs cgo.
+pub fn go_build(
+    go: &std::path::Path,
+    src: &std::path::Path,
+    exe: &std::path::Path,
+    race: bool,
+) -> Result<()> {
+    let goroot = go
+        .parent()
+        .and_then(std::path::Path::parent)
+        .context("go binary is not inside a GOROOT")?;
+    let out = exe.parent().context("output path has no folder")?;
+    let mut cmd = Command::new(go);
+    cmd.current_dir(src)
+        .env("GOROOT", goroot)
+        .env("GOCACHE", out.join(".gocache"))
+        .env("GOPATH", out.join(".gopath"))
+        .env("GOTOOLCHAIN", "local")
+        .env("CGO_ENABLED", if race { "1" } else { "0" })
+        .arg("build");
+    if race {
+        cmd.arg("-race");
+    }
+    run(cmd.arg("-o").arg(exe).arg("."))
+}

@@ -42,6 +42,16 @@ pub struct GoToolchains {
     pub swiss: PathBuf,
 }
 
+impl GoToolchains {
+    /// The `go` binary of a map implementation.
+    pub fn for_flavour(&self, flavour: crate::demo::GoFlavour) -> &PathBuf {
+        match flavour {
+            crate::demo::GoFlavour::Classic => &self.classic,
+            crate::demo::GoFlavour::Swiss => &self.swiss,
+        }
+    }
+}
+
 /// Run every step in order; stop at the first failure.
 pub fn run() -> Result<GoToolchains> {
     let started = Instant::now();
