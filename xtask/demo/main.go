@@ -4,11 +4,11 @@
 // by a mutex: its accesses never overlap. The "sessions" map is not: some
 // goroutines write it and others read it with no lock, which is a data race
 // the auditor should name with both sides. The racing goroutines pause a
-// millisecond or two between accesses: often enough that an overlap shows
-// up within seconds (in four trial runs, every run caught one), rarely
-// enough that the log stays readable. Often the Go runtime then catches
-// the race too and stops the program with "fatal error: concurrent map
-// ...", and the auditor names the other side of that as well.
+// millisecond or two between accesses, so that the log stays readable,
+// except during a short rush three seconds in, when they do not pause at
+// all and the race happens for sure. Usually the Go runtime then catches
+// it too and stops the program with "fatal error: concurrent map ...";
+// the auditor names the other side of that as well.
 package main
 
 import (
@@ -52,10 +52,18 @@ func lookupSession(i int) bool {
 	return ok
 }
 
+// rush is a short window, three seconds in, in which the racing
+// goroutines do not pause at all: like a traffic spike in a real service,
+// it makes the race happen for sure instead of by chance.
+var rushStart = time.Now().Add(3 * time.Second)
+
 // pause sleeps about d, give or take half. The jitter keeps the racing
 // goroutines from waking on the same timer tick, which would make their
 // accesses collide (and the runtime abort) far more often.
 func pause(d time.Duration) {
+	if now := time.Now(); now.After(rushStart) && now.Before(rushStart.Add(200*time.Millisecond)) {
+		return
+	}
 	time.Sleep(d/2 + time.Duration(rand.Int63n(int64(d))))
 }
 
