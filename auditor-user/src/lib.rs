@@ -1,6 +1,8 @@
 //! map-auditor: an eBPF runtime map-access auditor.
 //!
-//! - [`target`]: Go binary introspection and probe planning.
+//! - [`goexe`]: Go executable inspection (ELF, build info, pclntab, DWARF)
+//!   and probe planning.
+//! - [`proc`]: what is read from `/proc` about a target process.
 //! - [`probe`]: loading the kernel programs, attaching a plan.
 //! - [`pipeline`]: ring-buffer reading, decoding, enrichment, loss accounting.
 //! - [`analysis`]: access graphs, rankings, overlap bookkeeping.
@@ -16,7 +18,8 @@ pub mod cli;
 pub mod daemon;
 pub mod doctor;
 pub mod event;
+pub mod goexe;
 pub mod output;
 pub mod pipeline;
 pub mod probe;
-pub mod target;
+pub mod proc;

@@ -11,7 +11,7 @@ use std::{
 
 use auditor_common::go_map::{MapArg, MapOp};
 use common::{GoToolchain, Link, build_go};
-use map_auditor::target::{PlanOptions, ProbePlan, TargetError};
+use map_auditor::goexe::{PlanOptions, ProbePlan, TargetError};
 
 const PROG: &str = r#"package main
 
@@ -353,9 +353,8 @@ fn dwarf_offsets_equal_the_version_table() {
         let table = plan(tc, Link::StrippedPie, false);
         assert!(with_dwarf.offsets.from_dwarf, "{tc:?}");
         assert!(!table.offsets.from_dwarf, "{tc:?}");
-        let strip = |o: map_auditor::target::RuntimeOffsets| {
-            (o.goid, o.writing, o.writing_mask, o.iter_map)
-        };
+        let strip =
+            |o: map_auditor::goexe::RuntimeOffsets| (o.goid, o.writing, o.writing_mask, o.iter_map);
         assert_eq!(strip(with_dwarf.offsets), strip(table.offsets), "{tc:?}");
         assert!(with_dwarf.warnings.is_empty(), "{:?}", with_dwarf.warnings);
         let mask = if tc == GoToolchain::Swiss { 0xff } else { 4 };
@@ -588,7 +587,7 @@ fn running_deleted_pie_is_planned_through_proc_exe() {
     let bias = p.load_bias(pid).unwrap();
     assert_ne!(bias, 0, "a PIE is never loaded at its link address");
     assert_eq!(bias % 4096, 0);
-    assert_eq!(map_auditor::target::load_bias(pid, &p.exe).unwrap(), bias);
+    assert_eq!(map_auditor::goexe::load_bias(pid, &p.exe).unwrap(), bias);
     // Code at the runtime address equals the file bytes at the site offset.
     let s = p.entry_site("runtime.mapassign_fast64").unwrap();
     let live = read_mem(pid, s.func_addr.wrapping_add(bias), 16);

@@ -9,7 +9,7 @@ use std::{
     process::Command,
 };
 
-use map_auditor::target::{PlanOptions, ProbePlan};
+use map_auditor::goexe::{PlanOptions, ProbePlan};
 
 const PROG: &str = r#"package main
 
@@ -105,9 +105,8 @@ fn every_installed_go_agrees_with_the_offset_table() {
         let v = plain.go_version;
         assert!(plain.offsets.from_dwarf, "{v}: no DWARF offsets");
         assert!(!spie.offsets.from_dwarf, "{v}");
-        let key = |o: map_auditor::target::RuntimeOffsets| {
-            (o.goid, o.writing, o.writing_mask, o.iter_map)
-        };
+        let key =
+            |o: map_auditor::goexe::RuntimeOffsets| (o.goid, o.writing, o.writing_mask, o.iter_map);
         assert_eq!(key(plain.offsets), key(spie.offsets), "{v}: DWARF vs table");
         assert!(plain.warnings.is_empty(), "{v}: {:?}", plain.warnings);
         assert!(spie.warnings.is_empty(), "{v}: {:?}", spie.warnings);

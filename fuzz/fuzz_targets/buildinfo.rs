@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use map_auditor::target::{fuzzing, parse_go_version};
+use map_auditor::goexe::{fuzzing, parse_go_version};
 
 fuzz_target!(|data: &[u8]| {
     // Pre-1.18 blobs hold pointers to Go strings; serve "string at address

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use map_auditor::target::{PcLnTab, Symbolizer};
+use map_auditor::goexe::{PcLnTab, Symbolizer};
 
 /// Where `.text` starts when the header says 0 (Go 1.22+ PIE).
 const TEXT_FALLBACK: u64 = 0x40_1000;

@@ -7,7 +7,7 @@
 use std::{path::PathBuf, sync::OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use map_auditor::target::{PlanOptions, ProbePlan, Symbolizer};
+use map_auditor::goexe::{PlanOptions, ProbePlan, Symbolizer};
 
 /// One file per fuzzing process, rewritten for each input (on tmpfs when
 /// there is one, so this costs a memcpy, not a disk write).

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use map_auditor::target::fuzzing::decode_name;
+use map_auditor::goexe::fuzzing::decode_name;
 
 fuzz_target!(|data: &[u8]| {
     if let Some(name) = decode_name(data) {

@@ -14,7 +14,7 @@ use map_auditor::{
         decode::{RawRecord, decode},
         enrich::{FrameResolver, GoEnricher},
     },
-    target::{PcLnTab, PclnVersion, ProbePlan, Symbolizer, fuzzing},
+    goexe::{PcLnTab, PclnVersion, ProbePlan, Symbolizer, fuzzing},
 };
 use map_auditor_fuzz as seeds;
 

@@ -12,7 +12,7 @@
 
 use std::{
     collections::HashMap,
-    os::{fd::AsRawFd, unix::fs::MetadataExt},
+    os::fd::AsRawFd,
     time::{Duration, Instant},
 };
 
@@ -26,6 +26,7 @@ use thiserror::Error;
 use crate::{
     cli::DetectMode,
     event::{AttachReport, AttachedProbe, AuditEvent, Lost, Overlap},
+    goexe::{PlanOptions, ProbePlan, TargetError},
     pipeline::{
         clock::WallClock,
         decode::{RawRecord, decode},
@@ -37,7 +38,7 @@ use crate::{
         counters::{CounterSnapshot, KernelCounters},
         go::GoAttachment,
     },
-    target::{PlanOptions, ProbePlan, TargetError},
+    proc::ProcessIdentity,
 };
 
 /// Errors of the multi-target engine.
@@ -90,38 +91,6 @@ impl Default for TargetOptions {
     }
 }
 
-/// What makes a PID the same process over time: its start time (a reused
-/// PID has another) and its executable (an exec replaces it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ProcessIdentity {
-    /// Field 22 of /proc/PID/stat, clock ticks after boot.
-    pub start_time: u64,
-    pub exe_dev: u64,
-    pub exe_ino: u64,
-}
-
-impl ProcessIdentity {
-    /// `None` when the process is gone, a zombie, or has no executable.
-    pub fn of(pid: u32) -> Option<Self> {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        // comm may contain spaces and parentheses: fields start after the last ')'.
-        let rest = stat.rsplit_once(')')?.1;
-        let mut fields = rest.split_whitespace();
-        // A zombie still has /proc/PID but no longer runs code.
-        if fields.next()? == "Z" {
-            return None;
-        }
-        // state is field 3; starttime is field 22.
-        let start_time = fields.nth(18)?.parse().ok()?;
-        let meta = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-        Some(Self {
-            start_time,
-            exe_dev: meta.dev(),
-            exe_ino: meta.ino(),
-        })
-    }
-}
-
 /// A target planned but not yet attached.
 pub struct PlannedTarget {
     pub pid: u32,
@@ -162,9 +131,9 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
 /// Call sites and map types of one target: pclntab and type-descriptor
 /// lookups at link-time addresses.
 pub struct TargetResolver {
-    symbols: crate::target::Symbolizer,
-    types: Option<crate::target::TypeNamer>,
-    globals: Option<crate::target::GlobalIndex>,
+    symbols: crate::goexe::Symbolizer,
+    types: Option<crate::goexe::TypeNamer>,
+    globals: Option<crate::goexe::GlobalIndex>,
     pid: u32,
     /// Runtime minus link-time address (non-zero for PIE).
     bias: u64,

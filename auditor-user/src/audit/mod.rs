@@ -265,7 +265,7 @@ pub async fn attach(args: &AttachArgs) -> Result<i32> {
     let deadline = args.opts.duration.map(|d| Instant::now() + d);
     session
         .pump(&stop, deadline, &|| {
-            engine::ProcessIdentity::of(pid).is_none()
+            crate::proc::ProcessIdentity::of(pid).is_none()
         })
         .await?;
     session.finish(TargetEnd::default())?;

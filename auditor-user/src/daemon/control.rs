@@ -59,23 +59,8 @@ impl AccessPolicy {
         peer.gid == g
             || peer
                 .pid
-                .is_some_and(|p| supplementary_groups(p).contains(&g))
+                .is_some_and(|p| crate::proc::supplementary_groups(p).contains(&g))
     }
-}
-
-fn supplementary_groups(pid: i32) -> Vec<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.strip_prefix("Groups:").map(|g| {
-                    g.split_whitespace()
-                        .filter_map(|x| x.parse().ok())
-                        .collect()
-                })
-            })
-        })
-        .unwrap_or_default()
 }
 
 /// A token bucket per connection.

@@ -42,15 +42,13 @@ use tokio::{
 
 use crate::{
     audit::{
-        engine::{
-            self, EngineError, GoEngine, PlannedTarget, ProcessIdentity, TargetChange,
-            TargetOptions,
-        },
+        engine::{self, EngineError, GoEngine, PlannedTarget, TargetChange, TargetOptions},
         require_privileges,
     },
     cli::DaemonArgs,
     event::{AuditEvent, Summary},
     probe::LoadOptions,
+    proc::ProcessIdentity,
 };
 use config::DaemonConfig;
 use control::{AccessPolicy, ControlMsg, Published, Reply};
@@ -281,9 +279,7 @@ impl Daemon {
                 if let Some(id) = ProcessIdentity::of(done.pid) {
                     self.skip.insert((done.pid, id.start_time));
                 }
-                let exe = std::fs::read_link(format!("/proc/{}/exe", done.pid))
-                    .ok()
-                    .map(|p| p.display().to_string());
+                let exe = crate::proc::exe_path(done.pid).map(|p| p.display().to_string());
                 self.target_event(done.pid, "attach_failed", exe, Some(msg.clone()));
                 if let Some((id, tx)) = done.reply {
                     let _ = tx.send(Reply::Done(Response::err(
@@ -407,11 +403,11 @@ impl Daemon {
         let mut skip: HashSet<u32> = self.planning.keys().copied().collect();
         skip.insert(self.self_pid);
         let mut started = Vec::new();
-        for pid in watch::all_pids(&skip) {
+        for pid in crate::proc::all_pids(&skip) {
             if self.engine.is_attached(pid) {
                 continue;
             }
-            let Some((dev, ino)) = watch::exe_identity(pid) else {
+            let Some((dev, ino)) = crate::proc::exe_identity(pid) else {
                 continue;
             };
             let Some(w) = self.watches.iter().find(|w| w.matches(dev, ino)) else {
@@ -438,9 +434,8 @@ impl Daemon {
                     self.release(pid, "exited", None);
                 }
                 TargetChange::Exec => {
-                    let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
-                        .ok()
-                        .map(|p| format!("now runs {}", p.display()));
+                    let exe =
+                        crate::proc::exe_path(pid).map(|p| format!("now runs {}", p.display()));
                     self.release(pid, "exec", exe);
                 }
             }

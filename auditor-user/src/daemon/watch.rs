@@ -4,7 +4,6 @@
 //! The path is only stat'ed, never opened or run.
 
 use std::{
-    collections::HashSet,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
@@ -42,24 +41,6 @@ impl Watch {
     }
 }
 
-/// PIDs of /proc (processes, not threads), except `skip`.
-pub fn all_pids(skip: &HashSet<u32>) -> Vec<u32> {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    dir.filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|p| !skip.contains(p))
-        .collect()
-}
-
-/// Device and inode of a process's executable (`None` for kernel threads,
-/// zombies and vanished processes).
-pub fn exe_identity(pid: u32) -> Option<(u64, u64)> {
-    let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-    Some((m.dev(), m.ino()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -68,7 +49,7 @@ mod tests {
     fn our_own_process_matches_a_watch_on_our_executable() {
         let me = std::env::current_exe().unwrap();
         let w = Watch::new(&me).unwrap();
-        let (dev, ino) = exe_identity(std::process::id()).unwrap();
+        let (dev, ino) = crate::proc::exe_identity(std::process::id()).unwrap();
         assert!(w.matches(dev, ino));
         assert!(Watch::new(Path::new("/proc")).is_err());
         assert!(Watch::new(Path::new("/nonexistent/x")).is_err());

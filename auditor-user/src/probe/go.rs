@@ -18,7 +18,7 @@ use aya::{
 };
 
 use super::ProbeError;
-use crate::target::{ProbePlan, ProbeSite};
+use crate::goexe::{ProbePlan, ProbeSite};
 
 /// Name of the uprobe program in the object.
 pub const GO_PROGRAM: &str = "go_map_probe";

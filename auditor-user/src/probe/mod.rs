@@ -1,7 +1,7 @@
 //! Loading the kernel programs and attaching them.
 //!
 //! - [`load`]: the embedded eBPF object, sized for this session.
-//! - [`go`]: attaching a Go [`crate::target::ProbePlan`] to one process.
+//! - [`go`]: attaching a Go [`crate::goexe::ProbePlan`] to one process.
 //! - [`counters`]: the kernel's per-CPU counters, summed.
 
 pub mod counters;

@@ -26,7 +26,7 @@ struct Inner {
 /// Resolves link-time addresses of one Go executable. Cheap to clone.
 ///
 /// ```no_run
-/// # use map_auditor::target::Symbolizer;
+/// # use map_auditor::goexe::Symbolizer;
 /// let s = Symbolizer::from_exe("/proc/1234/exe".as_ref()).unwrap();
 /// if let Some(f) = s.lookup_return_address(0x4a1234) {
 ///     println!("{} {}:{}", f.function, f.file, f.line);
@@ -179,7 +179,7 @@ const MAX_INLINE_DEPTH: usize = 32;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::target::pclntab::tests::synthetic_go120;
+    use crate::goexe::pclntab::tests::synthetic_go120;
 
     #[test]
     fn return_address_resolves_to_the_calling_line() {

@@ -9,7 +9,6 @@
 //! second.
 
 use std::{
-    fs::File,
     os::unix::fs::FileExt,
     sync::Mutex,
     time::{Duration, Instant},
@@ -126,7 +125,7 @@ impl GlobalIndex {
         if map == 0 || !self.take_budget() {
             return None;
         }
-        let mem = File::open(format!("/proc/{pid}/mem")).ok()?;
+        let mem = crate::proc::open_mem(pid).ok()?;
         self.find_in(
             |addr, buf| mem.read_exact_at(buf, addr.wrapping_add(bias)).is_ok(),
             map,

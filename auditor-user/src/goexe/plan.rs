@@ -4,7 +4,6 @@
 use std::{
     collections::HashMap,
     io::ErrorKind,
-    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
@@ -180,7 +179,7 @@ impl ProbePlan {
     /// Plan entry probes for a running process (reads `/proc/PID/exe`).
     ///
     /// ```no_run
-    /// # use map_auditor::target::ProbePlan;
+    /// # use map_auditor::goexe::ProbePlan;
     /// let plan = ProbePlan::for_pid(1234).unwrap();
     /// println!("{} sites, Go {}", plan.sites.len(), plan.go_version);
     /// ```
@@ -190,11 +189,11 @@ impl ProbePlan {
 
     /// [`ProbePlan::for_pid`] with options.
     pub fn for_pid_with(pid: u32, opts: PlanOptions) -> Result<Self, TargetError> {
-        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let proc_dir = crate::proc::dir(pid);
         if pid == 0 || !proc_dir.exists() {
             return Err(TargetError::NoSuchProcess(pid));
         }
-        let exe = proc_dir.join("exe");
+        let exe = crate::proc::exe_link(pid);
         // A zombie or exiting process has no exe link any more; a kernel
         // thread has none either.
         match std::fs::read_link(&exe) {
@@ -498,79 +497,26 @@ pub fn load_bias(pid: u32, exe: &Path) -> Result<u64, TargetError> {
 }
 
 fn bias_from_maps(pid: u32, exe: &Path, link_base: u64) -> Result<u64, TargetError> {
-    let maps_path = PathBuf::from(format!("/proc/{pid}/maps"));
+    let maps_path = crate::proc::maps_path(pid);
     let maps = std::fs::read_to_string(&maps_path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => TargetError::NoSuchProcess(pid),
         _ => io_error(&maps_path, e),
     })?;
-    // Match the mapping by device and inode (the path may be deleted or in
-    // another mount namespace); fall back to the path text.
-    let meta = std::fs::metadata(exe).map_err(|e| io_error(exe, e))?;
-    let (dev, ino) = (meta.dev(), meta.ino());
-    let (major, minor) = (
-        (dev >> 8) & 0xfff | (dev >> 32) & !0xfff,
-        (dev & 0xff) | (dev >> 12) & !0xff,
-    );
-    let target = std::fs::canonicalize(exe).ok();
-    let start = parse_maps(&maps, |m| {
-        (m.inode == ino && m.major == major && m.minor == minor)
-            || target
-                .as_deref()
-                .is_some_and(|t| Path::new(m.path.trim_end_matches(" (deleted)")) == t)
-    })
-    .ok_or_else(|| TargetError::Io {
-        path: maps_path.display().to_string(),
-        source: std::io::Error::new(
-            ErrorKind::NotFound,
-            format!("{} is not mapped in process {pid}", exe.display()),
-        ),
-    })?;
+    let start = crate::proc::exe_start_in_maps(&maps, exe)
+        .map_err(|e| io_error(exe, e))?
+        .ok_or_else(|| TargetError::Io {
+            path: maps_path.display().to_string(),
+            source: std::io::Error::new(
+                ErrorKind::NotFound,
+                format!("{} is not mapped in process {pid}", exe.display()),
+            ),
+        })?;
     Ok(start.wrapping_sub(link_base))
-}
-
-/// One line of `/proc/PID/maps`.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct MapsLine<'a> {
-    pub start: u64,
-    pub offset: u64,
-    pub major: u64,
-    pub minor: u64,
-    pub inode: u64,
-    pub path: &'a str,
-}
-
-/// Start address of the first offset-0 mapping that `is_exe` accepts.
-pub(crate) fn parse_maps(maps: &str, is_exe: impl Fn(&MapsLine<'_>) -> bool) -> Option<u64> {
-    maps.lines().find_map(|line| {
-        let mut it = line.splitn(6, ' ');
-        let range = it.next()?;
-        let _perms = it.next()?;
-        let offset = u64::from_str_radix(it.next()?, 16).ok()?;
-        let (maj, min) = it.next()?.split_once(':')?;
-        let inode = it.next()?.parse().ok()?;
-        let path = it.next().unwrap_or("").trim_start();
-        let start = u64::from_str_radix(range.split_once('-')?.0, 16).ok()?;
-        let m = MapsLine {
-            start,
-            offset,
-            major: u64::from_str_radix(maj, 16).ok()?,
-            minor: u64::from_str_radix(min, 16).ok()?,
-            inode,
-            path,
-        };
-        (m.offset == 0 && is_exe(&m)).then_some(m.start)
-    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MAPS: &str = "\
-55d4a0a00000-55d4a0a9b000 r-xp 00000000 fd:01 1234   /tmp/app (deleted)
-55d4a0a9c000-55d4a0b71000 r--p 0009c000 fd:01 1234   /tmp/app (deleted)
-7ffd1000-7ffd2000 rw-p 00000000 00:00 0 [stack]
-";
 
     /// An x86-64 ELF header and one PT_LOAD, in 256 bytes.
     fn one_segment_elf(vaddr: u64, offset: u64, filesz: u64) -> Vec<u8> {
@@ -608,14 +554,5 @@ mod tests {
         // Found by fuzzing: p_vaddr smaller than p_offset modulo the page.
         let img = ExeImage::parse(one_segment_elf(0x10, 0x20, 0x80), "x").unwrap();
         assert_eq!(link_base(&img), 0);
-    }
-
-    #[test]
-    fn maps_line_for_exe_gives_mapped_start() {
-        let s = parse_maps(MAPS, |m| m.inode == 1234 && m.major == 0xfd && m.minor == 1);
-        assert_eq!(s, Some(0x55d4a0a00000));
-        assert_eq!(parse_maps(MAPS, |m| m.inode == 99), None);
-        let by_path = parse_maps(MAPS, |m| m.path == "/tmp/app (deleted)");
-        assert_eq!(by_path, Some(0x55d4a0a00000));
     }
 }
