@@ -12,19 +12,32 @@
 //! - entry, every access streamed as JSON;
 //! - entry with probes on each function's first instruction instead of the
 //!   stack-check `jbe` (what naive placement would cost);
-//! - interval, findings only: entry plus RET probes.
+//! - interval, findings only: entry plus RET probes;
+//! - the floor: an empty BPF program on exactly the auditor's probe sites
+//!   (read from its attach report), so the auditor's own share of a probe
+//!   hit is measured against what any uprobe at that instruction costs.
+//!
+//! `cargo xtask bench http` (bench/http.rs) measures a Go HTTP service
+//! under load instead of a tight loop.
+
+mod http;
+mod kernel;
+mod wrk;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
-use clap::Args;
+use clap::{Args, Subcommand};
 
 use crate::setup::GoToolchains;
 use crate::{paths, process, setup};
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct BenchArgs {
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
     /// Loop iterations (two map operations each) per measured run.
     #[arg(long, default_value_t = 200_000)]
     pub ops: u64,
@@ -38,6 +51,18 @@ pub struct BenchArgs {
     #[arg(long)]
     pub markdown: Option<PathBuf>,
 }
+
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// A Go HTTP service under wrk: requests/s and p99 latency for native,
+    /// -race and each auditor mode, BPF time per probe hit, hits per request.
+    Http(http::HttpArgs),
+}
+
+/// The label of the empty-program floor.
+const EMPTY_PROGRAM: &str = "uprobe with an empty program on the same sites";
+/// The auditor configuration compared against the floor.
+const DEFAULT_QUIET: &str = "auditor entry, findings only";
 
 /// One measured run.
 #[derive(Clone, Copy, Debug)]
@@ -90,7 +115,7 @@ fn run_measured(cmd: &mut Command) -> Result<(String, u64)> {
     Ok(out)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
 }
@@ -104,8 +129,45 @@ fn build(root: &Path, go: &Path, race: bool) -> Result<PathBuf> {
     Ok(exe)
 }
 
-/// Run the benchmark table.
+/// Run the benchmark the arguments name.
 pub fn run(args: &BenchArgs) -> Result<()> {
+    match &args.what {
+        Some(BenchWhat::Http(h)) => http::run(h),
+        None => run_loop(args),
+    }
+}
+
+/// File offsets of every probe the auditor places on `exe`, from the attach
+/// report of a short `run`.
+fn probe_sites(auditor: &Path, exe: &Path) -> Result<Vec<u64>> {
+    let out = process::output(
+        Command::new(auditor)
+            .args(["run", "--format", "json", "--ops", "make", "--"])
+            .arg(exe)
+            .arg("1000"),
+    )?;
+    let attach = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "attach")
+        .context("map-auditor run printed no attach report")?;
+    let sites: Vec<u64> = attach["probes"]
+        .as_array()
+        .context("attach report without probes")?
+        .iter()
+        .filter_map(|p| {
+            let hex = p["file_offset"].as_str()?.strip_prefix("0x")?;
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .collect();
+    if sites.is_empty() {
+        bail!("the attach report lists no probe file offsets");
+    }
+    Ok(sites)
+}
+
+/// The tight-loop table.
+fn run_loop(args: &BenchArgs) -> Result<()> {
     if !paths::is_root() {
         bail!("bench attaches uprobes, which needs root: run it as root");
     }
@@ -161,27 +223,44 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         "auditor interval, findings only",
         audited(&["--quiet", "--detect", "interval"]),
     ));
+    let sites = probe_sites(&auditor, &plain)?;
+    configs.push((
+        EMPTY_PROGRAM,
+        Box::new(|| {
+            let mut c = Command::new(&plain);
+            c.arg(&n);
+            c
+        }),
+    ));
 
-    let mut rows = Vec::new();
-    for (name, make) in &configs {
-        let mut ns = Vec::new();
-        let mut samples = Vec::new();
-        for _ in 0..args.repeat.max(1) {
+    // Round by round, so load from other work falls on every configuration.
+    let load_before = http::loadavg();
+    let mut samples: Vec<Vec<Sample>> = configs.iter().map(|_| Vec::new()).collect();
+    for _ in 0..args.repeat.max(1) {
+        for ((name, make), got) in configs.iter().zip(&mut samples) {
+            let _floor = if *name == EMPTY_PROGRAM {
+                Some(kernel::EmptyProbes::attach(&plain, &sites)?)
+            } else {
+                None
+            };
             let (stdout, self_rss) = run_measured(&mut make())?;
             let (ns_op, rss) = parse_target_line(&stdout)
                 .with_context(|| format!("{name}: no measurement line in output"))?;
             let is_auditor = name.starts_with("auditor");
-            ns.push(ns_op);
-            samples.push(Sample {
+            got.push(Sample {
                 ns_per_op: ns_op,
                 target_rss_kib: rss,
                 auditor_rss_kib: if is_auditor { self_rss } else { 0 },
             });
         }
-        let m = median(ns);
-        let s = samples.iter().find(|s| s.ns_per_op == m).copied().unwrap();
-        rows.push((name.to_string(), s));
+    }
+    let load_after = http::loadavg();
+    let mut rows = Vec::new();
+    for ((name, _), got) in configs.iter().zip(samples) {
+        let m = median(got.iter().map(|s| s.ns_per_op).collect());
+        let s = got.iter().find(|s| s.ns_per_op == m).copied().unwrap();
         eprintln!("measured: {name}: {m:.1} ns/op");
+        rows.push((name.to_string(), s));
     }
     let base = rows[0].1;
     let mut table = String::new();
@@ -203,8 +282,19 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             }
         ));
     }
+    let per_op = |label: &str| {
+        rows.iter()
+            .find(|(n, _)| n == label)
+            .map(|(_, s)| s.ns_per_op)
+    };
+    if let (Some(audited), Some(floor)) = (per_op(DEFAULT_QUIET), per_op(EMPTY_PROGRAM)) {
+        table.push_str(&format!(
+            "\nDefault mode against the floor: {audited:.1} / {floor:.1} ns per map op = {:.2}x\n",
+            audited / floor
+        ));
+    }
     println!(
-        "{} loop iterations x 2 map ops, median of {} runs, Go {:?}\n",
+        "{} loop iterations x 2 map ops, median of {} runs, Go {:?}; load average {load_before} before, {load_after} after\n",
         args.ops, args.repeat, args.go
     );
     println!("{table}");

@@ -4,7 +4,8 @@
 //! - `test`: setup, then the workspace tests with the Go toolchains exported.
 //! - `lint`: rustfmt check and clippy with warnings denied.
 //! - `demo`: build map-auditor and audit a bundled racy Go program.
-//! - `bench`: overhead measurements (to be written).
+//! - `bench`: the auditor's overhead on a tight map loop; `bench http` on a
+//!   Go HTTP service under load.
 //! - `fuzz`: run the libFuzzer targets in `fuzz/` for a fixed time each.
 //!
 //! Exit codes: 0 success, 1 failure (the reason is printed on one line,

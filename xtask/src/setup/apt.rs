@@ -1,5 +1,6 @@
-//! Debian packages: `bpftool` (inspecting loaded programs and maps) and
-//! `golang-go` (Go 1.19, the last classic-hashmap toolchain Debian ships).
+//! Debian packages: `bpftool` (inspecting loaded programs and maps),
+//! `golang-go` (Go 1.19, the last classic-hashmap toolchain Debian ships)
+//! and `wrk` (the load generator of `cargo xtask bench http`).
 
 use std::path::Path;
 use std::process::Command;
@@ -23,6 +24,10 @@ const PACKAGES: &[DebianPackage] = &[
     DebianPackage {
         name: "golang-go",
         provides: paths::GO_CLASSIC,
+    },
+    DebianPackage {
+        name: "wrk",
+        provides: "/usr/bin/wrk",
     },
 ];
 

@@ -1,0 +1,3 @@
+module example.com/cacheservice
+
+go 1.19
