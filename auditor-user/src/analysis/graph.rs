@@ -10,7 +10,7 @@ use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use super::identity::{CallSite, MapIdentity, OpCounts, OpSet};
-use crate::bpf::BpfMapEvent;
+use crate::event::BpfMapEvent;
 use crate::event::{Access, AttachReport, AuditEvent, DetectionMode, Lost, Overlap, Summary};
 
 /// Caps on what the graph tracks, session-wide (summed over processes).
@@ -668,7 +668,7 @@ pub struct AccessGraph {
     losses: BTreeMap<(u32, String), LossTally>,
     summaries: BTreeMap<u32, Summary>,
     attachments: BTreeMap<u32, AttachReport>,
-    alerts: Vec<crate::bpf::Alert>,
+    alerts: Vec<crate::event::Alert>,
     events: u64,
 }
 
@@ -825,7 +825,7 @@ impl AccessGraph {
     /// Last summary per PID.
     /// BPF-map alerts (guarded maps, concurrent and multiple writers), in
     /// arrival order.
-    pub fn alerts(&self) -> &[crate::bpf::Alert] {
+    pub fn alerts(&self) -> &[crate::event::Alert] {
         &self.alerts
     }
 

@@ -10,13 +10,19 @@ use serde::Serialize;
 
 use super::graph::{AccessGraph, GraphLimits};
 use super::{AuditReport, Findings};
-use crate::event::AuditEvent;
+use crate::event::{AuditEvent, EventKind};
 
 /// Longest line accepted; a longer one is not something `--record` wrote.
 pub const MAX_LINE_BYTES: usize = 16 << 20;
 
 /// Event kinds this version reads.
-const KNOWN_KINDS: [&str; 5] = ["access", "overlap", "bpf_map", "lost", "summary"];
+const KNOWN_KINDS: [&str; 5] = [
+    EventKind::Access.as_str(),
+    EventKind::Overlap.as_str(),
+    EventKind::BpfMap.as_str(),
+    EventKind::Lost.as_str(),
+    EventKind::Summary.as_str(),
+];
 
 /// Distinct unknown kinds remembered by name; more are counted as `other`.
 const MAX_UNKNOWN_KINDS: usize = 64;

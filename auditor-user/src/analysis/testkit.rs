@@ -2,7 +2,7 @@
 
 use auditor_common::go_map::MapOp;
 
-use crate::bpf::BpfMapEvent;
+use crate::event::BpfMapEvent;
 use crate::event::{Access, AuditEvent, DetectionMode, Frame, Lost, Overlap, OverlapParty};
 
 pub const PID: u32 = 4242;

@@ -13,51 +13,9 @@ use std::{
     path::PathBuf,
 };
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use super::BpfMapEvent;
-
-/// Which rule an alert comes from. JSON: snake_case.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertRule {
-    /// A guarded map was written, deleted from or frozen by a process that
-    /// is neither its creator nor an allowed executable.
-    GuardedMapWrite,
-    /// Two threads were inside mutating calls on one map at once (reported
-    /// once per map and pair of processes; every such call carries
-    /// `concurrent_with`).
-    ConcurrentWriters,
-    /// A second process wrote a map (reported once per map).
-    MultiProcessWriters,
-}
-
-/// A finding. JSON `kind` is `alert`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Alert {
-    pub ts_ns: u64,
-    pub rule: AlertRule,
-    pub map_id: u32,
-    pub map_name: String,
-    /// The process that triggered the alert.
-    pub pid: u32,
-    pub tid: u32,
-    pub comm: String,
-    pub exe: String,
-    pub cmd: String,
-    pub result: String,
-    /// The other party (concurrent writer, earlier writer, or creator).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub other_pid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub other_tid: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub other_comm: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub other_cmd: Option<String>,
-    /// One readable sentence.
-    pub message: String,
-}
+use super::{Alert, AlertRule, BpfMapEvent};
 
 /// How a `--guard` value names maps.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use super::{BpfMapEvent, BpfMapGraph, policy::Alert};
+use super::{Alert, BpfMapEvent, BpfMapGraph};
 use crate::event::{Lost, Summary};
 
 /// `HH:MM:SS.uuuuuu` local time of a Unix-epoch nanosecond stamp.

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
-    BpfMapEvent, BpfMapGraph,
+    Alert, BpfMapEvent, BpfMapGraph,
     lifecycle::MapLifecycle,
-    policy::{Alert, GuardSpec},
+    policy::GuardSpec,
     render,
     session::{BpfAuditSession, FopsSource},
     sys,

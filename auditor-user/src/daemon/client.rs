@@ -15,11 +15,11 @@ use serde_json::{Value, json};
 
 use super::{
     log::{FOLLOW_POLL, Follower, line_matches, log_files},
-    protocol::{EVENT_KINDS, EventFilter, PROTOCOL_VERSION, Response},
+    protocol::{EventFilter, PROTOCOL_VERSION, Response},
 };
 use crate::{
     cli::{CtlArgs, CtlCommand, CtlTarget, Format, ReportArgs, TailArgs},
-    event::AuditEvent,
+    event::{AuditEvent, EventKind},
     output::live::{LiveLog, clock_time},
 };
 
@@ -136,15 +136,14 @@ fn print_list(v: &Value) {
 }
 
 fn tail_filter(args: &TailArgs) -> Result<EventFilter> {
-    let kinds: Vec<String> = args
+    let kinds = args
         .kind
         .iter()
-        .map(|k| k.trim().to_string())
+        .map(|k| k.trim())
         .filter(|k| !k.is_empty())
-        .collect();
-    if let Some(k) = kinds.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
-        bail!("unknown event kind {k:?}: use {}", EVENT_KINDS.join(", "));
-    }
+        .map(|k| k.parse::<EventKind>())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
     let since_ns = args.since.map(|d| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -20,28 +20,13 @@ use std::{
 use serde::Serialize;
 
 use super::config::RotationPolicy;
-use crate::event::AuditEvent;
+pub use crate::event::TargetEvent;
+use crate::event::{AuditEvent, EventKind};
 
 /// The file being written.
 pub const CURRENT: &str = "audit.jsonl";
 const PREFIX: &str = "audit-";
 const SUFFIX: &str = ".jsonl";
-
-/// A target's life in the daemon: JSON `kind` is `target`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(tag = "kind", rename = "target")]
-pub struct TargetEvent {
-    pub ts_ns: u64,
-    pub pid: u32,
-    /// `attaching`, `attach_failed`, `exited`, `exec`, `detached`,
-    /// `watch_added`, `watch_removed`.
-    pub state: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exe: Option<String>,
-    /// Why (for `attach_failed`) or who asked (for `detached`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
-}
 
 /// Anything the daemon logs. Built and serialised once per event, never
 /// stored in bulk, so the size difference of the variants does not matter.
@@ -54,33 +39,17 @@ pub enum LogEvent {
 }
 
 impl LogEvent {
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> EventKind {
         match self {
-            Self::Target(_) => "target",
-            Self::Audit(a) => match a {
-                AuditEvent::Attach(_) => "attach",
-                AuditEvent::Access(_) => "access",
-                AuditEvent::Overlap(_) => "overlap",
-                AuditEvent::BpfMap(_) => "bpf_map",
-                AuditEvent::Alert(_) => "alert",
-                AuditEvent::Lost(_) => "lost",
-                AuditEvent::Summary(_) => "summary",
-            },
+            Self::Target(_) => EventKind::Target,
+            Self::Audit(a) => a.kind(),
         }
     }
 
     pub fn pid(&self) -> u32 {
         match self {
             Self::Target(t) => t.pid,
-            Self::Audit(a) => match a {
-                AuditEvent::Attach(x) => x.pid,
-                AuditEvent::Access(x) => x.pid,
-                AuditEvent::Overlap(x) => x.pid,
-                AuditEvent::BpfMap(x) => x.pid,
-                AuditEvent::Alert(x) => x.pid,
-                AuditEvent::Lost(x) => x.pid,
-                AuditEvent::Summary(x) => x.pid,
-            },
+            Self::Audit(a) => a.pid(),
         }
     }
 
@@ -93,10 +62,7 @@ impl LogEvent {
 
     /// Findings and losses: synced to disk before they are announced.
     pub fn is_durable(&self) -> bool {
-        matches!(
-            self.kind(),
-            "overlap" | "alert" | "lost" | "summary" | "target" | "attach"
-        )
+        self.kind().is_durable()
     }
 }
 

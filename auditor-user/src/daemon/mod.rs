@@ -143,7 +143,7 @@ impl Daemon {
                 let _ = out.flush();
             }
         }
-        let kind = ev.kind();
+        let kind = ev.kind().as_str();
         *self.events_by_kind.entry(kind).or_default() += 1;
         match &ev {
             LogEvent::Audit(AuditEvent::Lost(l)) => {

@@ -10,16 +10,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::config::{validate_exe_path, validate_pid};
+use crate::event::EventKind;
 
 /// Version of this protocol; a request naming another is refused.
 pub const PROTOCOL_VERSION: u32 = 1;
 /// Longest request line, newline included.
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
-/// Event kinds a subscriber may ask for.
-pub const EVENT_KINDS: [&str; 8] = [
-    "attach", "access", "overlap", "bpf_map", "alert", "lost", "summary", "target",
-];
+/// Event kinds a subscriber may ask for: every kind.
+pub const EVENT_KINDS: [EventKind; 8] = EventKind::ALL;
 
 /// What to attach or detach.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -34,7 +33,7 @@ pub enum TargetSpec {
 pub struct EventFilter {
     pub pid: Option<u32>,
     /// Empty: every kind.
-    pub kinds: Vec<String>,
+    pub kinds: Vec<EventKind>,
     /// Replay logged events from this time on (Unix ns) before live ones.
     pub since_ns: Option<u64>,
     /// Keep streaming live events (false: replay, then close).
@@ -43,7 +42,7 @@ pub struct EventFilter {
 
 impl EventFilter {
     pub fn matches(&self, kind: &str, pid: u32, ts_ns: u64) -> bool {
-        (self.kinds.is_empty() || self.kinds.iter().any(|k| k == kind))
+        (self.kinds.is_empty() || self.kinds.iter().any(|k| k.as_str() == kind))
             && self.pid.is_none_or(|p| p == pid)
             && self.since_ns.is_none_or(|s| ts_ns >= s)
     }
@@ -243,12 +242,11 @@ pub fn parse_request(line: &[u8]) -> (Option<u64>, Result<Request, ProtocolError
             if kinds.len() > EVENT_KINDS.len() {
                 return Err(ProtocolError::bad("too many kinds"));
             }
-            if let Some(k) = kinds.iter().find(|k| !EVENT_KINDS.contains(&k.as_str())) {
-                return Err(ProtocolError::bad(format!(
-                    "unknown event kind {k:?}: use {}",
-                    EVENT_KINDS.join(", ")
-                )));
-            }
+            let kinds = kinds
+                .iter()
+                .map(|k| k.parse::<EventKind>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(ProtocolError::bad)?;
             Ok(Request::Subscribe(EventFilter {
                 pid,
                 kinds,
@@ -325,7 +323,7 @@ mod tests {
         assert!(f.matches("access", 1, 0));
         let f = EventFilter {
             pid: Some(7),
-            kinds: vec!["overlap".into()],
+            kinds: vec![EventKind::Overlap],
             since_ns: Some(100),
             follow: true,
         };

@@ -16,15 +16,7 @@ pub struct AccessFilter {
     pub quiet: bool,
 }
 
-/// Parse an operation name as used in the JSON schema.
-pub fn parse_op(s: &str) -> Result<MapOp, String> {
-    MapOp::ALL
-        .into_iter()
-        .find(|op| op.as_str() == s.trim())
-        .ok_or_else(|| {
-            format!("unknown operation {s:?}: use read, write, delete, iterate, clear or make")
-        })
-}
+pub use crate::event::kinds::parse_op;
 
 /// Parse `0xc000012000` (or without `0x`).
 pub fn parse_addr(s: &str) -> Result<u64, String> {

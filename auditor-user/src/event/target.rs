@@ -1,0 +1,97 @@
+//! What happens to an audited process as a whole: what was attached to it,
+//! what was lost, its end-of-session totals, and (daemon only) its life.
+
+use auditor_common::go_map::MapOp;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    from_hex,
+    go::{op_from_name, op_name},
+    hex,
+};
+
+/// One probe site as attached (the attach report).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachedProbe {
+    pub function: String,
+    #[serde(serialize_with = "op_name", deserialize_with = "op_from_name")]
+    pub op: MapOp,
+    /// Offset of the probed instruction from the function's start.
+    pub offset: u64,
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub file_offset: u64,
+    pub instruction: String,
+    /// Whether the kernel emulates the instruction (cheap) or single-steps it.
+    pub emulated: bool,
+    /// A RET site (exit probe).
+    pub exit: bool,
+}
+
+/// What was attached to a target, and how.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachReport {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub exe: String,
+    pub go_version: String,
+    pub module: Option<String>,
+    pub pie: bool,
+    pub stripped: bool,
+    pub swiss_maps: bool,
+    /// `entry` or `interval`.
+    pub detect: String,
+    pub offsets_from_dwarf: bool,
+    pub probes: Vec<AttachedProbe>,
+    /// Map functions of this Go version that the binary does not contain.
+    pub missing: Vec<String>,
+    /// Sites the kernel refused, with the reason.
+    pub failed: Vec<String>,
+}
+
+/// Events lost between the kernel and us.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lost {
+    pub ts_ns: u64,
+    pub pid: u32,
+    /// What was lost (`access`, `overlap`, `bpf_map`, `state`, ...).
+    pub what: String,
+    /// How many since the previous `lost` event of the same `what`.
+    pub count: u64,
+    /// Running total.
+    pub total: u64,
+}
+
+/// End-of-session totals.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    pub ts_ns: u64,
+    pub pid: u32,
+    pub events: u64,
+    pub accesses: u64,
+    pub overlaps: u64,
+    pub dropped: u64,
+    pub probe_hits: u64,
+    pub duration_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_signal: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_fatal: Option<String>,
+}
+
+/// A target's life in the daemon: JSON `kind` is `target`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(tag = "kind", rename = "target")]
+pub struct TargetEvent {
+    pub ts_ns: u64,
+    pub pid: u32,
+    /// `attaching`, `attach_failed`, `exited`, `exec`, `detached`,
+    /// `watch_added`, `watch_removed`.
+    pub state: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exe: Option<String>,
+    /// Why (for `attach_failed`) or who asked (for `detached`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
