@@ -21,6 +21,7 @@
 //! under load instead of a tight loop.
 
 mod http;
+pub use http::loadavg;
 mod kernel;
 mod wrk;
 

@@ -6,6 +6,8 @@
 //! - `demo`: build map-auditor and audit a bundled racy Go program.
 //! - `bench`: the auditor's overhead on a tight map loop; `bench http` on a
 //!   Go HTTP service under load.
+//! - `detect`: run the corpus of racy and clean Go programs under each
+//!   detection mode and tabulate what was reported.
 //! - `fuzz`: run the libFuzzer targets in `fuzz/` for a fixed time each.
 //!
 //! Exit codes: 0 success, 1 failure (the reason is printed on one line,
@@ -13,6 +15,7 @@
 
 mod bench;
 mod demo;
+mod detect;
 mod fuzz;
 mod lint;
 mod paths;
@@ -48,6 +51,12 @@ enum Task {
     Demo(demo::DemoArgs),
     /// Measure the auditor's overhead on Go map operations.
     Bench(bench::BenchArgs),
+    /// Run the corpus of racy and clean Go programs under each detection
+    /// mode and Go version; tabulate races reported, crashes, false positives.
+    ///
+    /// `cargo xtask detect --programs readmostly,rwmutex --go 1.27 --runs 2`
+    /// is a quick run.
+    Detect(detect::DetectArgs),
     /// Fuzz the parsers of untrusted bytes (nightly; installs cargo-fuzz).
     ///
     /// `cargo xtask fuzz --seconds 5` is a quick smoke run;
@@ -63,6 +72,7 @@ fn main() {
         Task::Lint => lint::run().map(|()| 0),
         Task::Demo(args) => demo::run(&args).map(|()| 0),
         Task::Bench(args) => bench::run(&args).map(|()| 0),
+        Task::Detect(args) => detect::run(&args).map(|()| 0),
         Task::Fuzz(args) => fuzz::run(&args).map(|()| 0),
     };
     match result {

