@@ -10,7 +10,7 @@ pub mod bpf_syscall;
 pub mod go_map;
 
 /// Version of this ABI. Userspace refuses an object built for another one.
-pub const ABI_VERSION: u32 = 2;
+pub const ABI_VERSION: u32 = 3;
 
 /// Name of the ring buffer map all events travel through.
 pub const RING_MAP: &str = "EVENTS";
@@ -30,6 +30,8 @@ pub enum EventKind {
     GoMapOverlap = 2,
     /// A [`bpf_syscall::BpfSyscallEvent`].
     BpfSyscall = 3,
+    /// A [`bpf_syscall::BpfSyscallExit`].
+    BpfSyscallExit = 4,
 }
 
 impl EventKind {
@@ -38,6 +40,7 @@ impl EventKind {
             1 => Some(Self::GoMapAccess),
             2 => Some(Self::GoMapOverlap),
             3 => Some(Self::BpfSyscall),
+            4 => Some(Self::BpfSyscallExit),
             _ => None,
         }
     }

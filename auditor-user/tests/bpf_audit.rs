@@ -6,9 +6,10 @@ mod common;
 
 use std::{
     io::{BufRead, BufReader},
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::OnceLock,
+    sync::{Arc, Condvar, Mutex, OnceLock},
     time::Duration,
 };
 
@@ -17,6 +18,11 @@ use serde_json::Value;
 /// A running `map-auditor bpf --format json`.
 struct Auditor {
     child: Child,
+    /// What it printed on stderr before it was live (notes on guards).
+    notes: String,
+    /// Every JSON line so far, read as it comes.
+    seen: Arc<(Mutex<Vec<Value>>, Condvar)>,
+    reader: std::thread::JoinHandle<()>,
 }
 
 impl Auditor {
@@ -31,12 +37,14 @@ impl Auditor {
             .expect("spawn map-auditor");
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
+        let mut notes = String::new();
         loop {
             line.clear();
             if err.read_line(&mut line).unwrap() == 0 {
                 let out = child.wait_with_output().unwrap();
                 panic!("map-auditor bpf exited before attaching: {line} {out:?}");
             }
+            notes.push_str(&line);
             if line.starts_with("auditing") {
                 break;
             }
@@ -49,20 +57,46 @@ impl Auditor {
                 sink.clear();
             }
         });
-        Self { child }
+        let seen = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let sink = seen.clone();
+        let reader = std::thread::spawn(move || {
+            for l in out.lines() {
+                let Ok(l) = l else { break };
+                let v = serde_json::from_str(&l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}"));
+                sink.0.lock().unwrap().push(v);
+                sink.1.notify_all();
+            }
+        });
+        Self {
+            child,
+            notes,
+            seen,
+            reader,
+        }
+    }
+
+    /// Wait until the auditor printed an event `f` accepts.
+    fn wait_for(&self, what: &str, f: impl Fn(&Value) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut evs = self.seen.0.lock().unwrap();
+        while !evs.iter().any(&f) {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            assert!(!left.is_zero(), "no {what} within 20 s: {evs:#?}");
+            evs = self.seen.1.wait_timeout(evs, left).unwrap().0;
+        }
     }
 
     /// SIGINT, then every JSON line it printed.
-    fn stop(self) -> Vec<Value> {
-        // Let the lifecycle poll (500 ms) see maps removed just before.
+    fn stop(mut self) -> Vec<Value> {
+        // Let the lifecycle poll (500 ms) see maps removed just before
+        // (bpffs drops a pin's reference after an RCU grace period).
         std::thread::sleep(Duration::from_millis(1200));
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
-        let out = self.child.wait_with_output().unwrap();
-        assert!(out.status.success(), "auditor failed: {:?}", out.status);
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON {l:?}: {e}")))
-            .collect()
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "auditor failed: {status:?}");
+        self.reader.join().unwrap();
+        std::mem::take(&mut *self.seen.0.lock().unwrap())
     }
 }
 
@@ -217,7 +251,25 @@ fn one_shot_bpftool_calls_carry_the_pinned_maps_id() {
         )
     );
     assert_eq!(c["comm"], "bpftool");
-    assert_eq!(c["exe"], "/usr/sbin/bpftool");
+    // The executable by identity (a one-shot process is gone before its
+    // /proc/PID/exe can be read, and then says so).
+    let st = std::fs::metadata("/usr/sbin/bpftool").unwrap();
+    assert_eq!(c["exe_ino"], st.ino());
+    assert_eq!(
+        c["exe_dev"],
+        format!("{}:{}", libc::major(st.dev()), libc::minor(st.dev())).as_str()
+    );
+    assert!(
+        c["exe"] == "/usr/sbin/bpftool" || c["exe_unread"] == true,
+        "{c}"
+    );
+    assert_eq!(c["euid"], 0);
+    assert!(
+        c["caps"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("CAP_SYS_ADMIN"))
+    );
     assert_eq!(c["result"], "ok");
     assert_eq!(on_map("obj_pin")[0]["path"], pin.as_str());
     for cmd in [
@@ -395,4 +447,338 @@ fn guarded_map_written_by_another_process_raises_an_alert() {
     assert_eq!(alerts.len(), 1, "{evs:#?}");
     assert_eq!(alerts[0]["comm"], "bpf-maptool");
     assert_eq!(alerts[0]["result"], "EINVAL");
+}
+
+fn alerts<'a>(evs: &'a [Value], rule: &str) -> Vec<&'a Value> {
+    find(evs, |e| e["kind"] == "alert" && e["rule"] == rule)
+}
+
+/// A guarded map made before the audit (creator unknown), for evasions.
+fn guarded_map(name: &str) -> (String, u64) {
+    let pin = fresh_pin(name);
+    let id = run_ok(Command::new(maptool()).args(["create", name, &pin]))
+        .trim()
+        .parse()
+        .unwrap();
+    (pin, id)
+}
+
+#[test]
+fn allowed_executable_is_its_file_not_a_path_an_attacker_can_rebuild() {
+    if !common::bpf_available("allowed_executable_is_its_file_not_a_path_an_attacker_can_rebuild") {
+        return;
+    }
+    let (pin, id) = guarded_map("ma_ident");
+    let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ident");
+    let _ = Command::new("umount").arg(base.join("mnt")).status();
+    let _ = std::fs::remove_dir_all(&base);
+    // The allowed binary, 8 path components deep, in a directory whose
+    // name is longer than the 31 bytes the kernel-side path used to keep.
+    let long_dir = "d".repeat(44);
+    let allowed = base.join(format!("a/b/c/{long_dir}/gw"));
+    std::fs::create_dir_all(allowed.parent().unwrap()).unwrap();
+    std::fs::copy(maptool(), &allowed).unwrap();
+    // A copy whose path ends with the allowed path.
+    let rel = allowed.strip_prefix("/").unwrap();
+    let suffix_copy = base.join("evil").join(rel);
+    std::fs::create_dir_all(suffix_copy.parent().unwrap()).unwrap();
+    std::fs::copy(maptool(), &suffix_copy).unwrap();
+    // A copy on a fresh tmpfs, at the allowed path below the mount point.
+    let mnt = base.join("mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
+    assert!(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "tmpfs"])
+            .arg(&mnt)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mount_copy = mnt.join(rel);
+    std::fs::create_dir_all(mount_copy.parent().unwrap()).unwrap();
+    std::fs::copy(maptool(), &mount_copy).unwrap();
+
+    let aud = Auditor::start(&[
+        "--guard",
+        "ma_ident",
+        "--allow-exe",
+        allowed.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        aud.notes.contains("guard name ma_ident: matches map"),
+        "{}",
+        aud.notes
+    );
+    run_ok(Command::new(&allowed).args(["badflags", &pin]));
+    run_ok(Command::new(&suffix_copy).args(["badflags", &pin]));
+    run_ok(Command::new(&mount_copy).args(["badflags", &pin]));
+    let evs = aud.stop();
+    let _ = Command::new("umount").arg(&mnt).status();
+    std::fs::remove_file(&pin).unwrap();
+
+    let writes = alerts(&evs, "guarded_map_write");
+    let inodes: Vec<u64> = writes
+        .iter()
+        .map(|a| a["exe_ino"].as_u64().unwrap())
+        .collect();
+    let ino = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).unwrap_or(0);
+    assert_eq!(
+        writes.len(),
+        2,
+        "two copies alerted, the allowed file not: {evs:#?}"
+    );
+    assert!(inodes.contains(&ino(&suffix_copy)), "{inodes:?}");
+    assert!(!inodes.contains(&ino(&allowed)), "{inodes:?}");
+    for a in &writes {
+        assert_eq!(a["map_id"], id);
+        assert_eq!(a["euid"], 0, "the rights are on the alert: {a}");
+        assert!(
+            a["caps"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("CAP_BPF"))
+        );
+    }
+}
+
+#[test]
+fn calls_on_non_map_fds_and_unreadable_attrs_are_reported_and_counted() {
+    if !common::bpf_available("calls_on_non_map_fds_and_unreadable_attrs_are_reported_and_counted")
+    {
+        return;
+    }
+    let aud = Auditor::start(&["--comm", "bpf-maptool"]);
+    run_ok(Command::new(maptool()).arg("unresolved"));
+    let evs = aud.stop();
+    let upd = find(&evs, |e| {
+        e["kind"] == "bpf_map" && e["cmd"] == "map_update_elem" && e["map_id"] == 0
+    });
+    let got: Vec<(String, Value)> = upd
+        .iter()
+        .map(|e| (e["result"].as_str().unwrap().to_string(), e["fd"].clone()))
+        .collect();
+    assert!(
+        got.contains(&("EINVAL".into(), Value::from(3))),
+        "pipe: {got:?}"
+    );
+    assert!(
+        got.contains(&("EBADF".into(), Value::from(-1))),
+        "fd -1 signed: {got:?}"
+    );
+    assert!(
+        got.contains(&("EFAULT".into(), Value::Null)),
+        "NULL attr: {got:?}"
+    );
+    let summary = find(&evs, |e| e["kind"] == "summary");
+    assert!(
+        summary[0]["unresolved_fds"].as_u64().unwrap() >= 3,
+        "{summary:?}"
+    );
+}
+
+#[test]
+fn thirty_two_bit_calls_are_seen_and_guarded() {
+    if !common::bpf_available("thirty_two_bit_calls_are_seen_and_guarded") {
+        return;
+    }
+    let (pin, id) = guarded_map("ma_compat");
+    let aud = Auditor::start(&["--guard", &pin, "--quiet"]);
+    assert!(aud.notes.contains("32-bit calls: seen"), "{}", aud.notes);
+    run_ok(Command::new(maptool()).args(["compat", &pin]));
+    let evs = aud.stop();
+    std::fs::remove_file(&pin).unwrap();
+    let a = alerts(&evs, "guarded_map_write");
+    assert_eq!(a.len(), 1, "{evs:#?}");
+    assert_eq!(a[0]["map_id"], id);
+    assert!(
+        a[0]["message"].as_str().unwrap().contains("32-bit"),
+        "{}",
+        a[0]
+    );
+}
+
+#[test]
+fn writable_mmap_of_a_guarded_map_raises_an_alert() {
+    if !common::bpf_available("writable_mmap_of_a_guarded_map_raises_an_alert") {
+        return;
+    }
+    let pin = fresh_pin("mmap");
+    let id: u64 = run_ok(Command::new(maptool()).args(["mmapcreate", "ma_mmap", &pin]))
+        .trim()
+        .parse()
+        .unwrap();
+    let aud = Auditor::start(&["--guard", &id.to_string(), "--quiet"]);
+    run_ok(Command::new(maptool()).args(["mmapwrite", &pin]));
+    let evs = aud.stop();
+    std::fs::remove_file(&pin).unwrap();
+    let a = alerts(&evs, "guarded_map_write");
+    assert_eq!(a.len(), 1, "{evs:#?}");
+    assert_eq!(
+        (&a[0]["map_id"], &a[0]["cmd"]),
+        (&Value::from(id), &Value::from("mmap"))
+    );
+}
+
+/// A cgroup v2 directory no process is in (links there change nothing).
+fn empty_cgroup() -> PathBuf {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
+    let root = match mounts
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+    {
+        Some(f) => PathBuf::from(f[1]),
+        None => {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cgroup2");
+            std::fs::create_dir_all(&dir).unwrap();
+            assert!(
+                Command::new("mount")
+                    .args(["-t", "cgroup2", "none"])
+                    .arg(&dir)
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            dir
+        }
+    };
+    let cg = root.join("map_auditor_test");
+    let _ = std::fs::create_dir(&cg);
+    cg
+}
+
+#[test]
+fn programs_that_reference_a_guarded_map_raise_alerts() {
+    if !common::bpf_available("programs_that_reference_a_guarded_map_raise_alerts") {
+        return;
+    }
+    let (pin, id) = guarded_map("ma_prog");
+    let cg = empty_cgroup();
+    let aud = Auditor::start(&["--guard", "ma_prog", "--quiet"]);
+    let by_fd: u64 = run_ok(Command::new(maptool()).args(["prog", &pin, "fd"]))
+        .trim()
+        .parse()
+        .unwrap();
+    let by_idx: u64 = run_ok(Command::new(maptool()).args(["prog", &pin, "idx"]))
+        .trim()
+        .parse()
+        .unwrap();
+    let linked: u64 = run_ok(Command::new(maptool()).args(["link", &pin, cg.to_str().unwrap()]))
+        .trim()
+        .parse()
+        .unwrap();
+    let evs = aud.stop();
+    std::fs::remove_file(&pin).unwrap();
+    let _ = std::fs::remove_dir(&cg);
+    let a = alerts(&evs, "guarded_map_program");
+    let seen: Vec<(String, u64)> = a
+        .iter()
+        .map(|a| {
+            assert_eq!(a["map_id"], id, "{a}");
+            let prog = a["message"].as_str().unwrap();
+            let pid = [by_fd, by_idx, linked]
+                .into_iter()
+                .find(|p| prog.contains(&format!("program {p} ")))
+                .unwrap_or(0);
+            (a["cmd"].as_str().unwrap().to_string(), pid)
+        })
+        .collect();
+    for want in [
+        ("prog_load".to_string(), by_fd),
+        ("prog_test_run".to_string(), by_fd),
+        ("prog_load".to_string(), by_idx),
+        ("prog_test_run".to_string(), by_idx),
+        ("prog_load".to_string(), linked),
+        ("link_create".to_string(), linked),
+    ] {
+        assert!(seen.contains(&want), "{want:?} not in {seen:?}");
+    }
+}
+
+#[test]
+fn guard_names_longer_than_the_kernel_keeps_are_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_map-auditor"))
+        .args([
+            "bpf",
+            "--guard",
+            "a_map_name_of_20_char",
+            "--duration",
+            "1s",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("at most 15 bytes") && err.contains("a_map_name_of_2"),
+        "{err}"
+    );
+}
+
+#[test]
+fn map_moved_onto_a_guarded_pin_is_reported_and_guarded() {
+    if !common::bpf_available("map_moved_onto_a_guarded_pin_is_reported_and_guarded") {
+        return;
+    }
+    let (pin, first) = guarded_map("ma_pin_a");
+    let (other, second) = guarded_map("ma_pin_b");
+    let aud = Auditor::start(&["--guard", &pin, "--quiet"]);
+    assert!(
+        aud.notes
+            .contains(&format!("matches map {first} (ma_pin_a)")),
+        "{}",
+        aud.notes
+    );
+    std::fs::rename(&other, &pin).unwrap();
+    aud.wait_for("guarded_pin_changed alert", |e| {
+        e["rule"] == "guarded_pin_changed"
+    });
+    run_ok(Command::new(maptool()).args(["badflags", &pin]));
+    let evs = aud.stop();
+    std::fs::remove_file(&pin).unwrap();
+    let changed = alerts(&evs, "guarded_pin_changed");
+    assert_eq!(changed.len(), 1, "{evs:#?}");
+    assert_eq!(changed[0]["map_id"], second);
+    let w = alerts(&evs, "guarded_map_write");
+    assert!(w.iter().any(|a| a["map_id"] == second), "{evs:#?}");
+}
+
+#[test]
+fn process_filters_also_choose_destroyed_maps_and_summary_rows() {
+    if !common::bpf_available("process_filters_also_choose_destroyed_maps_and_summary_rows") {
+        return;
+    }
+    let mine = fresh_pin("filter_mine");
+    let theirs = fresh_pin("filter_theirs");
+    let aud = Auditor::start(&["--comm", "bpf-maptool"]);
+    run_ok(Command::new(maptool()).args(["create", "ma_mine", &mine]));
+    assert!(
+        bpftool(&[
+            "map",
+            "create",
+            &theirs,
+            "type",
+            "hash",
+            "key",
+            "4",
+            "value",
+            "4",
+            "entries",
+            "8",
+            "name",
+            "ma_theirs",
+        ])
+        .status
+        .success()
+    );
+    std::fs::remove_file(&mine).unwrap();
+    std::fs::remove_file(&theirs).unwrap();
+    let evs = aud.stop();
+    let destroyed: Vec<&str> = find(&evs, |e| e["cmd"] == "map_destroyed")
+        .iter()
+        .map(|e| e["map_name"].as_str().unwrap())
+        .collect();
+    assert!(destroyed.contains(&"ma_mine"), "{destroyed:?}");
+    assert!(!destroyed.contains(&"ma_theirs"), "{destroyed:?}");
 }

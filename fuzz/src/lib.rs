@@ -365,7 +365,7 @@ pub fn ring_records() -> Vec<(&'static str, Vec<u8>)> {
     bpf.attr_size = 32;
     bpf.map.id = 7;
     bpf.comm[..4].copy_from_slice(b"tool");
-    bpf.exe[0][..4].copy_from_slice(b"tool");
+    bpf.exe_ino = 1;
     vec![
         ("go_map_access", access),
         ("go_map_overlap", overlap),

@@ -352,6 +352,7 @@ fn every_event_kind_reads_back_as_written() {
         events: 12,
         target_exit_code: Some(2),
         target_fatal: Some("concurrent map writes".into()),
+        unresolved_fds: None,
         ..Default::default()
     }));
     for e in events {

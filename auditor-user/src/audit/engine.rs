@@ -458,7 +458,7 @@ impl GoEngine {
             let pid = match &rec {
                 RawRecord::GoAccess(a) => a.header.pid,
                 RawRecord::GoOverlap(o) => o.header.pid,
-                RawRecord::BpfSyscall(_) => continue,
+                RawRecord::BpfSyscall(_) | RawRecord::BpfSyscallExit(_) => continue,
             };
             let Some(t) = self.targets.get_mut(&pid) else {
                 self.unattributed += 1;
@@ -480,7 +480,7 @@ impl GoEngine {
                     t.stats.overlaps += 1;
                     AuditEvent::Overlap(o)
                 }
-                RawRecord::BpfSyscall(_) => continue,
+                RawRecord::BpfSyscall(_) | RawRecord::BpfSyscallExit(_) => continue,
             };
             t.stats.events += 1;
             out.push(ev);

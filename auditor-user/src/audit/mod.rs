@@ -232,6 +232,7 @@ impl GoSession {
             target_exit_code: end.exit_code,
             target_signal: end.signal,
             target_fatal: end.fatal,
+            unresolved_fds: None,
         };
         self.sinks.emit(&AuditEvent::Summary(summary))?;
         self.sinks.flush();

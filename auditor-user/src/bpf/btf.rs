@@ -36,6 +36,33 @@ pub enum BtfError {
     NoStruct(String),
     #[error("kernel BTF: struct {strukt} has no member {member}")]
     NoMember { strukt: String, member: String },
+    #[error(
+        "kernel BTF: {0}; the kernel programs read these fields in one go and cannot on this kernel (please report with `uname -r`)"
+    )]
+    Layout(&'static str),
+}
+
+/// The kernel programs read `fdtable.{max_fds, fd}` and
+/// `bpf_map.{map_type .. id}` each with one read, in the layout Linux has
+/// had since 5.16; refuse a kernel where it differs rather than misread.
+fn check_layout(o: KernelOffsets) -> Result<KernelOffsets, BtfError> {
+    if o.fdt_fd != o.fdt_max_fds + 8 {
+        return Err(BtfError::Layout("fdtable.fd does not follow max_fds"));
+    }
+    let t = o.map_type;
+    if (
+        o.map_key_size,
+        o.map_value_size,
+        o.map_max_entries,
+        o.map_flags,
+        o.map_id,
+    ) != (t + 4, t + 8, t + 12, t + 24, t + 28)
+    {
+        return Err(BtfError::Layout(
+            "bpf_map fields map_type..id are not laid out as expected",
+        ));
+    }
+    Ok(o)
 }
 
 /// Most composite types one member look-up visits; real kernels need a few.
@@ -216,10 +243,19 @@ impl KernelBtf {
             file_private_data: o("file", "private_data")?,
             file_f_path: o("file", "f_path")?,
             path_dentry: o("path", "dentry")?,
-            dentry_d_parent: o("dentry", "d_parent")?,
-            dentry_d_name: o("dentry", "d_name")?,
-            qstr_name: o("qstr", "name")?,
+            dentry_d_inode: o("dentry", "d_inode")?,
+            inode_i_ino: o("inode", "i_ino")?,
+            inode_i_sb: o("inode", "i_sb")?,
+            sb_s_dev: o("super_block", "s_dev")?,
             mm_exe_file: o("mm_struct", "exe_file")?,
+            task_cred: o("task_struct", "cred")?,
+            cred_euid: o("cred", "euid")?,
+            cred_cap_effective: o("cred", "cap_effective")?,
+            task_ti_status: o("task_struct", "thread_info")? + o("thread_info", "status")?,
+            prog_aux: o("bpf_prog", "aux")?,
+            aux_id: o("bpf_prog_aux", "id")?,
+            aux_used_map_cnt: o("bpf_prog_aux", "used_map_cnt")?,
+            aux_used_maps: o("bpf_prog_aux", "used_maps")?,
             map_type: o("bpf_map", "map_type")?,
             map_key_size: o("bpf_map", "key_size")?,
             map_value_size: o("bpf_map", "value_size")?,
@@ -227,7 +263,9 @@ impl KernelBtf {
             map_flags: o("bpf_map", "map_flags")?,
             map_id: o("bpf_map", "id")?,
             map_name: o("bpf_map", "name")?,
+            _pad: 0,
         })
+        .and_then(check_layout)
     }
 }
 

@@ -39,6 +39,16 @@ impl MapLifecycle {
         });
     }
 
+    /// The name of a known map.
+    pub fn name(&self, id: u32) -> Option<&str> {
+        self.known.get(&id).map(|e| e.map_name.as_str())
+    }
+
+    /// Every map known alive at the last poll (or seen since), by id.
+    pub fn maps(&self) -> impl Iterator<Item = (u32, &str)> {
+        self.known.iter().map(|(id, e)| (*id, e.map_name.as_str()))
+    }
+
     pub fn len(&self) -> usize {
         self.known.len()
     }
@@ -54,7 +64,7 @@ impl MapLifecycle {
         &mut self,
         alive: &[u32],
         ts_ns: u64,
-        info: impl Fn(u32) -> Option<MapInfo>,
+        mut info: impl FnMut(u32) -> Option<MapInfo>,
     ) -> Vec<BpfMapEvent> {
         let alive_set: std::collections::HashSet<u32> = alive.iter().copied().collect();
         let gone: Vec<u32> = self

@@ -13,6 +13,9 @@
 
 pub mod attr;
 pub mod btf;
+pub mod engine;
+pub mod exe;
+pub mod join;
 pub mod lifecycle;
 pub mod names;
 pub mod policy;
@@ -21,59 +24,97 @@ mod run;
 pub mod session;
 pub mod sys;
 
-use auditor_common::bpf_syscall::{BpfSyscallEvent, EXE_PARTS, cmd, resolved};
+use auditor_common::bpf_syscall::{BpfSyscallEvent, cmd, resolved};
 
 use crate::pipeline::clock::WallClock;
 
-pub use crate::event::bpf::{Alert, AlertRule, BpfMapEvent, ConcurrentWriter, MAP_DESTROYED};
+pub use crate::event::bpf::{
+    Alert, AlertRule, BpfMapEvent, ConcurrentWriter, MAP_DESTROYED, ProgMap,
+};
+pub use engine::{BpfEngine, BpfSettings, LossTracker, POLL_EVERY};
 pub use policy::{BpfMapGraph, MapEdge};
-pub use run::{LossTracker, POLL_EVERY, run};
+pub use run::run;
 
-/// Join executable path components recorded leaf first.
-pub fn exe_path(parts: &[[u8; auditor_common::bpf_syscall::EXE_PART_BYTES]; EXE_PARTS]) -> String {
-    let names: Vec<String> = parts
-        .iter()
-        .map(|p| attr::c_str(p))
-        .take_while(|s| !s.is_empty())
-        .filter(|s| s != "/")
-        .collect();
-    if names.is_empty() {
-        return String::new();
-    }
-    let mut out = String::new();
-    for n in names.iter().rev() {
-        out.push('/');
-        out.push_str(n);
-    }
-    out
+/// Capability bits that matter for BPF, by name.
+const CAPS: [(u32, &str); 4] = [
+    (21, "CAP_SYS_ADMIN"),
+    (39, "CAP_BPF"),
+    (38, "CAP_PERFMON"),
+    (12, "CAP_NET_ADMIN"),
+];
+
+/// The names of the BPF-relevant capabilities set in `cap_effective`.
+pub fn cap_names(cap_effective: u64) -> Vec<String> {
+    CAPS.iter()
+        .filter(|(bit, _)| cap_effective & (1u64 << bit) != 0)
+        .map(|(_, n)| (*n).to_string())
+        .collect()
 }
 
-/// Turn a kernel record into an event (pure).
+/// Whether a kernel record should become an event: `obj_pin`, `obj_get` and
+/// `obj_get_info_by_fd` also serve programs, links and BTF objects, which
+/// are not audited; a non-map fd passed to a map-only command is.
+pub fn is_audited_record(raw: &BpfSyscallEvent) -> bool {
+    raw.resolved & resolved::NOT_A_MAP == 0
+        || cmd::map_only(raw.cmd)
+        || cmd::takes_prog(raw.cmd)
+        || raw.cmd == cmd::PROG_LOAD
+}
+
+/// Turn a joined kernel record into an event (pure; `exe` and map names of
+/// programs are filled in by the engine).
 pub fn from_raw(raw: &BpfSyscallEvent, clock: &WallClock) -> BpfMapEvent {
     // attr_len comes from the record; never trust it past the array.
     let attr_len = (raw.attr_len as usize).min(raw.attr.len());
     let view = attr::parse_attr(raw.cmd, &raw.attr[..attr_len], raw.attr_size);
+    let creds = raw.resolved & resolved::CREDS != 0;
+    let has_exe = creds && raw.resolved & resolved::NO_EXE == 0;
     let mut ev = BpfMapEvent {
         ts_ns: clock.to_unix_ns(raw.header.ts_ns),
         pid: raw.header.pid,
         tid: raw.header.tid,
         uid: raw.uid,
+        euid: creds.then_some(raw.euid),
+        caps: creds.then(|| cap_names(raw.cap_effective)),
         comm: attr::c_str(&raw.comm),
-        exe: exe_path(&raw.exe),
+        exe_dev: has_exe.then(|| {
+            let (major, minor) = exe::kernel_dev(raw.exe_dev);
+            format!("{major}:{minor}")
+        }),
+        exe_ino: has_exe.then_some(raw.exe_ino),
         cmd: names::cmd_name(raw.cmd),
+        compat: raw.resolved & resolved::COMPAT != 0,
         flags: view.flags,
         batch_count: view.batch_count,
-        fd: view.fd,
+        fd: (cmd::fd_offset(raw.cmd).is_some() && raw.attr_len != 0).then_some(raw.fd),
         result: names::result_name(raw.ret),
         ret: raw.ret,
         latency_ns: raw.latency_ns,
         ..BpfMapEvent::default()
     };
-    if cmd::returns_fd(raw.cmd) && raw.ret >= 0 {
-        ev.fd = Some(raw.ret as u32);
+    if raw.cmd == cmd::MMAP {
+        ev.fd = Some(raw.fd);
+    }
+    if (cmd::returns_fd(raw.cmd) || raw.cmd == cmd::PROG_LOAD) && raw.ret >= 0 {
+        ev.fd = Some(raw.ret as i32);
     }
     if raw.cmd == cmd::OBJ_PIN || raw.cmd == cmd::OBJ_GET {
         ev.path = Some(attr::c_str(&raw.path));
+    }
+    if raw.resolved & resolved::PROG != 0 {
+        let p = &raw.prog;
+        ev.prog_id = Some(p.prog_id);
+        let n = (p.map_cnt as usize).min(p.map_ids.len());
+        ev.prog_maps = p.map_ids[..n]
+            .iter()
+            .map(|&id| ProgMap {
+                id,
+                name: String::new(),
+            })
+            .collect();
+        if p.map_cnt as usize > p.map_ids.len() {
+            ev.prog_maps_total = Some(p.map_cnt);
+        }
     }
     let m = &raw.map;
     if m.id != 0 {
@@ -112,21 +153,10 @@ mod tests {
     use super::*;
     use auditor_common::{
         EventHeader, EventKind,
-        bpf_syscall::{ATTR_BYTES, EXE_PART_BYTES, MapIdentity, PATH_BYTES, WriterSlot},
+        bpf_syscall::{ATTR_BYTES, MapIdentity, PATH_BYTES, ProgMaps, WriterSlot},
     };
 
-    fn part(s: &str) -> [u8; EXE_PART_BYTES] {
-        let mut p = [0u8; EXE_PART_BYTES];
-        p[..s.len()].copy_from_slice(s.as_bytes());
-        p
-    }
-
     fn raw(c: u32, ret: i64) -> BpfSyscallEvent {
-        let mut exe = [[0u8; EXE_PART_BYTES]; EXE_PARTS];
-        exe[0] = part("bpftool");
-        exe[1] = part("sbin");
-        exe[2] = part("usr");
-        exe[3] = part("/");
         let mut name = [0u8; 16];
         name[..4].copy_from_slice(b"demo");
         let mut comm = [0u8; 16];
@@ -140,11 +170,15 @@ mod tests {
                 tid: 6,
             },
             cmd: c,
-            map_id: 42,
+            uid: 0,
+            euid: 0,
+            cap_effective: 1 << 21,
+            exe_dev: (8 << 20) | 1,
+            fd: 3,
+            exe_ino: 77,
             ret,
             latency_ns: 300,
-            uid: 0,
-            resolved: resolved::ENTER_FD,
+            resolved: resolved::ENTER_FD | resolved::CREDS,
             map: MapIdentity {
                 id: 42,
                 map_type: 1,
@@ -155,13 +189,13 @@ mod tests {
                 name,
             },
             other: WriterSlot::default(),
+            prog: ProgMaps::default(),
             attr: [0; ATTR_BYTES],
             attr_size: 32,
             attr_len: 64,
             uattr: 0,
             comm,
             path: [0; PATH_BYTES],
-            exe,
         }
     }
 
@@ -175,10 +209,55 @@ mod tests {
         assert_eq!(v["map_name"], "demo");
         assert_eq!(v["map_type"], "hash");
         assert_eq!(v["comm"], "bpftool");
-        assert_eq!(v["exe"], "/usr/sbin/bpftool");
+        assert_eq!(v["exe_dev"], "8:1");
+        assert_eq!(v["exe_ino"], 77);
+        assert_eq!(v["euid"], 0);
+        assert_eq!(v["caps"], serde_json::json!(["CAP_SYS_ADMIN"]));
         assert_eq!(v["result"], "ok");
         assert_eq!(v["pid"], 5);
         assert!(v.get("concurrent_with").is_none());
+        assert!(v.get("compat").is_none());
+    }
+
+    #[test]
+    fn negative_fd_stays_negative() {
+        let mut r = raw(cmd::MAP_UPDATE_ELEM, -(libc::EBADF as i64));
+        r.map = MapIdentity::default();
+        r.attr[..4].copy_from_slice(&(-1i32).to_ne_bytes());
+        r.fd = -1;
+        let ev = from_raw(&r, &WallClock::new());
+        assert_eq!(ev.fd, Some(-1));
+        assert!(ev.unresolved_fd());
+        let v = serde_json::to_value(&ev).unwrap();
+        assert_eq!(v["fd"], -1);
+    }
+
+    #[test]
+    fn program_records_list_their_maps_and_say_when_cut() {
+        let mut r = raw(cmd::PROG_TEST_RUN, 0);
+        r.map = MapIdentity::default();
+        r.resolved = resolved::NOT_A_MAP | resolved::PROG | resolved::CREDS;
+        r.prog = ProgMaps {
+            prog_id: 9,
+            map_cnt: 10,
+            map_ids: [1, 2, 3, 4, 5, 6, 7, 8],
+        };
+        assert!(is_audited_record(&r));
+        let ev = from_raw(&r, &WallClock::new());
+        assert_eq!(ev.prog_id, Some(9));
+        assert_eq!(ev.prog_maps.len(), 8);
+        assert_eq!(ev.prog_maps_total, Some(10));
+        assert_eq!(ev.map_id, 0);
+        assert!(!ev.unresolved_fd());
+    }
+
+    #[test]
+    fn pins_of_programs_are_left_out_but_map_commands_on_them_are_not() {
+        let mut r = raw(cmd::OBJ_PIN, 0);
+        r.resolved = resolved::NOT_A_MAP;
+        assert!(!is_audited_record(&r));
+        r.cmd = cmd::MAP_UPDATE_ELEM;
+        assert!(is_audited_record(&r));
     }
 
     #[test]

@@ -57,6 +57,22 @@ pub fn event_line(e: &BpfMapEvent) -> String {
     if e.flags != 0 {
         let _ = write!(s, " flags={:#x}", e.flags);
     }
+    if let Some(id) = e.prog_id {
+        let maps: Vec<String> = e
+            .prog_maps
+            .iter()
+            .map(|m| format!("{}({})", m.id, m.name))
+            .collect();
+        let _ = write!(s, " prog={id} maps=[{}]", maps.join(","));
+    }
+    if e.map_id == 0
+        && let Some(fd) = e.fd
+    {
+        let _ = write!(s, " fd={fd}");
+    }
+    if e.compat {
+        s.push_str(" 32-bit");
+    }
     if let Some(c) = &e.concurrent_with {
         let _ = write!(s, " CONCURRENT with {}/{} {}", c.pid, c.tid, c.cmd);
     }
@@ -81,17 +97,30 @@ pub fn lost_line(l: &Lost) -> String {
     )
 }
 
-pub fn summary_text(s: &Summary, graph: &BpfMapGraph, unresolved: u64) -> String {
+/// The closing summary; `keep` says which processes' rows to list
+/// (`--pid`/`--comm`).
+pub fn summary_text(
+    s: &Summary,
+    graph: &BpfMapGraph,
+    resolve_failed: u64,
+    keep: &dyn Fn(u32, &str) -> bool,
+) -> String {
     let mut out = format!(
-        "summary: {} events in {:.1}s, {} bpf() calls seen, {} dropped, {} unresolved fds, {} alerts\n",
+        "summary: {} events in {:.1}s, {} bpf() calls seen, {} dropped, {} unresolved fds ({} fd walks failed in the kernel), {} alerts\n",
         s.events,
         s.duration_ms as f64 / 1000.0,
         s.probe_hits,
         s.dropped,
-        unresolved,
+        s.unresolved_fds.unwrap_or(0),
+        resolve_failed,
         graph.alerts
     );
-    if graph.edges.is_empty() {
+    let rows: Vec<_> = graph
+        .edges
+        .values()
+        .filter(|e| keep(e.pid, &e.comm))
+        .collect();
+    if rows.is_empty() {
         return out;
     }
     let _ = writeln!(
@@ -99,7 +128,7 @@ pub fn summary_text(s: &Summary, graph: &BpfMapGraph, unresolved: u64) -> String
         "{:>7} {:<16} {:>6} {:<16} calls",
         "pid", "comm", "map", "name"
     );
-    for e in graph.edges.values() {
+    for e in rows {
         let counts: Vec<String> = e.counts.iter().map(|(c, n)| format!("{c}={n}")).collect();
         let _ = writeln!(
             out,

@@ -1,89 +1,23 @@
-//! The `map-auditor bpf` command: load, tail, filter, find, summarise.
+//! The `map-auditor bpf` command: the shared [`BpfEngine`] with a filter,
+//! a terminal or JSON sink and a summary.
 
 use std::{
     fs::File,
     io::{BufWriter, Write},
-    time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
 use auditor_common::Counter;
-use bytes::Bytes;
 use tokio::signal::unix::{SignalKind, signal};
 
 use super::{
-    Alert, BpfMapEvent, BpfMapGraph,
-    lifecycle::MapLifecycle,
-    policy::GuardSpec,
+    engine::{BpfEngine, BpfFilter, BpfSettings},
     render,
-    session::{BpfAuditSession, FopsSource},
-    sys,
 };
 use crate::{
     cli::{BpfArgs, Format},
-    event::{AuditEvent, Lost, Summary},
-    pipeline::{
-        clock::WallClock,
-        decode::{RawRecord, decode},
-        ring::RingReader,
-    },
-    probe::counters::KernelCounters,
+    event::AuditEvent,
 };
-
-/// How often vanished map ids and kernel drop counters are checked.
-pub const POLL_EVERY: Duration = Duration::from_millis(500);
-
-/// Longest wait for records: the kernel wakes us only every 32 records per
-/// CPU (see auditor-ebpf), so this bounds how late a lone record shows.
-const READ_WAIT: Duration = Duration::from_millis(50);
-
-/// Which events the user asked to see.
-#[derive(Clone, Debug, Default)]
-pub struct EventFilter {
-    pub pid: Option<u32>,
-    pub comm: Option<String>,
-    pub map_id: Option<u32>,
-    pub map_name: Option<String>,
-}
-
-impl EventFilter {
-    pub fn from_args(a: &BpfArgs) -> Self {
-        Self {
-            pid: a.pid,
-            comm: a.comm.clone(),
-            map_id: a.map_id,
-            map_name: a.map_name.clone(),
-        }
-    }
-
-    fn check(&self, pid: u32, comm: &str, map_id: u32, map_name: &str) -> bool {
-        self.pid.is_none_or(|p| p == pid)
-            && self.comm.as_deref().is_none_or(|c| c == comm)
-            && self.map_id.is_none_or(|m| m == map_id)
-            && self.map_name.as_deref().is_none_or(|n| n == map_name)
-    }
-
-    /// `map_destroyed` has no process: only map filters apply.
-    pub fn matches(&self, e: &BpfMapEvent) -> bool {
-        if e.cmd == super::MAP_DESTROYED {
-            return self.map_id.is_none_or(|m| m == e.map_id)
-                && self.map_name.as_deref().is_none_or(|n| n == e.map_name);
-        }
-        self.check(e.pid, &e.comm, e.map_id, &e.map_name)
-    }
-
-    /// Guarded-map alerts are always shown: the user asked for them by name.
-    pub fn matches_alert(&self, a: &Alert) -> bool {
-        a.rule == super::AlertRule::GuardedMapWrite
-            || self.check(a.pid, &a.comm, a.map_id, &a.map_name)
-    }
-}
-
-#[derive(Default)]
-struct Tally {
-    events: u64,
-    bad_records: u64,
-}
 
 struct Sink {
     format: Format,
@@ -122,41 +56,6 @@ impl Sink {
     }
 }
 
-/// Kernel counters that mean lost events, by their `lost.what` name.
-const LOSS_COUNTERS: [(Counter, &str); 3] = [
-    (Counter::BpfSyscallDropped, "bpf_map"),
-    (Counter::BpfInflightFull, "bpf_inflight"),
-    (Counter::BpfWriterStateFull, "bpf_writer_state"),
-];
-
-/// Turns the bpf(2) loss counters into `lost` events, each loss once.
-#[derive(Default)]
-pub struct LossTracker {
-    seen: [u64; LOSS_COUNTERS.len()],
-}
-
-impl LossTracker {
-    /// Losses since the previous check.
-    pub fn check(&mut self, counters: &KernelCounters, ts_ns: u64) -> Vec<Lost> {
-        let snap = counters.read();
-        let mut out = Vec::new();
-        for (i, (c, what)) in LOSS_COUNTERS.iter().enumerate() {
-            let total = snap.get(*c);
-            if total > self.seen[i] {
-                out.push(Lost {
-                    ts_ns,
-                    pid: 0,
-                    what: (*what).into(),
-                    count: total - self.seen[i],
-                    total,
-                });
-                self.seen[i] = total;
-            }
-        }
-        out
-    }
-}
-
 /// Run `map-auditor bpf`. Builds its own tokio runtime (current thread);
 /// returns the process exit code (0 after a clean end by Ctrl-C, SIGTERM or
 /// `--duration`).
@@ -169,40 +68,14 @@ pub fn run(args: &BpfArgs) -> anyhow::Result<i32> {
 }
 
 async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
-    let started = Instant::now();
-    let clock = WallClock::new();
-    let mut session = BpfAuditSession::start(args.include_self)?;
-    let mut ring = RingReader::take(&mut session.ebpf)?;
-    let counters = KernelCounters::take(&mut session.ebpf)?;
-    let filter = EventFilter::from_args(args);
-
-    let guards: Vec<GuardSpec> = args.guard.iter().map(|g| GuardSpec::parse(g)).collect();
-    let mut graph = BpfMapGraph::new(guards.clone(), args.allow_exe.clone());
-    for g in &guards {
-        let existing = match g {
-            GuardSpec::Pin(p) => match sys::map_info_by_pin(p) {
-                Ok(info) => {
-                    graph.guard_id(info.id);
-                    Some(info.id)
-                }
-                Err(e) => {
-                    eprintln!(
-                        "note: guard {}: no map pinned there yet ({e}); guarding it once one is pinned",
-                        p.display()
-                    );
-                    None
-                }
-            },
-            GuardSpec::Id(id) => sys::map_info_by_id(*id).map(|i| i.id),
-            GuardSpec::Name(_) => None,
-        };
-        if let Some(id) = existing {
-            eprintln!(
-                "note: guarded map {id} existed before the audit: its creator is unknown, so only --allow-exe executables may write it"
-            );
-        }
-    }
-
+    let settings = BpfSettings::new(&args.guard, &args.allow_exe, args.include_self)
+        .map_err(anyhow::Error::msg)?;
+    let mut filter = BpfFilter::new(
+        args.pid,
+        args.comm.clone(),
+        args.map_id,
+        args.map_name.clone(),
+    );
     let mut sink = Sink {
         format: args.format,
         quiet: args.quiet,
@@ -214,62 +87,43 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
             None => None,
         },
     };
-    eprintln!(
-        "auditing bpf() calls on maps system-wide (bpf_map_fops {:#x} from {}); Ctrl-C to stop",
-        session.map_fops,
-        match session.fops_source {
-            FopsSource::KallsymsAndCalibration => "kallsyms, confirmed by calibration",
-            FopsSource::Calibration => "self-calibration",
-        }
-    );
-
-    let mut lifecycle = MapLifecycle::default();
-    if let Ok(ids) = sys::map_ids() {
-        lifecycle.poll(&ids, 0, sys::map_info_by_id);
-    }
-    let mut losses = LossTracker {
-        seen: [0; LOSS_COUNTERS.len()],
-    };
-    let mut tally = Tally::default();
-
+    let mut engine = BpfEngine::start(&settings)?;
+    // Handlers before the "auditing" line: a signal right after it must
+    // end the audit cleanly, not kill it.
+    let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let notes = engine.take_notes();
+    // The "auditing" line comes last: it tells a reader the audit is live.
+    for n in notes.iter().skip(1) {
+        eprintln!("note: {n}");
+    }
+    if let Some(first) = notes.first() {
+        eprintln!("{first}; Ctrl-C to stop");
+    }
+    let mut shown = 0u64;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut next_poll = Instant::now() + POLL_EVERY;
-    let mut buf: Vec<Bytes> = Vec::new();
+    let mut out: Vec<AuditEvent> = Vec::new();
 
-    let handle = |buf: &mut Vec<Bytes>,
-                  sink: &mut Sink,
-                  graph: &mut BpfMapGraph,
-                  lifecycle: &mut MapLifecycle,
-                  tally: &mut Tally| {
-        for rec in buf.drain(..) {
-            let raw = match decode(&rec) {
-                Ok(RawRecord::BpfSyscall(r)) => r,
-                Ok(_) => continue,
-                Err(_) => {
-                    tally.bad_records += 1;
-                    continue;
-                }
+    let mut show = |out: &mut Vec<AuditEvent>, sink: &mut Sink, filter: &mut BpfFilter| {
+        for ev in out.drain(..) {
+            let keep = match &ev {
+                AuditEvent::BpfMap(e) => filter.matches(e),
+                AuditEvent::Alert(a) => filter.matches_alert(a),
+                _ => true,
             };
-            let ev = super::from_raw(&raw, &clock);
-            lifecycle.note(&ev);
-            let alerts = graph.observe(&ev);
-            if filter.matches(&ev) {
-                tally.events += 1;
-                sink.emit(&AuditEvent::BpfMap(ev));
-            }
-            for a in alerts {
-                if filter.matches_alert(&a) {
-                    sink.emit(&AuditEvent::Alert(a));
+            if keep {
+                if matches!(ev, AuditEvent::BpfMap(_)) {
+                    shown += 1;
                 }
+                sink.emit(&ev);
             }
         }
     };
 
     loop {
         let stop = tokio::select! {
-            _ = ring.read_batch(&mut buf, READ_WAIT) => false,
-            _ = tokio::signal::ctrl_c() => true,
+            _ = engine.wait() => false,
+            _ = sigint.recv() => true,
             _ = sigterm.recv() => true,
             _ = async {
                 match deadline {
@@ -278,57 +132,32 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
                 }
             } => true,
         };
-        handle(&mut buf, &mut sink, &mut graph, &mut lifecycle, &mut tally);
-        if stop || Instant::now() >= next_poll {
-            next_poll = Instant::now() + POLL_EVERY;
-            // Events already in the ring come first, so a map created and
-            // freed since the last poll is known before it is missed.
-            ring.drain(&mut buf);
-            handle(&mut buf, &mut sink, &mut graph, &mut lifecycle, &mut tally);
-            let now = clock.now_unix_ns();
-            if let Ok(ids) = sys::map_ids() {
-                for ev in lifecycle.poll(&ids, now, sys::map_info_by_id) {
-                    graph.observe(&ev);
-                    if filter.matches(&ev) {
-                        tally.events += 1;
-                        sink.emit(&AuditEvent::BpfMap(ev));
-                    }
-                }
+        engine.process(&mut out);
+        if !stop && engine.poll_due() {
+            engine.poll(&mut out);
+            for n in engine.take_notes() {
+                eprintln!("note: {n}");
             }
-            for l in losses.check(&counters, now) {
-                sink.emit(&AuditEvent::Lost(l));
-            }
-            sink.flush();
         }
+        show(&mut out, &mut sink, &mut filter);
+        // Once per read batch: a lone event shows at once, a flood is
+        // written in large blocks.
+        sink.flush();
         if stop {
             break;
         }
     }
 
-    session.disable();
-    ring.drain(&mut buf);
-    handle(&mut buf, &mut sink, &mut graph, &mut lifecycle, &mut tally);
-    let now = clock.now_unix_ns();
-    for l in losses.check(&counters, now) {
-        sink.emit(&AuditEvent::Lost(l));
-    }
-    let snap = counters.read();
-    let dropped: u64 =
-        LOSS_COUNTERS.iter().map(|(c, _)| snap.get(*c)).sum::<u64>() + tally.bad_records;
-    let summary = Summary {
-        ts_ns: now,
-        pid: std::process::id(),
-        events: tally.events,
-        accesses: 0,
-        overlaps: graph.concurrent_calls,
-        dropped,
-        probe_hits: snap.get(Counter::BpfSyscallsSeen),
-        duration_ms: started.elapsed().as_millis() as u64,
-        target_exit_code: None,
-        target_signal: None,
-        target_fatal: None,
-    };
-    let text = render::summary_text(&summary, &graph, snap.get(Counter::BpfResolveFailed));
+    engine.finish(&mut out);
+    show(&mut out, &mut sink, &mut filter);
+    let summary = engine.summary(shown);
+    let snap = engine.counters();
+    let text = render::summary_text(
+        &summary,
+        &engine.graph,
+        snap.get(Counter::BpfResolveFailed),
+        &|pid, comm| filter.process_matches(pid, comm),
+    );
     match args.format {
         Format::Json => sink.emit(&AuditEvent::Summary(summary)),
         Format::Text => {
@@ -342,32 +171,4 @@ async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
     }
     sink.flush();
     Ok(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_combine_and_destroyed_maps_match_map_filters_only() {
-        let f = EventFilter {
-            comm: Some("bpftool".into()),
-            map_id: Some(7),
-            ..Default::default()
-        };
-        let mut e = BpfMapEvent {
-            comm: "bpftool".into(),
-            map_id: 7,
-            ..Default::default()
-        };
-        assert!(f.matches(&e));
-        e.comm = "other".into();
-        assert!(!f.matches(&e));
-        let d = BpfMapEvent {
-            cmd: super::super::MAP_DESTROYED.into(),
-            map_id: 7,
-            ..Default::default()
-        };
-        assert!(f.matches(&d));
-    }
 }

@@ -61,7 +61,41 @@ pub struct BpfAuditSession {
     pub offsets: KernelOffsets,
     pub map_fops: u64,
     pub fops_source: FopsSource,
+    /// Whether 32-bit (`int $0x80`) calls are seen; the reason when not.
+    pub compat: Result<(), String>,
     config: Array<MapData, BpfAuditConfig>,
+}
+
+/// Program name, tracepoint category and name.
+const PROGRAMS: [(&str, &str, &str); 4] = [
+    ("bpf_sys_enter", "syscalls", "sys_enter_bpf"),
+    ("bpf_sys_exit", "syscalls", "sys_exit_bpf"),
+    ("bpf_mmap_enter", "syscalls", "sys_enter_mmap"),
+    ("bpf_mmap_exit", "syscalls", "sys_exit_mmap"),
+];
+const COMPAT_PROGRAMS: [(&str, &str, &str); 2] = [
+    ("bpf_compat_enter", "raw_syscalls", "sys_enter"),
+    ("bpf_compat_exit", "raw_syscalls", "sys_exit"),
+];
+
+fn attach(ebpf: &mut Ebpf, prog: &'static str, cat: &str, tp: &str) -> Result<(), ProbeError> {
+    let p: &mut TracePoint = ebpf
+        .program_mut(prog)
+        .ok_or(ProbeError::MissingProgram { name: prog })?
+        .try_into()
+        .map_err(|source| ProbeError::Program {
+            name: prog,
+            source: Box::new(source),
+        })?;
+    p.load().map_err(|source| ProbeError::Program {
+        name: prog,
+        source: Box::new(source),
+    })?;
+    p.attach(cat, tp).map_err(|source| ProbeError::Program {
+        name: prog,
+        source: Box::new(source),
+    })?;
+    Ok(())
 }
 
 /// Mount tracefs if it is missing (fresh machines), so tracepoints resolve.
@@ -133,30 +167,40 @@ impl BpfAuditSession {
             })?
             .id();
 
-        for (prog, tp) in [
-            ("bpf_sys_enter", "sys_enter_bpf"),
-            ("bpf_sys_exit", "sys_exit_bpf"),
-        ] {
-            let p: &mut TracePoint = ebpf
-                .program_mut(prog)
+        for (prog, cat, tp) in PROGRAMS {
+            attach(&mut ebpf, prog, cat, tp)?;
+        }
+        // 32-bit calls: every system call passes raw_syscalls, so this is
+        // the one place they can be seen. A kernel without it (or without
+        // ia32 emulation, where no such call can be made) is said at start.
+        let compat = COMPAT_PROGRAMS
+            .iter()
+            .try_for_each(|(prog, cat, tp)| attach(&mut ebpf, prog, cat, tp))
+            .map_err(|e| e.to_string());
+        let (calib_prog_fd, calib_prog_id) = {
+            let p: &TracePoint = ebpf
+                .program(PROGRAMS[0].0)
                 .ok_or(ProbeError::MissingProgram {
-                    name: prog_name(prog),
+                    name: PROGRAMS[0].0,
                 })?
                 .try_into()
                 .map_err(|source| ProbeError::Program {
-                    name: prog_name(prog),
+                    name: PROGRAMS[0].0,
                     source: Box::new(source),
                 })?;
-            p.load().map_err(|source| ProbeError::Program {
-                name: prog_name(prog),
+            let fd = p.fd().map_err(|source| ProbeError::Program {
+                name: PROGRAMS[0].0,
                 source: Box::new(source),
             })?;
-            p.attach("syscalls", tp)
+            let id = p
+                .info()
                 .map_err(|source| ProbeError::Program {
-                    name: prog_name(prog),
+                    name: PROGRAMS[0].0,
                     source: Box::new(source),
-                })?;
-        }
+                })?
+                .id();
+            (fd.as_fd().as_raw_fd(), id)
+        };
 
         let mut cfg = BpfAuditConfig {
             off: offsets,
@@ -165,6 +209,9 @@ impl BpfAuditSession {
             calib_fd,
             enabled: 1,
             map_fops: 0,
+            prog_fops: 0,
+            calib_prog_fd: calib_prog_fd as u32,
+            _pad: 0,
         };
         let set = |config: &mut Array<MapData, BpfAuditConfig>,
                    cfg: &BpfAuditConfig|
@@ -179,8 +226,9 @@ impl BpfAuditSession {
         };
         set(&mut config, &cfg)?;
 
-        // The lookup the enter program calibrates on.
+        // The calls the enter program calibrates on.
         let _ = config.get(&0, 0);
+        let _ = super::sys::obj_info_by_raw_fd(calib_prog_fd);
         let calib = ebpf
             .map(CALIB_MAP)
             .ok_or(ProbeError::MissingMap { name: CALIB_MAP })?;
@@ -201,6 +249,13 @@ impl BpfAuditSession {
                 "walking the calibration fd read map id {seen_id}, the map's id is {config_id}"
             )));
         }
+        let prog_fops = calib.get(&2, 0).unwrap_or(0);
+        let seen_prog = calib.get(&3, 0).unwrap_or(0);
+        if prog_fops == 0 || seen_prog != calib_prog_id as u64 {
+            return Err(SessionError::Calibration(format!(
+                "walking the program calibration fd read program id {seen_prog} (f_op {prog_fops:#x}), the program's id is {calib_prog_id}"
+            )));
+        }
         let fops_source = match kallsyms_map_fops() {
             Some(k) if k != fops => {
                 return Err(SessionError::Calibration(format!(
@@ -211,12 +266,14 @@ impl BpfAuditSession {
             None => FopsSource::Calibration,
         };
         cfg.map_fops = fops;
+        cfg.prog_fops = prog_fops;
         set(&mut config, &cfg)?;
         Ok(Self {
             ebpf,
             offsets,
             map_fops: fops,
             fops_source,
+            compat,
             config,
         })
     }
@@ -227,13 +284,5 @@ impl BpfAuditSession {
             cfg.enabled = 0;
             let _ = self.config.set(0, cfg, 0);
         }
-    }
-}
-
-fn prog_name(p: &str) -> &'static str {
-    if p == "bpf_sys_enter" {
-        "bpf_sys_enter"
-    } else {
-        "bpf_sys_exit"
     }
 }

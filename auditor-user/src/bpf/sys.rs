@@ -82,6 +82,17 @@ fn info_by_fd(fd: &OwnedFd) -> std::io::Result<MapInfo> {
     })
 }
 
+/// BPF_OBJ_GET_INFO_BY_FD on a raw fd of this process (any object type):
+/// the call the session's calibration watches.
+pub fn obj_info_by_raw_fd(fd: i32) -> std::io::Result<()> {
+    let mut info = [0u8; 256];
+    let mut attr = [0u8; 16];
+    attr[..4].copy_from_slice(&(fd as u32).to_ne_bytes());
+    attr[4..8].copy_from_slice(&(info.len() as u32).to_ne_bytes());
+    attr[8..16].copy_from_slice(&(info.as_mut_ptr() as u64).to_ne_bytes());
+    bpf(cmd::OBJ_GET_INFO_BY_FD, &mut attr).map(|_| ())
+}
+
 /// Information about the map with this id (None when it is gone).
 pub fn map_info_by_id(id: u32) -> Option<MapInfo> {
     let mut attr = [0u8; 12];

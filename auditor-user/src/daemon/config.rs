@@ -317,6 +317,8 @@ impl DaemonConfig {
         for e in &self.exes {
             validate_exe_path(e).map_err(ConfigError::Invalid)?;
         }
+        crate::bpf::BpfSettings::new(&self.bpf.guard, &self.bpf.allow_exe, false)
+            .map_err(|e| ConfigError::Invalid(format!("[bpf] {e}")))?;
         Ok(())
     }
 }

@@ -315,6 +315,7 @@ impl Daemon {
             target_exit_code: None,
             target_signal: None,
             target_fatal: None,
+            unresolved_fds: None,
         };
         self.record(LogEvent::Audit(AuditEvent::Summary(summary)));
         self.target_event(pid, state, Some(info.exe.clone()), reason);
@@ -790,7 +791,7 @@ pub async fn run(args: &DaemonArgs) -> Result<i32> {
         Tick,
         Control(ControlMsg),
         Planned(Box<PlanDone>),
-        Bpf(AuditEvent),
+        Bpf(Box<AuditEvent>),
     }
     loop {
         let wake = tokio::select! {
@@ -799,7 +800,7 @@ pub async fn run(args: &DaemonArgs) -> Result<i32> {
             _ = tick.tick() => Wake::Tick,
             Some(m) = ctl_rx.recv() => Wake::Control(m),
             Some(p) = plan_rx.recv() => Wake::Planned(Box::new(p)),
-            Some(e) = bpf_rx.recv() => Wake::Bpf(e),
+            Some(e) = bpf_rx.recv() => Wake::Bpf(Box::new(e)),
             _ = d.engine.readable(Duration::from_millis(500)) => Wake::Ring,
         };
         match wake {
@@ -808,7 +809,7 @@ pub async fn run(args: &DaemonArgs) -> Result<i32> {
             Wake::Tick => d.tick(),
             Wake::Control(m) => d.handle(m),
             Wake::Planned(p) => d.finish_attach(*p),
-            Wake::Bpf(e) => d.record(LogEvent::Audit(e)),
+            Wake::Bpf(e) => d.record(LogEvent::Audit(*e)),
         }
         d.engine.drain(&mut d.pending);
         d.record_pending();

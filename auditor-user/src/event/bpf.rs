@@ -13,15 +13,37 @@ pub struct BpfMapEvent {
     pub ts_ns: u64,
     pub pid: u32,
     pub tid: u32,
+    /// Real uid.
     pub uid: u32,
+    /// Effective uid (calls a guard judges: writes, creates, programs, mmaps).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub euid: Option<u32>,
+    /// Effective capabilities that matter for BPF (`CAP_BPF`,
+    /// `CAP_SYS_ADMIN`, `CAP_PERFMON`, `CAP_NET_ADMIN`), when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Vec<String>>,
     pub comm: String,
-    /// Executable path as the kernel saw it at the call (empty when the
-    /// task had no mm, e.g. for `map_destroyed`).
+    /// Executable path from `/proc/PID/exe` (empty when it could not be
+    /// read, e.g. the process already exited, or for `map_destroyed`).
     pub exe: String,
-    /// Lower-case command without `BPF_` (`map_update_elem`), or
-    /// [`MAP_DESTROYED`].
+    /// `/proc/PID/exe` could not be read: `exe` is empty or was learnt
+    /// from an earlier call of the same executable (same device and inode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exe_unread: bool,
+    /// Device (`major:minor`) and inode of the executable, read in the
+    /// kernel at the call (calls a guard judges).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_ino: Option<u64>,
+    /// Lower-case command without `BPF_` (`map_update_elem`), `mmap` for a
+    /// writable shared mapping of a map, or [`MAP_DESTROYED`].
     pub cmd: String,
-    /// 0 when the call named no map (bad fd, failed create).
+    /// Made through the 32-bit (`int $0x80`) entry.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compat: bool,
+    /// 0 when the call named no map (bad fd, non-map fd, unreadable attr,
+    /// failed create, program commands).
     pub map_id: u32,
     pub map_name: String,
     pub map_type: String,
@@ -29,18 +51,30 @@ pub struct BpfMapEvent {
     pub value_size: u32,
     pub max_entries: u32,
     pub map_flags: u32,
-    /// The command's flags field (see `AttrView::flags` in `crate::bpf::attr`).
+    /// The command's flags field (see [`attr::AttrView::flags`]); for
+    /// `mmap`, the mmap flags.
     pub flags: u64,
     /// Batches: elements the kernel processed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_count: Option<u32>,
-    /// The map fd passed in, or the one returned by create/get commands.
+    /// The fd passed in (signed, as the caller passed it), or the one
+    /// returned by create/get/load commands.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub fd: Option<u32>,
+    pub fd: Option<i32>,
     /// OBJ_PIN / OBJ_GET path.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
-    /// `ok` or the errno name (`EBADF`).
+    /// Program commands (`prog_load`, `prog_test_run`, `link_create`, ...):
+    /// the program's id and every map it references.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prog_id: Option<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prog_maps: Vec<ProgMap>,
+    /// The program references more maps than the record holds (8).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prog_maps_total: Option<u32>,
+    /// `ok` or the errno name (`EBADF`); `unknown` when the call's exit was
+    /// lost.
     pub result: String,
     /// Raw syscall return value.
     pub ret: i64,
@@ -49,6 +83,14 @@ pub struct BpfMapEvent {
     /// Another thread's mutating call was inside this map at enter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrent_with: Option<ConcurrentWriter>,
+}
+
+/// A map a program references.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgMap {
+    pub id: u32,
+    /// Empty when the map was already gone when the event was decoded.
+    pub name: String,
 }
 
 /// The writer already inside a map when a mutating call entered.
@@ -62,7 +104,7 @@ pub struct ConcurrentWriter {
 }
 
 impl BpfMapEvent {
-    /// Whether this is a call that changes the map or freezes it.
+    /// Whether this call changes the map, freezes it, or maps it writable.
     pub fn is_write(&self) -> bool {
         matches!(
             self.cmd.as_str(),
@@ -73,12 +115,25 @@ impl BpfMapEvent {
                 | "map_delete_batch"
                 | "map_lookup_and_delete_batch"
                 | "map_freeze"
+                | "mmap"
         )
     }
 
     pub fn ok(&self) -> bool {
         self.ret >= 0
     }
+
+    /// A map command whose fd named no map (bad fd, a pipe, a program)
+    /// or whose attr could not be read (no fd at all): counted as an
+    /// unresolved fd.
+    pub fn unresolved_fd(&self) -> bool {
+        self.map_id == 0 && map_only_name(&self.cmd)
+    }
+}
+
+fn map_only_name(c: &str) -> bool {
+    c.starts_with("map_") && !matches!(c, "map_create" | "map_get_fd_by_id" | MAP_DESTROYED)
+        || c == "mmap"
 }
 
 /// Which rule an alert comes from. JSON: snake_case.
@@ -94,6 +149,13 @@ pub enum AlertRule {
     ConcurrentWriters,
     /// A second process wrote a map (reported once per map).
     MultiProcessWriters,
+    /// A process that may not write a guarded map loaded, ran, attached or
+    /// linked a BPF program that references it (such a program can write
+    /// the map from inside the kernel, out of sight of bpf(2)).
+    GuardedMapProgram,
+    /// The map pinned at a guarded pin path changed (e.g. another map was
+    /// moved there): the new map is guarded from now on.
+    GuardedPinChanged,
 }
 
 /// A finding. JSON `kind` is `alert`.
@@ -108,6 +170,17 @@ pub struct Alert {
     pub tid: u32,
     pub comm: String,
     pub exe: String,
+    /// The rights the call was made with (see [`BpfMapEvent`]).
+    #[serde(default)]
+    pub uid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub euid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caps: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_dev: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_ino: Option<u64>,
     pub cmd: String,
     pub result: String,
     /// The other party (concurrent writer, earlier writer, or creator).

@@ -78,6 +78,10 @@ pub struct Summary {
     pub target_signal: Option<i32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_fatal: Option<String>,
+    /// bpf(2) audit: map commands whose fd named no map (bad or closed fd,
+    /// a pipe, a program) or whose attr could not be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unresolved_fds: Option<u64>,
 }
 
 /// A target's life in the daemon: JSON `kind` is `target`.

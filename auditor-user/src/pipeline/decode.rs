@@ -4,7 +4,7 @@
 
 use auditor_common::{
     EventHeader, EventKind, Pod,
-    bpf_syscall::BpfSyscallEvent,
+    bpf_syscall::{BpfSyscallEvent, BpfSyscallExit},
     go_map::{GoMapAccess, GoMapOverlap},
 };
 
@@ -17,6 +17,7 @@ pub enum RawRecord {
     GoAccess(GoMapAccess),
     GoOverlap(GoMapOverlap),
     BpfSyscall(BpfSyscallEvent),
+    BpfSyscallExit(BpfSyscallExit),
 }
 
 /// Why a record could not be decoded.
@@ -60,6 +61,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
         EventKind::GoMapAccess => RawRecord::GoAccess(need(kind, bytes)?),
         EventKind::GoMapOverlap => RawRecord::GoOverlap(need(kind, bytes)?),
         EventKind::BpfSyscall => RawRecord::BpfSyscall(need(kind, bytes)?),
+        EventKind::BpfSyscallExit => RawRecord::BpfSyscallExit(need(kind, bytes)?),
     })
 }
 

@@ -10,10 +10,28 @@
  *   maptool badfd                update on fd 1000 (EBADF)
  *   maptool badflags PIN         update with flags 99 (EINVAL)
  *   maptool batch PIN            update 5 elements in one batch
+ *   maptool unresolved           update on a pipe (EINVAL), on fd -1
+ *                                (EBADF), and with a NULL attr (EFAULT)
+ *   maptool compat PIN           update key 3 through the 32-bit entry
+ *                                (int $0x80, i386 bpf = 357)
+ *   maptool mmapcreate NAME PIN  create a BPF_F_MMAPABLE array, pin it,
+ *                                print its id
+ *   maptool mmapwrite PIN        map PIN shared and writable, write to it
+ *   maptool prog PIN MODE        load a socket filter that updates the map
+ *                                (MODE fd: map fd in the instruction; idx:
+ *                                through fd_array), test-run it, print
+ *                                the program's id
+ *   maptool link PIN CGROUP      load a cgroup_skb program that updates the
+ *                                map and link it to the CGROUP directory
+ *   maptool lookups PIN N        N lookups (benchmark load)
  */
 #define _GNU_SOURCE
 #include <linux/bpf.h>
+#include <fcntl.h>
 #include <sched.h>
+#include <stdint.h>
+#include <sys/mman.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +66,87 @@ static long update(int fd, unsigned int key, unsigned int value, unsigned long f
 	a.value = (unsigned long)&value;
 	a.flags = flags;
 	return sys_bpf(BPF_MAP_UPDATE_ELEM, &a, sizeof(a));
+}
+
+/* ld_imm64 of a map (src PSEUDO), key/value on the stack, update, exit 1. */
+static int load_updater(int map_fd, int by_index, int type, int attach_type)
+{
+	struct bpf_insn insns[] = {
+		{.code = BPF_ST | BPF_MEM | BPF_W, .dst_reg = BPF_REG_10, .off = -4, .imm = 7},
+		{.code = BPF_ST | BPF_MEM | BPF_W, .dst_reg = BPF_REG_10, .off = -8, .imm = 9},
+		{.code = BPF_LD | BPF_DW | BPF_IMM, .dst_reg = BPF_REG_1,
+		 .src_reg = by_index ? BPF_PSEUDO_MAP_IDX : BPF_PSEUDO_MAP_FD,
+		 .imm = by_index ? 0 : map_fd},
+		{0},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_2, .src_reg = BPF_REG_10},
+		{.code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = BPF_REG_2, .imm = -4},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_X, .dst_reg = BPF_REG_3, .src_reg = BPF_REG_10},
+		{.code = BPF_ALU64 | BPF_ADD | BPF_K, .dst_reg = BPF_REG_3, .imm = -8},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_4, .imm = 0},
+		{.code = BPF_JMP | BPF_CALL, .imm = BPF_FUNC_map_update_elem},
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+	int fds[1] = {map_fd};
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.prog_type = type;
+	a.expected_attach_type = attach_type;
+	a.insns = (unsigned long)insns;
+	a.insn_cnt = sizeof(insns) / sizeof(insns[0]);
+	a.license = (unsigned long)"GPL";
+	if (by_index)
+		a.fd_array = (unsigned long)fds;
+	int fd = sys_bpf(BPF_PROG_LOAD, &a, sizeof(a));
+	if (fd < 0) {
+		perror("BPF_PROG_LOAD");
+		exit(2);
+	}
+	return fd;
+}
+
+static unsigned int prog_id(int fd)
+{
+	struct bpf_prog_info info;
+	union bpf_attr a;
+	memset(&info, 0, sizeof(info));
+	memset(&a, 0, sizeof(a));
+	a.info.bpf_fd = fd;
+	a.info.info_len = sizeof(info);
+	a.info.info = (unsigned long)&info;
+	if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a, sizeof(a)) < 0) {
+		perror("BPF_OBJ_GET_INFO_BY_FD");
+		exit(2);
+	}
+	return info.id;
+}
+
+static unsigned int map_id(int fd)
+{
+	struct bpf_map_info info;
+	union bpf_attr a;
+	memset(&info, 0, sizeof(info));
+	memset(&a, 0, sizeof(a));
+	a.info.bpf_fd = fd;
+	a.info.info_len = sizeof(info);
+	a.info.info = (unsigned long)&info;
+	if (sys_bpf(BPF_OBJ_GET_INFO_BY_FD, &a, sizeof(a)) < 0) {
+		perror("BPF_OBJ_GET_INFO_BY_FD");
+		exit(2);
+	}
+	return info.id;
+}
+
+static void pin(int fd, const char *path)
+{
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.pathname = (unsigned long)path;
+	a.bpf_fd = fd;
+	if (sys_bpf(BPF_OBJ_PIN, &a, sizeof(a)) < 0) {
+		perror("BPF_OBJ_PIN");
+		exit(2);
+	}
 }
 
 int main(int argc, char **argv)
@@ -130,6 +229,127 @@ int main(int argc, char **argv)
 			perror("BPF_MAP_UPDATE_BATCH");
 			return 2;
 		}
+		return 0;
+	}
+	if (!strcmp(argv[1], "unresolved")) {
+		int p[2];
+		if (pipe(p) < 0)
+			return 2;
+		long r1 = update(p[0], 1, 1, BPF_ANY);
+		long r2 = update(-1, 1, 1, BPF_ANY);
+		long r3 = syscall(SYS_bpf, BPF_MAP_UPDATE_ELEM, NULL, 32);
+		return r1 < 0 && r2 < 0 && r3 < 0 ? 0 : 1;
+	}
+	if (!strcmp(argv[1], "compat") && argc == 3) {
+		int fd = obj_get(argv[2]);
+		/* int $0x80 passes 32-bit registers: everything below 4 GiB. */
+		char *low = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+				 MAP_PRIVATE | MAP_ANONYMOUS | MAP_32BIT, -1, 0);
+		if (low == MAP_FAILED)
+			return 2;
+		union bpf_attr *a = (union bpf_attr *)low;
+		uint32_t *key = (uint32_t *)(low + 512), *value = key + 1;
+		*key = 3;
+		*value = 33;
+		a->map_fd = fd;
+		a->key = (unsigned long)key;
+		a->value = (unsigned long)value;
+		a->flags = BPF_ANY;
+		long r;
+		__asm__ volatile("int $0x80"
+				 : "=a"(r)
+				 : "a"(357), "b"(BPF_MAP_UPDATE_ELEM), "c"((uint32_t)(uintptr_t)a),
+				   "d"(sizeof(*a))
+				 : "memory");
+		if (r < 0) {
+			fprintf(stderr, "int $0x80 bpf: %ld\n", r);
+			return 2;
+		}
+		return 0;
+	}
+	if (!strcmp(argv[1], "mmapcreate") && argc == 4) {
+		union bpf_attr a;
+		memset(&a, 0, sizeof(a));
+		a.map_type = BPF_MAP_TYPE_ARRAY;
+		a.key_size = 4;
+		a.value_size = 8;
+		a.max_entries = 512;
+		a.map_flags = BPF_F_MMAPABLE;
+		strncpy(a.map_name, argv[2], sizeof(a.map_name) - 1);
+		int fd = sys_bpf(BPF_MAP_CREATE, &a, sizeof(a));
+		if (fd < 0) {
+			perror("BPF_MAP_CREATE");
+			return 2;
+		}
+		pin(fd, argv[3]);
+		printf("%u\n", map_id(fd));
+		return 0;
+	}
+	if (!strcmp(argv[1], "mmapwrite") && argc == 3) {
+		int fd = obj_get(argv[2]);
+		volatile uint64_t *v = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+		if (v == MAP_FAILED) {
+			perror("mmap");
+			return 2;
+		}
+		v[5] = 0xdead;
+		return 0;
+	}
+	if (!strcmp(argv[1], "prog") && argc == 4) {
+		int map = obj_get(argv[2]);
+		int prog = load_updater(map, !strcmp(argv[3], "idx"), BPF_PROG_TYPE_SOCKET_FILTER, 0);
+		close(map);
+		char data[64] = {0};
+		union bpf_attr a;
+		memset(&a, 0, sizeof(a));
+		a.test.prog_fd = prog;
+		a.test.data_in = (unsigned long)data;
+		a.test.data_size_in = sizeof(data);
+		if (sys_bpf(BPF_PROG_TEST_RUN, &a, sizeof(a)) < 0) {
+			perror("BPF_PROG_TEST_RUN");
+			return 2;
+		}
+		printf("%u\n", prog_id(prog));
+		return 0;
+	}
+	if (!strcmp(argv[1], "link") && argc == 4) {
+		int map = obj_get(argv[2]);
+		int prog = load_updater(map, 0, BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS);
+		close(map);
+		int cg = open(argv[3], O_RDONLY | O_DIRECTORY);
+		if (cg < 0) {
+			perror(argv[3]);
+			return 2;
+		}
+		union bpf_attr a;
+		memset(&a, 0, sizeof(a));
+		a.link_create.prog_fd = prog;
+		a.link_create.target_fd = cg;
+		a.link_create.attach_type = BPF_CGROUP_INET_EGRESS;
+		if (sys_bpf(BPF_LINK_CREATE, &a, sizeof(a)) < 0) {
+			perror("BPF_LINK_CREATE");
+			return 2;
+		}
+		printf("%u\n", prog_id(prog));
+		return 0;
+	}
+	if (!strcmp(argv[1], "lookups") && argc == 4) {
+		int fd = obj_get(argv[2]);
+		long n = atol(argv[3]);
+		unsigned int key = 1, value;
+		union bpf_attr a;
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		for (long i = 0; i < n; i++) {
+			memset(&a, 0, sizeof(a));
+			a.map_fd = fd;
+			a.key = (unsigned long)&key;
+			a.value = (unsigned long)&value;
+			sys_bpf(BPF_MAP_LOOKUP_ELEM, &a, sizeof(a));
+		}
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
+		printf("%.1f\n", ns / n);
 		return 0;
 	}
 	return 64;
