@@ -18,8 +18,10 @@
 //!   hit is measured against what any uprobe at that instruction costs.
 //!
 //! `cargo xtask bench http` (bench/http.rs) measures a Go HTTP service
-//! under load instead of a tight loop.
+//! under load instead of a tight loop; `cargo xtask bench bpf`
+//! (bench/bpf.rs) measures the bpf(2) audit.
 
+mod bpf;
 mod http;
 pub use http::loadavg;
 mod kernel;
@@ -58,6 +60,11 @@ pub enum BenchWhat {
     /// A Go HTTP service under wrk: requests/s and p99 latency for native,
     /// -race and each auditor mode, BPF time per probe hit, hits per request.
     Http(http::HttpArgs),
+    /// bpf(2) calls: ns per call with no auditor, a counting tracepoint
+    /// program, the auditor quiet and the auditor writing JSON to a file,
+    /// with each one's kernel program time per call; then a paced run at
+    /// 100k calls/s writing JSON to a file, which must lose nothing.
+    Bpf(bpf::BpfBenchArgs),
 }
 
 /// The label of the empty-program floor.
@@ -134,6 +141,7 @@ fn build(root: &Path, go: &Path, race: bool) -> Result<PathBuf> {
 pub fn run(args: &BenchArgs) -> Result<()> {
     match &args.what {
         Some(BenchWhat::Http(h)) => http::run(h),
+        Some(BenchWhat::Bpf(b)) => bpf::run(b),
         None => run_loop(args),
     }
 }

@@ -388,6 +388,9 @@ mod tests {
         assert!(e.to_string().contains("absolute"), "{e}");
         let e = DaemonConfig::from_toml("metrics_listen = \"loopback\"", "d.toml").unwrap_err();
         assert!(e.to_string().contains("ADDRESS:PORT"), "{e}");
+        let e = DaemonConfig::from_toml("[bpf]\nguard = [\"a_map_name_too_long\"]", "d.toml")
+            .unwrap_err();
+        assert!(e.to_string().contains("at most 15 bytes"), "{e}");
     }
 
     #[test]

@@ -23,7 +23,8 @@
  *                                the program's id
  *   maptool link PIN CGROUP      load a cgroup_skb program that updates the
  *                                map and link it to the CGROUP directory
- *   maptool lookups PIN N        N lookups (benchmark load)
+ *   maptool lookups PIN N [RATE] N lookups (benchmark load), at most RATE
+ *                                per second when given; prints ns per call
  */
 #define _GNU_SOURCE
 #include <linux/bpf.h>
@@ -333,9 +334,10 @@ int main(int argc, char **argv)
 		printf("%u\n", prog_id(prog));
 		return 0;
 	}
-	if (!strcmp(argv[1], "lookups") && argc == 4) {
+	if (!strcmp(argv[1], "lookups") && (argc == 4 || argc == 5)) {
 		int fd = obj_get(argv[2]);
 		long n = atol(argv[3]);
+		long rate = argc == 5 ? atol(argv[4]) : 0;
 		unsigned int key = 1, value;
 		union bpf_attr a;
 		struct timespec t0, t1;
@@ -346,6 +348,17 @@ int main(int argc, char **argv)
 			a.key = (unsigned long)&key;
 			a.value = (unsigned long)&value;
 			sys_bpf(BPF_MAP_LOOKUP_ELEM, &a, sizeof(a));
+			if (rate > 0 && i % 1000 == 999) {
+				/* Sleep until call i+1 is due. */
+				double due = (double)(i + 1) / rate;
+				struct timespec now;
+				clock_gettime(CLOCK_MONOTONIC, &now);
+				double at = (now.tv_sec - t0.tv_sec) + (now.tv_nsec - t0.tv_nsec) / 1e9;
+				if (due > at) {
+					struct timespec d = {(time_t)(due - at), (long)((due - at - (time_t)(due - at)) * 1e9)};
+					nanosleep(&d, NULL);
+				}
+			}
 		}
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		double ns = (t1.tv_sec - t0.tv_sec) * 1e9 + (t1.tv_nsec - t0.tv_nsec);
