@@ -1,8 +1,14 @@
-//! Command-line definitions (clap). Nothing here does work.
+//! Command-line definitions (clap). Nothing here does work: `commands`
+//! turns these into the library's settings. No other module sees them.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{
+    daemon::config::{DEFAULT_LOG_DIR, DEFAULT_SOCKET},
+    settings::parse_duration,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -40,11 +46,6 @@ pub enum Command {
     /// Show the daemon's audit log, and follow it across rotations.
     Tail(TailArgs),
 }
-
-/// Where the daemon listens unless told otherwise.
-pub const DEFAULT_SOCKET: &str = "/run/map-auditor/control.sock";
-/// Where the daemon logs unless told otherwise.
-pub const DEFAULT_LOG_DIR: &str = "/var/log/map-auditor";
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
@@ -184,7 +185,7 @@ pub struct GoAuditOptions {
     /// Also write every event as JSON lines to this file (input for `report`).
     #[arg(long)]
     pub record: Option<PathBuf>,
-    /// Ring buffer size in MiB (power of two).
+    /// Ring buffer size in MiB (a power of two, 1-1024).
     #[arg(long, default_value_t = 16)]
     pub ring_mib: u32,
     /// Print the probe plan (functions, offsets, instructions) before tailing.
@@ -281,26 +282,6 @@ pub struct ReportArgs {
     pub output: Option<PathBuf>,
 }
 
-/// Parse `500ms`, `30s`, `5m`, `2h` or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: use e.g. 500ms, 30s, 5m, 2h"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
-    };
-    Ok(std::time::Duration::from_secs_f64(secs))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,13 +290,5 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
-    }
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
-        assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
-        assert_eq!(parse_duration("3").unwrap().as_secs(), 3);
-        assert!(parse_duration("3 weeks").is_err());
     }
 }

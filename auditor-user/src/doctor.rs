@@ -91,9 +91,9 @@ pub fn can_run(checks: &[Check]) -> bool {
 
 /// `map-auditor doctor`: print the checks; exit code 0 when the auditor can
 /// work here, 1 otherwise.
-pub fn run(args: &crate::cli::DoctorArgs) -> anyhow::Result<i32> {
+pub fn run(json: bool) -> anyhow::Result<i32> {
     let checks = checks();
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&checks)?);
     } else {
         print!("{}", render_text(&checks));

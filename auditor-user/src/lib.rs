@@ -10,11 +10,15 @@
 //! - [`bpf`]: bpf(2) syscall auditing.
 //! - [`doctor`]: environment checks.
 //! - [`daemon`]: the privileged daemon, its control socket, log and clients.
+//! - [`settings`]: what a command asks for, in the library's types, validated once.
+//! - [`cli`], [`commands`]: the command layer: clap definitions, and their
+//!   conversion into settings. No other module sees clap or `cli`.
 
 pub mod analysis;
 pub mod audit;
 pub mod bpf;
 pub mod cli;
+pub mod commands;
 pub mod daemon;
 pub mod doctor;
 pub mod event;
@@ -23,3 +27,4 @@ pub mod output;
 pub mod pipeline;
 pub mod probe;
 pub mod proc;
+pub mod settings;

@@ -24,7 +24,6 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::{
-    cli::DetectMode,
     event::{AttachReport, AttachedProbe, AuditEvent, Lost, Overlap},
     goexe::{PlanOptions, ProbePlan, TargetError},
     pipeline::{
@@ -39,6 +38,7 @@ use crate::{
         go::GoAttachment,
     },
     proc::ProcessIdentity,
+    settings::{DetectMode, SettingsError, validate_stack_depth},
 };
 
 /// Errors of the multi-target engine.
@@ -78,6 +78,12 @@ pub struct TargetOptions {
     /// Probe the first instruction instead of the stack-check `jbe`
     /// (measuring placement only; see `--placement`).
     pub function_start: bool,
+}
+
+impl TargetOptions {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        validate_stack_depth(self.stack_depth).map(drop)
+    }
 }
 
 impl Default for TargetOptions {

@@ -26,11 +26,10 @@ use anyhow::{Context, Result, bail};
 use auditor_common::Counter;
 
 use crate::{
-    cli::{AttachArgs, Format, GoAuditOptions, RunArgs},
     event::{AuditEvent, Summary},
     output::live::LiveLog,
-    pipeline::filter::{AccessFilter, parse_addr, parse_op},
-    probe::LoadOptions,
+    pipeline::filter::AccessFilter,
+    settings::{Format, GoAuditSettings},
 };
 use engine::{GoEngine, TargetOptions};
 
@@ -44,33 +43,6 @@ pub fn require_privileges() -> Result<()> {
         );
     }
     Ok(())
-}
-
-fn filter_from(opts: &GoAuditOptions) -> Result<AccessFilter> {
-    let ops = if opts.ops.is_empty() {
-        None
-    } else {
-        Some(
-            opts.ops
-                .iter()
-                .map(|s| parse_op(s))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(anyhow::Error::msg)?,
-        )
-    };
-    let map = opts
-        .map
-        .as_deref()
-        .map(parse_addr)
-        .transpose()
-        .map_err(anyhow::Error::msg)?;
-    Ok(AccessFilter {
-        ops,
-        map,
-        function: opts.function.clone(),
-        package: opts.package.clone(),
-        quiet: opts.quiet,
-    })
 }
 
 /// How the target ended, when it did.
@@ -89,7 +61,8 @@ struct Sinks {
 }
 
 impl Sinks {
-    fn new(opts: &GoAuditOptions) -> Result<Self> {
+    fn new(settings: &GoAuditSettings) -> Result<Self> {
+        let opts = &settings.output;
         let stdout = std::io::stdout();
         let colour = opts.format == Format::Text && stdout.is_terminal();
         let mut live = LiveLog::new(
@@ -109,7 +82,7 @@ impl Sinks {
         Ok(Self {
             live,
             record,
-            filter: filter_from(opts)?,
+            filter: settings.filter.clone(),
         })
     }
 
@@ -149,21 +122,17 @@ struct GoSession {
 }
 
 impl GoSession {
-    fn start(pid: u32, opts: &GoAuditOptions) -> Result<Self> {
+    fn start(pid: u32, settings: &GoAuditSettings) -> Result<Self> {
+        settings.validate()?;
         // With --quiet and no recording nobody reads accesses: the kernel
         // then only reports findings, which keeps the ring buffer quiet.
         let target = TargetOptions {
-            detect: opts.detect,
-            stack_depth: opts.stack_depth,
-            emit_access: !opts.quiet || opts.record.is_some(),
-            function_start: opts.placement == crate::cli::Placement::FunctionStart,
+            emit_access: !settings.filter.quiet || settings.output.record.is_some(),
+            ..settings.target
         };
         let planned = engine::plan_target(pid, &target)?;
-        let mut engine = GoEngine::new(LoadOptions {
-            ring_bytes: opts.ring_mib.saturating_mul(1 << 20),
-            ..LoadOptions::default()
-        })?;
-        let sinks = Sinks::new(opts)?;
+        let mut engine = GoEngine::new(settings.load.load_options())?;
+        let sinks = Sinks::new(settings)?;
         let report = engine.attach(planned)?;
         let mut session = Self {
             pid,
@@ -258,12 +227,11 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 /// `map-auditor attach --pid PID`.
-pub async fn attach(args: &AttachArgs) -> Result<i32> {
+pub async fn attach(pid: u32, settings: &GoAuditSettings) -> Result<i32> {
     require_privileges()?;
-    let pid = args.pid;
     let stop = stop_flag();
-    let mut session = GoSession::start(pid, &args.opts)?;
-    let deadline = args.opts.duration.map(|d| Instant::now() + d);
+    let mut session = GoSession::start(pid, settings)?;
+    let deadline = settings.duration.map(|d| Instant::now() + d);
     session
         .pump(&stop, deadline, &|| {
             crate::proc::ProcessIdentity::of(pid).is_none()
@@ -275,9 +243,9 @@ pub async fn attach(args: &AttachArgs) -> Result<i32> {
 
 /// `map-auditor run -- PROGRAM ARGS`: the program is stopped at its first
 /// instruction (ptrace stop after exec), probed, then released.
-pub async fn run(args: &RunArgs) -> Result<i32> {
+pub async fn run(command: &[String], settings: &GoAuditSettings) -> Result<i32> {
     require_privileges()?;
-    let (prog, rest) = args.command.split_first().context("no program given")?;
+    let (prog, rest) = command.split_first().context("no program given")?;
     let mut cmd = Command::new(prog);
     cmd.args(rest).stderr(Stdio::piped());
     // SAFETY: only async-signal-safe calls between fork and exec.
@@ -300,7 +268,7 @@ pub async fn run(args: &RunArgs) -> Result<i32> {
     if r != pid as i32 || !libc::WIFSTOPPED(status) {
         bail!("{prog} did not start (it exited before it could be probed)");
     }
-    let session = GoSession::start(pid, &args.opts);
+    let session = GoSession::start(pid, settings);
     // Release the target whether or not probing worked.
     // SAFETY: detaching our own traced child.
     unsafe { libc::ptrace(libc::PTRACE_DETACH, pid as i32, 0, 0) };
@@ -339,7 +307,7 @@ pub async fn run(args: &RunArgs) -> Result<i32> {
     });
 
     let stop = stop_flag();
-    let deadline = args.opts.duration.map(|d| Instant::now() + d);
+    let deadline = settings.duration.map(|d| Instant::now() + d);
     let gone = || exited.lock().unwrap().is_some();
     session.pump(&stop, deadline, &gone).await?;
     let status = *exited.lock().unwrap();

@@ -15,7 +15,7 @@ use super::{
     render,
 };
 use crate::{
-    cli::{BpfArgs, Format},
+    settings::{BpfAuditSettings, Format},
     event::AuditEvent,
 };
 
@@ -59,7 +59,7 @@ impl Sink {
 /// Run `map-auditor bpf`. Builds its own tokio runtime (current thread);
 /// returns the process exit code (0 after a clean end by Ctrl-C, SIGTERM or
 /// `--duration`).
-pub fn run(args: &BpfArgs) -> anyhow::Result<i32> {
+pub fn run(args: &BpfAuditSettings) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -67,7 +67,7 @@ pub fn run(args: &BpfArgs) -> anyhow::Result<i32> {
     rt.block_on(run_async(args))
 }
 
-async fn run_async(args: &BpfArgs) -> anyhow::Result<i32> {
+async fn run_async(args: &BpfAuditSettings) -> anyhow::Result<i32> {
     let settings = BpfSettings::new(&args.guard, &args.allow_exe, args.include_self)
         .map_err(anyhow::Error::msg)?;
     let mut filter = BpfFilter::new(

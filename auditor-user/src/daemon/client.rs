@@ -15,13 +15,55 @@ use serde_json::{Value, json};
 
 use super::{
     log::{FOLLOW_POLL, Follower, line_matches, log_files},
-    protocol::{EventFilter, PROTOCOL_VERSION, Response},
+    protocol::{EventFilter, PROTOCOL_VERSION, Response, TargetSpec},
 };
 use crate::{
-    cli::{CtlArgs, CtlCommand, CtlTarget, Format, ReportArgs, TailArgs},
     event::{AuditEvent, EventKind},
-    output::live::{LiveLog, clock_time},
+    output::{
+        live::{LiveLog, clock_time},
+        report::ReportSettings,
+    },
+    settings::Format,
 };
+
+/// What `ctl` asks the daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CtlCommand {
+    Attach(TargetSpec),
+    Detach(TargetSpec),
+    List,
+    Status,
+}
+
+/// One `ctl` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CtlSettings {
+    /// The daemon's control socket.
+    pub socket: PathBuf,
+    /// Print the daemon's answer as JSON.
+    pub json: bool,
+    pub command: CtlCommand,
+}
+
+/// One `tail` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailSettings {
+    /// Keep printing new events as they are logged (across rotations).
+    pub follow: bool,
+    /// Only events of this process.
+    pub pid: Option<u32>,
+    /// Only these kinds (empty: every kind).
+    pub kinds: Vec<EventKind>,
+    /// Start this far back over every log file.
+    pub since: Option<Duration>,
+    /// Without `since`: how many of the latest events to show first.
+    pub lines: usize,
+    pub format: Format,
+    /// The daemon's log directory (read directly).
+    pub log_dir: PathBuf,
+    /// Read through the daemon's control socket instead of the log files.
+    pub socket: Option<PathBuf>,
+}
 
 fn connect(socket: &Path) -> Result<UnixStream> {
     UnixStream::connect(socket).with_context(|| {
@@ -57,21 +99,20 @@ fn request(stream: &mut UnixStream, body: Value) -> Result<(Response, BufReader<
     Ok((resp, reader))
 }
 
-fn target_body(op: &str, t: &CtlTarget) -> Value {
-    match (&t.pid, &t.exe) {
-        (Some(pid), _) => json!({"op": op, "pid": pid}),
-        (None, Some(exe)) => {
+fn target_body(op: &str, t: &TargetSpec) -> Value {
+    match t {
+        TargetSpec::Pid(pid) => json!({"op": op, "pid": pid}),
+        TargetSpec::Exe(exe) => {
             // Relative paths mean the client's directory, which the daemon
             // does not share.
             let exe = std::path::absolute(exe).unwrap_or_else(|_| exe.clone());
             json!({"op": op, "exe": exe})
         }
-        (None, None) => json!({"op": op}),
     }
 }
 
 /// `map-auditor ctl ...`.
-pub fn ctl(args: &CtlArgs) -> Result<i32> {
+pub fn ctl(args: &CtlSettings) -> Result<i32> {
     let mut stream = connect(&args.socket)?;
     stream.set_read_timeout(Some(Duration::from_secs(90)))?;
     let body = match &args.command {
@@ -135,27 +176,19 @@ fn print_list(v: &Value) {
     }
 }
 
-fn tail_filter(args: &TailArgs) -> Result<EventFilter> {
-    let kinds = args
-        .kind
-        .iter()
-        .map(|k| k.trim())
-        .filter(|k| !k.is_empty())
-        .map(|k| k.parse::<EventKind>())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(anyhow::Error::msg)?;
+fn tail_filter(args: &TailSettings) -> EventFilter {
     let since_ns = args.since.map(|d| {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         now.saturating_sub(d).as_nanos() as u64
     });
-    Ok(EventFilter {
+    EventFilter {
         pid: args.pid,
-        kinds,
+        kinds: args.kinds.clone(),
         since_ns,
         follow: args.follow,
-    })
+    }
 }
 
 /// Renders tail lines: JSON as logged, or one readable line per event.
@@ -211,8 +244,8 @@ fn text_of_other(line: &str) -> String {
 }
 
 /// `map-auditor tail`.
-pub fn tail(args: &TailArgs) -> Result<i32> {
-    let filter = tail_filter(args)?;
+pub fn tail(args: &TailSettings) -> Result<i32> {
+    let filter = tail_filter(args);
     let mut out = TailOut::new(args.format);
     if let Some(socket) = &args.socket {
         return tail_socket(socket, filter, &mut out);
@@ -323,7 +356,7 @@ fn directory_reader(dir: &Path) -> Result<Box<dyn Read>> {
 }
 
 /// `map-auditor report` over a log directory or the daemon's socket.
-pub fn report(args: &ReportArgs) -> Result<i32> {
+pub fn report(args: &ReportSettings) -> Result<i32> {
     let (reader, name): (Box<dyn Read>, String) = match (&args.socket, &args.input) {
         (Some(socket), _) => {
             let mut stream = connect(socket)?;
@@ -366,7 +399,7 @@ pub fn report(args: &ReportArgs) -> Result<i32> {
 }
 
 /// Whether `report`'s input is one for [`report`] rather than a recording.
-pub fn is_daemon_report(args: &ReportArgs) -> bool {
+pub fn is_daemon_report(args: &ReportSettings) -> bool {
     args.socket.is_some() || args.input.as_deref().is_some_and(Path::is_dir)
 }
 

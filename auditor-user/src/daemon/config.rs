@@ -10,9 +10,14 @@ use std::{
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::cli::{DetectMode, parse_duration};
+use crate::settings::{
+    DetectMode, SettingsError, parse_duration, validate_ring_mib, validate_stack_depth,
+};
 
-pub use crate::cli::{DEFAULT_LOG_DIR, DEFAULT_SOCKET};
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/map-auditor/control.sock";
+/// Where the daemon logs unless told otherwise.
+pub const DEFAULT_LOG_DIR: &str = "/var/log/map-auditor";
 /// Largest configuration file read (it is small; a huge one is a mistake).
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
@@ -30,6 +35,8 @@ pub enum ConfigError {
     Parse { path: String, message: String },
     #[error("config: {0}")]
     Invalid(String),
+    #[error("config: {0}")]
+    Settings(#[from] SettingsError),
 }
 
 /// The file as written (every field optional).
@@ -218,15 +225,7 @@ impl DaemonConfig {
             c.ring_mib = v;
         }
         if let Some(d) = f.detect {
-            c.detect = match d.as_str() {
-                "entry" => DetectMode::Entry,
-                "interval" => DetectMode::Interval,
-                _ => {
-                    return Err(ConfigError::Invalid(format!(
-                        "detect {d:?}: use \"entry\" or \"interval\""
-                    )));
-                }
-            };
+            c.detect = d.parse().map_err(ConfigError::Invalid)?;
         }
         if let Some(v) = f.stack_depth {
             c.stack_depth = v;
@@ -288,12 +287,9 @@ impl DaemonConfig {
         if self.max_watches > 256 {
             return bad("max_watches must be at most 256".into());
         }
-        if self.ring_mib == 0 || !self.ring_mib.is_power_of_two() || self.ring_mib > 1024 {
-            return bad("ring_mib must be a power of two between 1 and 1024".into());
-        }
-        if self.stack_depth > 16 {
-            return bad("stack_depth must be between 0 and 16".into());
-        }
+        // The same rules as `attach` and `run` apply to their flags.
+        validate_ring_mib(self.ring_mib)?;
+        validate_stack_depth(self.stack_depth)?;
         if self.scan_interval < Duration::from_millis(50)
             || self.scan_interval > Duration::from_secs(60)
         {

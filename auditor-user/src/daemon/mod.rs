@@ -45,10 +45,9 @@ use crate::{
         engine::{self, EngineError, GoEngine, PlannedTarget, TargetChange, TargetOptions},
         require_privileges,
     },
-    cli::DaemonArgs,
     event::{AuditEvent, Summary},
-    probe::LoadOptions,
     proc::ProcessIdentity,
+    settings::LoadSettings,
 };
 use config::DaemonConfig;
 use control::{AccessPolicy, ControlMsg, Published, Reply};
@@ -650,34 +649,10 @@ impl Daemon {
     }
 }
 
-/// Settings from the file, then the flags.
-fn effective_config(args: &DaemonArgs) -> Result<DaemonConfig> {
-    let mut cfg = match &args.config {
-        Some(p) => DaemonConfig::load(p)?,
-        None => DaemonConfig::default(),
-    };
-    if let Some(s) = &args.socket {
-        cfg.socket = s.clone();
-    }
-    if let Some(d) = &args.log_dir {
-        cfg.log_dir = d.clone();
-    }
-    if args.stdout_json {
-        cfg.stdout_json = true;
-    }
-    if let Some(m) = &args.metrics_listen {
-        cfg.metrics_listen = Some(m.parse().with_context(|| {
-            format!("--metrics-listen {m:?} is not ADDRESS:PORT, e.g. 127.0.0.1:9464")
-        })?);
-    }
-    cfg.validate()?;
-    Ok(cfg)
-}
-
 /// `map-auditor daemon`: run in the foreground until SIGTERM or SIGINT.
-pub async fn run(args: &DaemonArgs) -> Result<i32> {
+pub async fn run(cfg: DaemonConfig) -> Result<i32> {
     require_privileges()?;
-    let cfg = effective_config(args)?;
+    cfg.validate()?;
     // Everything the daemon creates (socket, logs) is private by default.
     // SAFETY: umask has no preconditions.
     unsafe { libc::umask(0o077) };
@@ -693,10 +668,12 @@ pub async fn run(args: &DaemonArgs) -> Result<i32> {
             cfg.log_dir.display()
         )
     })?;
-    let engine = GoEngine::new(LoadOptions {
-        ring_bytes: cfg.ring_mib.saturating_mul(1 << 20),
-        ..LoadOptions::default()
-    })?;
+    let engine = GoEngine::new(
+        LoadSettings {
+            ring_mib: cfg.ring_mib,
+        }
+        .load_options(),
+    )?;
     let listener = control::bind(&cfg.socket, group)
         .with_context(|| format!("cannot listen on {}", cfg.socket.display()))?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(256);

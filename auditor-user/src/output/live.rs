@@ -4,8 +4,8 @@
 use std::io::{self, Write};
 
 use crate::{
-    cli::Format,
     event::{Access, AttachReport, AuditEvent, Frame, Overlap, OverlapParty},
+    settings::Format,
 };
 
 /// Writes events to a stream in the chosen format.

@@ -10,7 +10,7 @@ mod tables;
 mod text;
 mod view;
 
-use std::io::Write;
+use std::{io::Write, path::PathBuf};
 
 use anyhow::Context;
 
@@ -21,13 +21,25 @@ pub use text::render_text;
 pub use view::RenderOptions;
 
 use crate::analysis::{AuditReport, report_from_jsonl};
-use crate::cli::{ReportArgs, ReportFormat};
+pub use crate::settings::ReportFormat;
+
+/// One `report` call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReportSettings {
+    /// A JSON-lines recording, or a daemon's log directory.
+    pub input: Option<PathBuf>,
+    /// Report on a running daemon's whole log, read through its socket.
+    pub socket: Option<PathBuf>,
+    pub format: ReportFormat,
+    /// Write here instead of stdout.
+    pub output: Option<PathBuf>,
+}
 
 /// Render `report` in `format`.
 ///
 /// ```
 /// use map_auditor::analysis::{AccessGraph, AuditReport, GraphLimits};
-/// use map_auditor::cli::ReportFormat;
+/// use map_auditor::settings::ReportFormat;
 /// use map_auditor::output::report::{render, RenderOptions};
 /// let report = AuditReport::from_graph(AccessGraph::new(GraphLimits::default()));
 /// let text = render(&report, ReportFormat::Text, &RenderOptions::default());
@@ -44,7 +56,7 @@ pub fn render(report: &AuditReport, format: ReportFormat, opts: &RenderOptions) 
 
 /// `map-auditor report`: read a recording, render it, write it to
 /// `--output` or stdout. Errors are one line naming the file (and line).
-pub fn run_report(args: &ReportArgs) -> anyhow::Result<()> {
+pub fn run_report(args: &ReportSettings) -> anyhow::Result<()> {
     let input = args
         .input
         .as_deref()

@@ -5,7 +5,6 @@ use auditor_common::go_map::MapOp;
 use super::*;
 use crate::analysis::testkit::*;
 use crate::analysis::{AccessGraph, AuditReport, GraphLimits};
-use crate::cli::{ReportArgs, ReportFormat};
 
 fn report() -> AuditReport {
     AuditReport::from_graph(small_graph())
@@ -281,7 +280,7 @@ fn run_report_writes_each_format_and_names_bad_lines() {
         ReportFormat::Html,
     ] {
         let output = dir.path().join(format!("report.{format:?}"));
-        run_report(&ReportArgs {
+        run_report(&ReportSettings {
             input: Some(input.clone()),
             socket: None,
             format,
@@ -298,7 +297,7 @@ fn run_report_writes_each_format_and_names_bad_lines() {
     );
 
     std::fs::write(&input, format!("{}{{\"oops\":1}}\n", small_recording())).unwrap();
-    let err = run_report(&ReportArgs {
+    let err = run_report(&ReportSettings {
         input: Some(input.clone()),
         socket: None,
         format: ReportFormat::Text,

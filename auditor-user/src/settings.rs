@@ -1,0 +1,269 @@
+//! What the user asked for, in the library's own types: output formats, the
+//! detection mode, the ring size, and the settings of each audit. The command
+//! line (`cli` → `commands`) and the daemon's TOML configuration both end in
+//! these types and are validated by the same functions here, so a value one
+//! of them refuses the other refuses with the same words.
+
+use std::{fmt, path::PathBuf, str::FromStr, time::Duration};
+
+use thiserror::Error;
+
+use crate::{audit::engine::TargetOptions, pipeline::filter::AccessFilter, probe::LoadOptions};
+
+/// Live-log and `tail` output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// Aligned columns, colour on a terminal.
+    Text,
+    /// One JSON object per line (docs/events.md).
+    Json,
+}
+
+/// How overlaps are detected in the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DetectMode {
+    /// Entry probes only: cheapest; catches accesses that enter while another
+    /// goroutine holds the runtime's writing marker.
+    Entry,
+    /// Entry and RET probes: full intervals; also catches a writer entering
+    /// while readers are inside. Costs more per access.
+    Interval,
+}
+
+impl DetectMode {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Entry => "entry",
+            Self::Interval => "interval",
+        }
+    }
+}
+
+impl fmt::Display for DetectMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DetectMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "entry" => Ok(Self::Entry),
+            "interval" => Ok(Self::Interval),
+            _ => Err(format!("detect {s:?}: use \"entry\" or \"interval\"")),
+        }
+    }
+}
+
+/// Where entry probes go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Placement {
+    /// The cheapest instruction that still sees the arguments.
+    Cheapest,
+    /// Each function's first instruction (to measure the difference).
+    FunctionStart,
+}
+
+/// Output of `map-auditor report`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Text,
+    Json,
+    Dot,
+    Html,
+}
+
+/// A setting out of range. The names are the daemon's configuration keys
+/// and the command-line flags, so the message fits either.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum SettingsError {
+    #[error("ring_mib (--ring-mib) {0} must be a power of two between 1 and 1024")]
+    RingMib(u32),
+    #[error("stack_depth (--stack-depth) {0} must be between 0 and 16")]
+    StackDepth(u32),
+}
+
+/// Largest ring buffer, in MiB.
+pub const MAX_RING_MIB: u32 = 1024;
+/// Most user stack frames recorded per access (the kernel's array size).
+pub const MAX_STACK_DEPTH: u32 = 16;
+
+/// The ring buffer every target shares, in MiB: a power of two (the kernel
+/// refuses others) between 1 and [`MAX_RING_MIB`].
+pub fn validate_ring_mib(mib: u32) -> Result<u32, SettingsError> {
+    if mib == 0 || !mib.is_power_of_two() || mib > MAX_RING_MIB {
+        return Err(SettingsError::RingMib(mib));
+    }
+    Ok(mib)
+}
+
+/// User stack frames recorded per access: 0 to [`MAX_STACK_DEPTH`].
+pub fn validate_stack_depth(depth: u32) -> Result<u32, SettingsError> {
+    if depth > MAX_STACK_DEPTH {
+        return Err(SettingsError::StackDepth(depth));
+    }
+    Ok(depth)
+}
+
+/// How the kernel object is loaded for a Go audit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadSettings {
+    /// Ring buffer size in MiB.
+    pub ring_mib: u32,
+}
+
+impl Default for LoadSettings {
+    fn default() -> Self {
+        Self { ring_mib: 16 }
+    }
+}
+
+impl LoadSettings {
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        validate_ring_mib(self.ring_mib).map(drop)
+    }
+
+    pub fn load_options(&self) -> LoadOptions {
+        LoadOptions {
+            ring_bytes: self.ring_mib.saturating_mul(1 << 20),
+            ..LoadOptions::default()
+        }
+    }
+}
+
+/// Where a Go audit's events go besides the filter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputSettings {
+    pub format: Format,
+    /// Also write every event as JSON lines here (input for `report`).
+    pub record: Option<PathBuf>,
+    /// Print the probe plan before tailing.
+    pub show_plan: bool,
+}
+
+impl Default for OutputSettings {
+    fn default() -> Self {
+        Self {
+            format: Format::Text,
+            record: None,
+            show_plan: false,
+        }
+    }
+}
+
+/// One Go audit (`attach`, `run`): how to load, what to attach to the
+/// target, which events to show, where they go, and for how long.
+#[derive(Clone, Debug, Default)]
+pub struct GoAuditSettings {
+    pub load: LoadSettings,
+    pub target: TargetOptions,
+    pub filter: AccessFilter,
+    pub output: OutputSettings,
+    /// Stop after this long (default: until Ctrl-C or the target's exit).
+    pub duration: Option<Duration>,
+}
+
+impl GoAuditSettings {
+    /// Every rule these settings must satisfy (the daemon's configuration
+    /// checks its own ring and stack depth with the same functions).
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        self.load.validate()?;
+        self.target.validate()
+    }
+}
+
+/// One bpf(2) audit (`map-auditor bpf`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BpfAuditSettings {
+    /// Only calls made by this process.
+    pub pid: Option<u32>,
+    /// Only calls made by processes with this command name.
+    pub comm: Option<String>,
+    /// Only this map id.
+    pub map_id: Option<u32>,
+    /// Only maps with this name.
+    pub map_name: Option<String>,
+    /// Maps to guard: NAME, ID or pin path.
+    pub guard: Vec<String>,
+    /// Executables allowed to write guarded maps.
+    pub allow_exe: Vec<PathBuf>,
+    /// Also show the auditor's own bpf() calls.
+    pub include_self: bool,
+    pub format: Format,
+    pub duration: Option<Duration>,
+    /// Only alerts, findings and the summary.
+    pub quiet: bool,
+    /// Also write every event as JSON lines here.
+    pub record: Option<PathBuf>,
+}
+
+/// Parse `500ms`, `30s`, `5m`, `2h` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit() && c != '.') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: use e.g. 500ms, 30s, 5m, 2h"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?}: use ms, s, m or h")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_must_be_a_power_of_two_from_1_to_1024_mib() {
+        for ok in [1, 2, 16, 1024] {
+            assert_eq!(validate_ring_mib(ok), Ok(ok));
+        }
+        for bad in [0, 3, 24, 2048] {
+            let e = validate_ring_mib(bad).unwrap_err();
+            assert_eq!(e, SettingsError::RingMib(bad));
+            assert!(e.to_string().contains("--ring-mib"), "{e}");
+        }
+    }
+
+    #[test]
+    fn go_audit_settings_refuse_a_bad_ring_or_stack_depth() {
+        assert_eq!(GoAuditSettings::default().validate(), Ok(()));
+        let mut s = GoAuditSettings::default();
+        s.load.ring_mib = 3;
+        assert_eq!(s.validate(), Err(SettingsError::RingMib(3)));
+        let mut s = GoAuditSettings::default();
+        s.target.stack_depth = 17;
+        assert_eq!(s.validate(), Err(SettingsError::StackDepth(17)));
+    }
+
+    #[test]
+    fn detect_mode_names_round_trip() {
+        for m in [DetectMode::Entry, DetectMode::Interval] {
+            assert_eq!(m.as_str().parse::<DetectMode>(), Ok(m));
+        }
+        assert!(
+            "both"
+                .parse::<DetectMode>()
+                .unwrap_err()
+                .contains("\"entry\"")
+        );
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms").unwrap().as_millis(), 500);
+        assert_eq!(parse_duration("2m").unwrap().as_secs(), 120);
+        assert_eq!(parse_duration("3").unwrap().as_secs(), 3);
+        assert!(parse_duration("3 weeks").is_err());
+    }
+}
