@@ -97,9 +97,12 @@ impl MapOp {
 ///
 /// bits 0..8   [`MapOp`]
 /// bits 8..24  probe id (index into the userspace probe plan)
-/// bit  24     [`COOKIE_EXIT`]
-/// bit  25     [`COOKIE_STACKCHECK`]
+/// bit  24     [`cookie::EXIT`]
+/// bit  25     [`cookie::STACKCHECK`]
+/// bit  26     [`cookie::FATAL`]
+/// bits 27..32 unused (zero)
 /// bits 32..40 argument register holding the map (see [`MapArg`])
+/// bits 40..64 unused (zero)
 pub mod cookie {
     /// The probe sits on a RET instruction: the function is leaving.
     pub const EXIT: u64 = 1 << 24;

@@ -3,14 +3,25 @@
 //! Every record in the ring buffer starts with an [`EventHeader`]; its `kind`
 //! says which struct follows. Every struct is `#[repr(C)]`, padded explicitly
 //! and free of pointers, so both sides agree byte for byte. Change a layout,
-//! bump [`ABI_VERSION`].
+//! bump [`ABI_VERSION`]: the const assertions at the end of this file fail
+//! to compile until the new size is written down, and the loader refuses an
+//! object whose [`ABI_SECTION`] names another version.
+//!
+//! With the `user` feature, [`decode`] turns ring-buffer bytes back into
+//! these records (the decoder lives beside the layouts it reads).
 #![no_std]
 
 pub mod bpf_syscall;
+#[cfg(any(feature = "user", test))]
+pub mod decode;
 pub mod go_map;
 
 /// Version of this ABI. Userspace refuses an object built for another one.
 pub const ABI_VERSION: u32 = 3;
+
+/// ELF section of the kernel object holding its [`ABI_VERSION`] (a
+/// little-endian `u32`), read by the loader before anything is loaded.
+pub const ABI_SECTION: &str = "abi_version";
 
 /// Name of the ring buffer map all events travel through.
 pub const RING_MAP: &str = "EVENTS";
@@ -101,8 +112,30 @@ pub enum Counter {
     GoStackLocal = 14,
 }
 
-/// Number of counters in [`COUNTERS_MAP`].
-pub const COUNTER_COUNT: u32 = 16;
+impl Counter {
+    /// Every counter, in index order (checked below: `ALL[i] as u32 == i`).
+    /// A new counter goes at the end of the enum and of this list.
+    pub const ALL: [Counter; 15] = [
+        Self::GoProbeHits,
+        Self::GoAccessDropped,
+        Self::GoOverlapDropped,
+        Self::GoReadFailed,
+        Self::GoStateFull,
+        Self::GoOverlaps,
+        Self::BpfSyscallsSeen,
+        Self::BpfSyscallDropped,
+        Self::BpfInflightFull,
+        Self::StackTruncated,
+        Self::GoSlotsFull,
+        Self::GoMorestackSkipped,
+        Self::BpfResolveFailed,
+        Self::BpfWriterStateFull,
+        Self::GoStackLocal,
+    ];
+}
+
+/// Number of counters in [`COUNTERS_MAP`]: one slot per [`Counter`].
+pub const COUNTER_COUNT: u32 = Counter::ALL.len() as u32;
 
 /// Plain-old-data marker: safe to read from raw ring-buffer bytes.
 ///
@@ -112,3 +145,99 @@ pub const COUNTER_COUNT: u32 = 16;
 pub unsafe trait Pod: Copy + 'static {}
 
 unsafe impl Pod for EventHeader {}
+
+// The layouts both sides rely on. A failure here means a record changed:
+// write the new size down and bump ABI_VERSION.
+const _: () = {
+    use core::mem::size_of;
+
+    use bpf_syscall::{
+        BpfAuditConfig, BpfSyscallEvent, BpfSyscallExit, KernelOffsets, MapIdentity, PendingExit,
+        ProgMaps, WriterSlot,
+    };
+    use go_map::{
+        CurrentAccess, GoMapAccess, GoMapOverlap, GoTargetConfig, MapKey, MapState, Party,
+        PidLosses,
+    };
+
+    assert!(size_of::<EventHeader>() == 24);
+    assert!(size_of::<GoMapAccess>() == 200);
+    assert!(size_of::<GoMapOverlap>() == 344);
+    assert!(size_of::<GoTargetConfig>() == 32);
+    assert!(size_of::<MapKey>() == 16);
+    assert!(size_of::<Party>() == 152);
+    assert!(size_of::<CurrentAccess>() == 24);
+    assert!(size_of::<PidLosses>() == 16);
+    assert!(size_of::<MapState>() == 912);
+    assert!(size_of::<BpfSyscallEvent>() == 408);
+    assert!(size_of::<BpfSyscallExit>() == 120);
+    assert!(size_of::<ProgMaps>() == 40);
+    assert!(size_of::<PendingExit>() == 16);
+    assert!(size_of::<BpfAuditConfig>() == 160);
+    assert!(size_of::<KernelOffsets>() == 120);
+    assert!(size_of::<WriterSlot>() == 24);
+    assert!(size_of::<MapIdentity>() == 40);
+    // Ring-buffer records are 8-byte aligned by the kernel: a record whose
+    // size is not a multiple of 8 would leave bytes the reader misreads.
+    assert!(size_of::<GoMapAccess>().is_multiple_of(8));
+    assert!(size_of::<GoMapOverlap>().is_multiple_of(8));
+    assert!(size_of::<BpfSyscallEvent>().is_multiple_of(8));
+    assert!(size_of::<BpfSyscallExit>().is_multiple_of(8));
+
+    // Counter indexes are dense: the counter array has exactly one slot each.
+    let mut i = 0;
+    while i < Counter::ALL.len() {
+        assert!(Counter::ALL[i] as usize == i);
+        i += 1;
+    }
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_record_kind_decodes_from_its_number() {
+        for kind in [
+            EventKind::GoMapAccess,
+            EventKind::GoMapOverlap,
+            EventKind::BpfSyscall,
+            EventKind::BpfSyscallExit,
+        ] {
+            assert_eq!(EventKind::from_u32(kind as u32), Some(kind));
+        }
+        assert_eq!(EventKind::from_u32(0), None);
+        assert_eq!(EventKind::from_u32(5), None);
+    }
+
+    #[test]
+    fn cookie_fields_do_not_overlap_and_round_trip() {
+        use go_map::cookie;
+        let flags = cookie::EXIT | cookie::STACKCHECK | cookie::FATAL;
+        let c = cookie::encode(0xff, 0xffff, flags, 0xff);
+        assert_eq!(cookie::op(c), 0xff);
+        assert_eq!(cookie::probe_id(c), 0xffff);
+        assert_eq!(cookie::map_arg(c), 0xff);
+        assert_eq!(c & flags, flags);
+        // Each field alone sets only its own documented bits.
+        assert_eq!(cookie::encode(0xff, 0, 0, 0), 0xff);
+        assert_eq!(cookie::encode(0, 0xffff, 0, 0), 0xffff << 8);
+        assert_eq!(flags, 0b111 << 24);
+        assert_eq!(cookie::encode(0, 0, 0, 0xff), 0xff << 32);
+        let c = cookie::encode(3, 517, cookie::EXIT, 2);
+        assert_eq!(
+            (cookie::op(c), cookie::probe_id(c), cookie::map_arg(c)),
+            (3, 517, 2)
+        );
+        assert_eq!(c & (cookie::STACKCHECK | cookie::FATAL), 0);
+    }
+
+    #[test]
+    fn counter_array_has_one_slot_per_counter() {
+        assert_eq!(COUNTER_COUNT as usize, Counter::ALL.len());
+        assert_eq!(
+            Counter::ALL.last().map(|c| *c as u32),
+            Some(COUNTER_COUNT - 1)
+        );
+    }
+}

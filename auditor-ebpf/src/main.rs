@@ -20,3 +20,9 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 4] = *b"GPL\0";
+
+/// The ABI this object speaks; the loader reads this section and refuses
+/// an object built for another version (section name: `ABI_SECTION`).
+#[unsafe(link_section = "abi_version")]
+#[unsafe(no_mangle)]
+static ABI_VERSION: u32 = auditor_common::ABI_VERSION;

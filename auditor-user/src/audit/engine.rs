@@ -18,19 +18,20 @@ use std::{
 
 use auditor_common::{
     Counter,
-    go_map::{GoTargetConfig, PID_LOSSES_MAP, PidLosses, mode},
+    go_map::{PID_LOSSES_MAP, PidLosses},
 };
 use bytes::Bytes;
 use thiserror::Error;
 
 use crate::{
-    event::{AttachReport, AttachedProbe, AuditEvent, Lost, Overlap},
+    event::{AttachReport, AuditEvent, Lost},
     goexe::{PlanOptions, ProbePlan, TargetError},
     pipeline::{
         clock::WallClock,
         decode::{RawRecord, decode},
-        enrich::{FrameResolver, GoEnricher},
-        ring::RingReader,
+        enrich::{GoEnricher, RecentOverlaps, TargetResolver},
+        loss::{GO_LOSSES, LossCounter},
+        ring::{RingGauge, RingReader},
     },
     probe::{
         self, LoadOptions, ProbeError,
@@ -134,73 +135,6 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
     })
 }
 
-/// Call sites and map types of one target: pclntab and type-descriptor
-/// lookups at link-time addresses.
-pub struct TargetResolver {
-    symbols: crate::goexe::Symbolizer,
-    types: Option<crate::goexe::TypeNamer>,
-    globals: Option<crate::goexe::GlobalIndex>,
-    pid: u32,
-    /// Runtime minus link-time address (non-zero for PIE).
-    bias: u64,
-}
-
-impl FrameResolver for TargetResolver {
-    fn resolve_return(&self, pc: u64) -> Option<crate::event::Frame> {
-        let mut f = self
-            .symbols
-            .lookup_return_address(pc.wrapping_sub(self.bias))?;
-        f.pc = pc;
-        Some(f)
-    }
-
-    fn resolve_return_frames(&self, pc: u64) -> Vec<crate::event::Frame> {
-        let mut frames = self.symbols.lookup_frames(pc.wrapping_sub(self.bias), true);
-        for f in &mut frames {
-            f.pc = pc;
-        }
-        frames
-    }
-
-    fn map_type_name(&self, maptype: u64) -> Option<String> {
-        self.types
-            .as_ref()?
-            .type_name(maptype.wrapping_sub(self.bias))
-    }
-
-    fn global_holding(&self, map: u64) -> Option<String> {
-        self.globals.as_ref()?.holder(self.pid, self.bias, map)
-    }
-}
-
-/// The runtime's fatal error usually follows an overlap the entry probe
-/// already reported (same map, same two goroutines, microseconds apart):
-/// that confirmation is not a second finding.
-#[derive(Default)]
-struct RecentOverlaps {
-    seen: std::collections::VecDeque<(u64, u64, u64, u64)>,
-}
-
-impl RecentOverlaps {
-    const WINDOW_NS: u64 = 10_000_000;
-
-    fn is_repeat(&mut self, o: &Overlap) -> bool {
-        let pair = (
-            o.first.goid.min(o.second.goid),
-            o.first.goid.max(o.second.goid),
-        );
-        let repeat = o.detection == crate::event::DetectionMode::RuntimeFatal
-            && self.seen.iter().any(|&(map, a, b, ts)| {
-                map == o.map && (a, b) == pair && o.ts_ns.saturating_sub(ts) < Self::WINDOW_NS
-            });
-        self.seen.push_back((o.map, pair.0, pair.1, o.ts_ns));
-        if self.seen.len() > 64 {
-            self.seen.pop_front();
-        }
-        repeat
-    }
-}
-
 /// Delivered counts of one target.
 #[derive(Clone, Copy, Debug)]
 pub struct TargetStats {
@@ -240,66 +174,6 @@ pub struct TargetInfo {
     pub exe: String,
     pub probes: usize,
     pub stats: TargetStats,
-}
-
-/// Kernel counters whose increase means events were lost, with their
-/// `lost.what` names (docs/events.md).
-const GO_LOSS_COUNTERS: [(&str, Counter); 5] = [
-    ("access", Counter::GoAccessDropped),
-    ("overlap", Counter::GoOverlapDropped),
-    ("map_state", Counter::GoStateFull),
-    ("interval_slot", Counter::GoSlotsFull),
-    ("unreadable", Counter::GoReadFailed),
-];
-
-/// Producer and consumer positions of the ring buffer, mapped read-only.
-/// aya's `RingBuf` does not expose them; the kernel allows any read-only
-/// mapping of a ring buffer map (page 0: consumer, page 1: producer).
-struct RingGauge {
-    base: *mut libc::c_void,
-    page: usize,
-}
-
-// SAFETY: the mapping is read-only shared memory owned by this value.
-unsafe impl Send for RingGauge {}
-
-impl RingGauge {
-    fn map(fd: i32) -> Option<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
-        // SAFETY: a fresh read-only shared mapping of a BPF ring buffer fd;
-        // checked for MAP_FAILED.
-        let base = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                2 * page,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                fd,
-                0,
-            )
-        };
-        (base != libc::MAP_FAILED).then_some(Self { base, page })
-    }
-
-    /// Bytes written by the kernel and not yet consumed.
-    fn used(&self) -> u64 {
-        // SAFETY: both positions are naturally aligned u64s inside the
-        // mapping; the kernel updates them atomically.
-        unsafe {
-            let cons = std::ptr::read_volatile(self.base as *const u64);
-            let prod =
-                std::ptr::read_volatile((self.base as *const u8).add(self.page) as *const u64);
-            prod.saturating_sub(cons)
-        }
-    }
-}
-
-impl Drop for RingGauge {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `map` mapped.
-        unsafe { libc::munmap(self.base, 2 * self.page) };
-    }
 }
 
 /// The loaded Go probes and every attached target.
@@ -371,8 +245,13 @@ impl GoEngine {
         if ProcessIdentity::of(pid) != Some(identity) {
             return Err(EngineError::Changed(pid));
         }
-        let att = probe::go::attach(&mut self.ebpf, pid, &plan, config_for(&plan, &opts))?;
-        let report = attach_report(pid, &plan, &att, &opts, &self.clock);
+        let att = probe::go::attach(
+            &mut self.ebpf,
+            pid,
+            &plan,
+            probe::go::target_config(&plan, opts.detect, opts.stack_depth, opts.emit_access),
+        )?;
+        let report = AttachReport::new(self.clock.now_unix_ns(), pid, &plan, &att, opts.detect);
         let names = plan.sites.iter().map(|s| s.function.clone()).collect();
         let resolver = TargetResolver {
             symbols: plan.symbolizer.clone(),
@@ -548,7 +427,7 @@ impl GoEngine {
                 }
             }
         }
-        for (what, c) in GO_LOSS_COUNTERS {
+        for LossCounter { counter: c, what } in GO_LOSSES {
             let mut delta = now.get(c).saturating_sub(prev.get(c));
             // What the per-process table already reported.
             match c {
@@ -660,69 +539,5 @@ impl GoEngine {
         }
         out.sort_by_key(|(p, _)| *p);
         out
-    }
-}
-
-fn config_for(plan: &ProbePlan, opts: &TargetOptions) -> GoTargetConfig {
-    GoTargetConfig {
-        goid_off: plan.offsets.goid,
-        writing_off: plan.offsets.writing,
-        writing_mask: plan.offsets.writing_mask as u32,
-        iter_map_off: plan.offsets.iter_map,
-        mode: match opts.detect {
-            DetectMode::Entry => mode::ENTRY,
-            DetectMode::Interval => mode::INTERVAL,
-        },
-        stack_depth: opts.stack_depth,
-        emit_access: opts.emit_access as u32,
-        _pad: 0,
-    }
-}
-
-fn attach_report(
-    pid: u32,
-    plan: &ProbePlan,
-    att: &GoAttachment,
-    opts: &TargetOptions,
-    clock: &WallClock,
-) -> AttachReport {
-    let v = plan.go_version;
-    AttachReport {
-        ts_ns: clock.now_unix_ns(),
-        pid,
-        exe: std::fs::read_link(&plan.exe)
-            .unwrap_or_else(|_| plan.exe.clone())
-            .display()
-            .to_string(),
-        go_version: format!("{}.{}.{}", v.major, v.minor, v.patch),
-        module: plan.module_path.clone(),
-        pie: plan.pie,
-        stripped: plan.stripped,
-        swiss_maps: plan.swiss_maps,
-        detect: match opts.detect {
-            DetectMode::Entry => "entry",
-            DetectMode::Interval => "interval",
-        }
-        .into(),
-        offsets_from_dwarf: plan.offsets.from_dwarf,
-        probes: att
-            .attached
-            .iter()
-            .map(|a| AttachedProbe {
-                function: a.site.function.clone(),
-                op: a.site.op,
-                offset: a.site.addr - a.site.func_addr,
-                file_offset: a.site.file_offset,
-                instruction: a.site.instruction.clone(),
-                emulated: a.site.emulated,
-                exit: a.site.exit,
-            })
-            .collect(),
-        missing: plan.missing.clone(),
-        failed: att
-            .failed
-            .iter()
-            .map(|(s, why)| format!("{}+{:#x}: {why}", s.function, s.addr - s.func_addr))
-            .collect(),
     }
 }

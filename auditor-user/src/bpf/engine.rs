@@ -26,10 +26,11 @@ use super::{
     sys,
 };
 use crate::{
-    event::{AuditEvent, Lost, Summary},
+    event::{AuditEvent, Summary},
     pipeline::{
         clock::WallClock,
         decode::{RawRecord, decode},
+        loss::{BPF_LOSSES, LossTracker},
         ring::RingReader,
     },
     probe::counters::{CounterSnapshot, KernelCounters},
@@ -83,45 +84,6 @@ pub enum BpfAuditError {
         "cannot guard maps: 32-bit (int $0x80) bpf() calls cannot be watched on this machine ({0}), so a guarded map could be written unseen"
     )]
     NoCompat(String),
-}
-
-/// Kernel counters that mean lost events, by their `lost.what` name.
-const LOSS_COUNTERS: [(&str, Counter); 3] = [
-    ("bpf_map", Counter::BpfSyscallDropped),
-    ("bpf_inflight", Counter::BpfInflightFull),
-    ("bpf_writer_state", Counter::BpfWriterStateFull),
-];
-
-/// Turns the bpf(2) loss counters into `lost` events, each loss once.
-#[derive(Default)]
-pub struct LossTracker {
-    seen: [u64; LOSS_COUNTERS.len()],
-}
-
-impl LossTracker {
-    /// Losses since the previous check.
-    pub fn check(&mut self, snap: &CounterSnapshot, ts_ns: u64) -> Vec<Lost> {
-        let mut out = Vec::new();
-        for (i, (what, c)) in LOSS_COUNTERS.iter().enumerate() {
-            let total = snap.get(*c);
-            if total > self.seen[i] {
-                out.push(Lost {
-                    ts_ns,
-                    pid: 0,
-                    what: (*what).into(),
-                    count: total - self.seen[i],
-                    total,
-                });
-                self.seen[i] = total;
-            }
-        }
-        out
-    }
-
-    /// Every loss so far.
-    pub fn total(snap: &CounterSnapshot) -> u64 {
-        LOSS_COUNTERS.iter().map(|(_, c)| snap.get(*c)).sum()
-    }
 }
 
 /// Counts kept in userspace.
@@ -186,7 +148,7 @@ impl BpfEngine {
             clock: WallClock::new(),
             graph: BpfMapGraph::new(settings.guards.clone(), allow),
             lifecycle: MapLifecycle::default(),
-            losses: LossTracker::default(),
+            losses: LossTracker::new(&BPF_LOSSES),
             join: ExitJoin::default(),
             exes,
             pins: Vec::new(),
@@ -365,7 +327,7 @@ impl BpfEngine {
         let snap = self.counters.read();
         out.extend(
             self.losses
-                .check(&snap, now)
+                .lost_events(&snap, 0, now)
                 .into_iter()
                 .map(AuditEvent::Lost),
         );
@@ -443,7 +405,7 @@ impl BpfEngine {
             events,
             accesses: 0,
             overlaps: self.graph.concurrent_calls,
-            dropped: LossTracker::total(&snap) + self.stats.bad_records,
+            dropped: self.losses.total(&snap) + self.stats.bad_records,
             probe_hits: snap.get(Counter::BpfSyscallsSeen),
             duration_ms: self.started.elapsed().as_millis() as u64,
             target_exit_code: None,

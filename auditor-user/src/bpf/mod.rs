@@ -31,7 +31,7 @@ use crate::pipeline::clock::WallClock;
 pub use crate::event::bpf::{
     Alert, AlertRule, BpfMapEvent, ConcurrentWriter, MAP_DESTROYED, ProgMap,
 };
-pub use engine::{BpfEngine, BpfSettings, LossTracker, POLL_EVERY};
+pub use engine::{BpfEngine, BpfSettings, POLL_EVERY};
 pub use policy::{BpfMapGraph, MapEdge};
 pub use run::run;
 

@@ -15,8 +15,8 @@ use super::{
     render,
 };
 use crate::{
-    settings::{BpfAuditSettings, Format},
     event::AuditEvent,
+    settings::{BpfAuditSettings, Format},
 };
 
 struct Sink {

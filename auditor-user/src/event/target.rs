@@ -4,6 +4,8 @@
 use auditor_common::go_map::MapOp;
 use serde::{Deserialize, Serialize};
 
+use crate::{goexe::ProbePlan, probe::go::GoAttachment, settings::DetectMode};
+
 use super::{
     from_hex,
     go::{op_from_name, op_name},
@@ -46,6 +48,56 @@ pub struct AttachReport {
     pub missing: Vec<String>,
     /// Sites the kernel refused, with the reason.
     pub failed: Vec<String>,
+}
+
+impl AttachReport {
+    /// The report of what was attached to process `pid` following `plan`.
+    pub fn new(
+        ts_ns: u64,
+        pid: u32,
+        plan: &ProbePlan,
+        att: &GoAttachment,
+        detect: DetectMode,
+    ) -> Self {
+        let v = plan.go_version;
+        AttachReport {
+            ts_ns,
+            pid,
+            exe: std::fs::read_link(&plan.exe)
+                .unwrap_or_else(|_| plan.exe.clone())
+                .display()
+                .to_string(),
+            go_version: format!("{}.{}.{}", v.major, v.minor, v.patch),
+            module: plan.module_path.clone(),
+            pie: plan.pie,
+            stripped: plan.stripped,
+            swiss_maps: plan.swiss_maps,
+            detect: detect.as_str().into(),
+            offsets_from_dwarf: plan.offsets.from_dwarf,
+            probes: att
+                .attached
+                .iter()
+                .map(|a| AttachedProbe {
+                    function: a.site.function.clone(),
+                    op: a.site.op,
+                    offset: a.site.addr - a.site.func_addr,
+                    file_offset: a.site.file_offset,
+                    instruction: a.site.instruction.clone(),
+                    emulated: a.site.emulated,
+                    exit: a.site.exit,
+                })
+                .collect(),
+            missing: plan.missing.clone(),
+            failed: att
+                .failed
+                .iter()
+                .map(|f| {
+                    let s = &f.site;
+                    format!("{}+{:#x}: {}", s.function, s.addr - s.func_addr, f.error)
+                })
+                .collect(),
+        }
+    }
 }
 
 /// Events lost between the kernel and us.

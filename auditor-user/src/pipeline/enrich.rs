@@ -1,6 +1,9 @@
 //! Raw Go records to [`AuditEvent`]s: return addresses to call sites, probe
 //! ids to runtime function names, kernel time to wall-clock time, and map
-//! addresses to map identities (address + generation).
+//! addresses to map identities (address + generation). [`TargetResolver`]
+//! answers those lookups for one target's executable; [`RecentOverlaps`]
+//! remembers the last findings so the runtime's fatal error confirming one
+//! is not reported twice.
 
 use std::collections::HashMap;
 
@@ -278,6 +281,73 @@ impl<R: FrameResolver> GoEnricher<R> {
             first: self.party(&o.first),
             second: self.party(&o.second),
         }
+    }
+}
+
+/// Call sites and map types of one target: pclntab and type-descriptor
+/// lookups at link-time addresses.
+pub struct TargetResolver {
+    pub symbols: crate::goexe::Symbolizer,
+    pub types: Option<crate::goexe::TypeNamer>,
+    pub globals: Option<crate::goexe::GlobalIndex>,
+    pub pid: u32,
+    /// Runtime minus link-time address (non-zero for PIE).
+    pub bias: u64,
+}
+
+impl FrameResolver for TargetResolver {
+    fn resolve_return(&self, pc: u64) -> Option<crate::event::Frame> {
+        let mut f = self
+            .symbols
+            .lookup_return_address(pc.wrapping_sub(self.bias))?;
+        f.pc = pc;
+        Some(f)
+    }
+
+    fn resolve_return_frames(&self, pc: u64) -> Vec<crate::event::Frame> {
+        let mut frames = self.symbols.lookup_frames(pc.wrapping_sub(self.bias), true);
+        for f in &mut frames {
+            f.pc = pc;
+        }
+        frames
+    }
+
+    fn map_type_name(&self, maptype: u64) -> Option<String> {
+        self.types
+            .as_ref()?
+            .type_name(maptype.wrapping_sub(self.bias))
+    }
+
+    fn global_holding(&self, map: u64) -> Option<String> {
+        self.globals.as_ref()?.holder(self.pid, self.bias, map)
+    }
+}
+
+/// The runtime's fatal error usually follows an overlap the entry probe
+/// already reported (same map, same two goroutines, microseconds apart):
+/// that confirmation is not a second finding.
+#[derive(Default)]
+pub struct RecentOverlaps {
+    seen: std::collections::VecDeque<(u64, u64, u64, u64)>,
+}
+
+impl RecentOverlaps {
+    const WINDOW_NS: u64 = 10_000_000;
+
+    pub fn is_repeat(&mut self, o: &Overlap) -> bool {
+        let pair = (
+            o.first.goid.min(o.second.goid),
+            o.first.goid.max(o.second.goid),
+        );
+        let repeat = o.detection == crate::event::DetectionMode::RuntimeFatal
+            && self.seen.iter().any(|&(map, a, b, ts)| {
+                map == o.map && (a, b) == pair && o.ts_ns.saturating_sub(ts) < Self::WINDOW_NS
+            });
+        self.seen.push_back((o.map, pair.0, pair.1, o.ts_ns));
+        if self.seen.len() > 64 {
+            self.seen.pop_front();
+        }
+        repeat
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! Two rings: EVENTS (every record) and FINDINGS (overlaps only, so they
 //! still get through when EVENTS overflows with accesses). The reader waits
-//! on both and always drains findings first.
+//! on both and always drains findings first. [`RingGauge`] reads how full
+//! EVENTS is (for `status` and metrics) without consuming anything.
 
 use std::time::Duration;
 
@@ -22,11 +23,7 @@ pub struct RingReader {
 }
 
 fn register(ebpf: &mut Ebpf, name: &'static str) -> Result<AsyncFd<RingBuf<MapData>>, ProbeError> {
-    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap { name })?;
-    let ring = RingBuf::try_from(map).map_err(|source| ProbeError::Map {
-        name,
-        source: Box::new(source),
-    })?;
+    let ring: RingBuf<MapData> = crate::probe::take_map(ebpf, name)?;
     // SAFETY: the ring buffer owns its fd and AsyncFd owns the ring
     // buffer, so the fd stays open exactly as long as it is registered.
     unsafe { AsyncFd::register(ring) }.map_err(|e| ProbeError::Map {
@@ -104,5 +101,55 @@ impl RingReader {
         }
         drain_one(self.events.get_mut(), out);
         out.len() - before
+    }
+}
+
+/// Producer and consumer positions of the ring buffer, mapped read-only.
+/// aya's `RingBuf` does not expose them; the kernel allows any read-only
+/// mapping of a ring buffer map (page 0: consumer, page 1: producer).
+pub struct RingGauge {
+    base: *mut libc::c_void,
+    page: usize,
+}
+
+// SAFETY: the mapping is read-only shared memory owned by this value.
+unsafe impl Send for RingGauge {}
+
+impl RingGauge {
+    pub fn map(fd: i32) -> Option<Self> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        // SAFETY: a fresh read-only shared mapping of a BPF ring buffer fd;
+        // checked for MAP_FAILED.
+        let base = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                0,
+            )
+        };
+        (base != libc::MAP_FAILED).then_some(Self { base, page })
+    }
+
+    /// Bytes written by the kernel and not yet consumed.
+    pub fn used(&self) -> u64 {
+        // SAFETY: both positions are naturally aligned u64s inside the
+        // mapping; the kernel updates them atomically.
+        unsafe {
+            let cons = std::ptr::read_volatile(self.base as *const u64);
+            let prod =
+                std::ptr::read_volatile((self.base as *const u8).add(self.page) as *const u64);
+            prod.saturating_sub(cons)
+        }
+    }
+}
+
+impl Drop for RingGauge {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `map` mapped.
+        unsafe { libc::munmap(self.base, 2 * self.page) };
     }
 }

@@ -26,14 +26,9 @@ impl CounterSnapshot {
 impl KernelCounters {
     /// Take the counter map out of `ebpf`.
     pub fn take(ebpf: &mut Ebpf) -> Result<Self, ProbeError> {
-        let map = ebpf
-            .take_map(COUNTERS_MAP)
-            .ok_or(ProbeError::MissingMap { name: COUNTERS_MAP })?;
-        let map = PerCpuArray::try_from(map).map_err(|source| ProbeError::Map {
-            name: COUNTERS_MAP,
-            source: Box::new(source),
-        })?;
-        Ok(Self { map })
+        Ok(Self {
+            map: super::take_map(ebpf, COUNTERS_MAP)?,
+        })
     }
 
     /// Sum every counter over all CPUs.

@@ -6,7 +6,7 @@ use std::num::NonZeroU32;
 
 use auditor_common::go_map::{
     CURRENT_MAP, CurrentAccess, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, PID_LOSSES_MAP,
-    PidLosses, TARGETS_MAP, cookie,
+    PidLosses, TARGETS_MAP, cookie, mode,
 };
 use aya::{
     Ebpf,
@@ -18,7 +18,10 @@ use aya::{
 };
 
 use super::ProbeError;
-use crate::goexe::{ProbePlan, ProbeSite};
+use crate::{
+    goexe::{ProbePlan, ProbeSite},
+    settings::DetectMode,
+};
 
 /// Name of the uprobe program in the object.
 pub const GO_PROGRAM: &str = "go_map_probe";
@@ -35,19 +38,19 @@ pub struct AttachedSite {
 pub struct GoAttachment {
     pub pid: u32,
     pub attached: Vec<AttachedSite>,
-    /// Sites the kernel refused, with the reason.
-    pub failed: Vec<(ProbeSite, String)>,
+    /// Sites the kernel refused, with its error.
+    pub failed: Vec<FailedSite>,
+}
+
+/// A site the kernel refused, with the kernel's error (errno kept).
+#[derive(Debug)]
+pub struct FailedSite {
+    pub site: ProbeSite,
+    pub error: aya::programs::ProgramError,
 }
 
 fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, ProbeError> {
-    let prog: &mut UProbe = ebpf
-        .program_mut(GO_PROGRAM)
-        .ok_or(ProbeError::MissingProgram { name: GO_PROGRAM })?
-        .try_into()
-        .map_err(|source| ProbeError::Program {
-            name: GO_PROGRAM,
-            source: Box::new(source),
-        })?;
+    let prog: &mut UProbe = super::program_mut(ebpf, GO_PROGRAM)?;
     if prog.fd().is_err() {
         prog.load().map_err(|source| ProbeError::Program {
             name: GO_PROGRAM,
@@ -82,16 +85,9 @@ pub fn attach(
     plan: &ProbePlan,
     config: GoTargetConfig,
 ) -> Result<GoAttachment, ProbeError> {
-    let nz = NonZeroU32::new(pid).ok_or(ProbeError::MissingProgram { name: "pid 0" })?;
+    let nz = NonZeroU32::new(pid).ok_or(ProbeError::PidZero)?;
     {
-        let map = ebpf
-            .map_mut(TARGETS_MAP)
-            .ok_or(ProbeError::MissingMap { name: TARGETS_MAP })?;
-        let mut targets: HashMap<_, u32, GoTargetConfig> =
-            HashMap::try_from(map).map_err(|source| ProbeError::Map {
-                name: TARGETS_MAP,
-                source: Box::new(source),
-            })?;
+        let mut targets: HashMap<_, u32, GoTargetConfig> = super::map_mut(ebpf, TARGETS_MAP)?;
         targets
             .insert(pid, config, 0)
             .map_err(|source| ProbeError::Map {
@@ -115,21 +111,46 @@ pub fn attach(
                 site: site.clone(),
                 link,
             }),
-            Err(e) => out.failed.push((site.clone(), e.to_string())),
+            Err(error) => out.failed.push(FailedSite {
+                site: site.clone(),
+                error,
+            }),
         }
     }
-    if out.attached.is_empty() && !plan.sites.is_empty() {
-        let (site, reason) = &out.failed[0];
+    if out.attached.is_empty()
+        && let Some(FailedSite { site, error }) = out.failed.drain(..).next()
+    {
         return Err(ProbeError::Attach {
-            function: site.function.clone(),
+            function: site.function,
             exe: plan.exe.display().to_string(),
             offset: site.file_offset,
-            source: Box::new(aya::programs::ProgramError::IOError(std::io::Error::other(
-                reason.clone(),
-            ))),
+            source: Box::new(error),
         });
     }
     Ok(out)
+}
+
+/// The kernel's configuration for one target (`GO_TARGETS[pid]`): where the
+/// runtime keeps what the probe reads, and what it is asked to do.
+pub fn target_config(
+    plan: &ProbePlan,
+    detect: DetectMode,
+    stack_depth: u32,
+    emit_access: bool,
+) -> GoTargetConfig {
+    GoTargetConfig {
+        goid_off: plan.offsets.goid,
+        writing_off: plan.offsets.writing,
+        writing_mask: plan.offsets.writing_mask as u32,
+        iter_map_off: plan.offsets.iter_map,
+        mode: match detect {
+            DetectMode::Entry => mode::ENTRY,
+            DetectMode::Interval => mode::INTERVAL,
+        },
+        stack_depth,
+        emit_access: emit_access as u32,
+        _pad: 0,
+    }
 }
 
 impl GoAttachment {

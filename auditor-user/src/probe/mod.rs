@@ -22,6 +22,8 @@ pub enum ProbeError {
     Load(#[source] Box<aya::EbpfError>),
     #[error("kernel program {name} missing from the object (build mismatch): rebuild map-auditor")]
     MissingProgram { name: &'static str },
+    #[error("pid 0 is not a process: give the PID of a running program")]
+    PidZero,
     #[error("kernel map {name} missing from the object (build mismatch): rebuild map-auditor")]
     MissingMap { name: &'static str },
     #[error("kernel refused program {name}: {source}; run `map-auditor doctor`")]
@@ -38,6 +40,15 @@ pub enum ProbeError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
+    #[error(
+        "the embedded kernel programs speak event ABI {found}, this map-auditor ABI {expected} (build mismatch): rebuild map-auditor"
+    )]
+    AbiMismatch { found: u32, expected: u32 },
+    #[error(
+        "the embedded kernel programs carry no `{}` section (build mismatch): rebuild map-auditor",
+        auditor_common::ABI_SECTION
+    )]
+    AbiMissing,
     #[error("kernel map {name}: {source}")]
     Map {
         name: &'static str,
@@ -64,12 +75,116 @@ impl Default for LoadOptions {
     }
 }
 
-/// Load the embedded object (programs are loaded lazily by their users).
+/// The program `name` of a loaded object, as type `P`.
+pub fn program_mut<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, ProbeError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(ProbeError::MissingProgram { name })?
+        .try_into()
+        .map_err(|source| ProbeError::Program {
+            name,
+            source: Box::new(source),
+        })
+}
+
+/// Take the map `name` out of a loaded object, as type `M` (owning it).
+pub fn take_map<M>(ebpf: &mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(ProbeError::MissingMap { name })?;
+    typed_map(name, map)
+}
+
+/// Borrow the map `name` of a loaded object, as type `M`.
+pub fn map_mut<'a, M>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<M, ProbeError>
+where
+    M: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.map_mut(name).ok_or(ProbeError::MissingMap { name })?;
+    typed_map(name, map)
+}
+
+fn typed_map<T, M: TryFrom<T, Error = aya::maps::MapError>>(
+    name: &'static str,
+    map: T,
+) -> Result<M, ProbeError> {
+    M::try_from(map).map_err(|source| ProbeError::Map {
+        name,
+        source: Box::new(source),
+    })
+}
+
+/// The ABI version a kernel object was built for (its
+/// [`auditor_common::ABI_SECTION`]), `None` when it has none.
+pub fn object_abi_version(object: &[u8]) -> Option<u32> {
+    use object::{Object, ObjectSection};
+    let file = object::File::parse(object).ok()?;
+    let data = file
+        .section_by_name(auditor_common::ABI_SECTION)?
+        .data()
+        .ok()?;
+    Some(u32::from_le_bytes(data.get(..4)?.try_into().ok()?))
+}
+
+/// Refuse an object built for another event ABI: its records would be
+/// misread field by field, silently.
+pub fn check_abi(object: &[u8]) -> Result<(), ProbeError> {
+    let expected = auditor_common::ABI_VERSION;
+    match object_abi_version(object) {
+        Some(found) if found == expected => Ok(()),
+        Some(found) => Err(ProbeError::AbiMismatch { found, expected }),
+        None => Err(ProbeError::AbiMissing),
+    }
+}
+
+/// Load the embedded object (programs are loaded lazily by their users)
+/// after checking that it speaks this build's event ABI.
 pub fn load(opts: LoadOptions) -> Result<Ebpf, ProbeError> {
+    check_abi(EBPF_OBJECT)?;
     let ring = opts.ring_bytes.max(4096).next_power_of_two();
     EbpfLoader::new()
         .map_max_entries(auditor_common::RING_MAP, ring)
         .map_max_entries(auditor_common::go_map::MAP_STATE_MAP, opts.max_maps.max(1))
         .load(EBPF_OBJECT)
         .map_err(|e| ProbeError::Load(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection};
+
+    use super::*;
+
+    #[test]
+    fn embedded_object_speaks_this_abi() {
+        assert_eq!(
+            object_abi_version(EBPF_OBJECT),
+            Some(auditor_common::ABI_VERSION)
+        );
+        check_abi(EBPF_OBJECT).unwrap();
+    }
+
+    #[test]
+    fn object_of_another_abi_or_none_is_refused() {
+        let file = object::File::parse(EBPF_OBJECT).unwrap();
+        let (start, _) = file
+            .section_by_name(auditor_common::ABI_SECTION)
+            .unwrap()
+            .file_range()
+            .unwrap();
+        let mut other = EBPF_OBJECT.to_vec();
+        let at = start as usize;
+        other[at..at + 4].copy_from_slice(&(auditor_common::ABI_VERSION + 1).to_le_bytes());
+        let e = check_abi(&other).unwrap_err();
+        assert!(matches!(e, ProbeError::AbiMismatch { found, expected }
+            if found == expected + 1 && expected == auditor_common::ABI_VERSION));
+        assert!(e.to_string().contains("rebuild map-auditor"), "{e}");
+        assert!(matches!(
+            check_abi(b"not an object"),
+            Err(ProbeError::AbiMissing)
+        ));
+    }
 }
