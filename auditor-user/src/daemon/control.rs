@@ -16,6 +16,7 @@ use tokio::{
     sync::{Semaphore, broadcast, mpsc, oneshot},
 };
 
+use super::say::say;
 use super::{
     log::{line_matches, read_lines_bounded},
     protocol::{
@@ -196,9 +197,11 @@ pub async fn serve(listener: UnixListener, policy: AccessPolicy, tx: mpsc::Sende
             Err(_) => continue,
         };
         if !policy.allows(&peer) {
-            eprintln!(
-                "map-auditor daemon: refused control connection from uid {} (pid {:?})",
-                peer.uid, peer.pid
+            say!(
+                Warn,
+                "refused control connection from uid {} (pid {:?})",
+                peer.uid,
+                peer.pid
             );
             tokio::spawn(refuse(
                 stream,

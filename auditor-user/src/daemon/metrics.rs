@@ -16,6 +16,8 @@ use tokio::{
     net::TcpListener,
 };
 
+use super::say::say;
+
 /// Per-target series.
 #[derive(Clone, Debug, Default)]
 pub struct TargetMetrics {
@@ -279,8 +281,9 @@ pub async fn serve(listener: TcpListener, state: Arc<Mutex<MetricsSnapshot>>) {
 /// Bind the endpoint; warn when it is not on loopback.
 pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     if !addr.ip().is_loopback() {
-        eprintln!(
-            "map-auditor daemon: metrics on {addr} are reachable beyond this host: restrict access with a firewall or use 127.0.0.1"
+        say!(
+            Warn,
+            "metrics on {addr} are reachable beyond this host: restrict access with a firewall or use 127.0.0.1"
         );
     }
     TcpListener::bind(addr).await

@@ -10,6 +10,7 @@
 //! - [`metrics`]: the Prometheus text endpoint.
 //! - [`bpf_audit`]: bpf(2) auditing and guarded maps inside the daemon.
 //! - [`client`]: `ctl`, `tail` and `report` against a daemon.
+//! - [`say`]: the daemon's own messages on stderr, one line each, leveled.
 //!
 //! One task (the main loop here) owns the engine, the log and the target
 //! table; connections talk to it through a channel, so no state is shared
@@ -22,6 +23,7 @@ pub mod control;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod say;
 pub mod watch;
 
 use std::{
@@ -54,6 +56,7 @@ use control::{AccessPolicy, ControlMsg, Published, Reply};
 use log::{AuditLog, LogEvent, TargetEvent};
 use metrics::{MetricsSnapshot, TargetMetrics};
 use protocol::{ErrorCode, ProtocolError, Request, Response, TargetSpec};
+use say::say;
 use watch::Watch;
 
 /// Live events buffered per subscriber before it is told it lagged.
@@ -129,8 +132,9 @@ impl Daemon {
         if let Err(e) = self.log.write_line(&line, durable) {
             self.log_errors += 1;
             if self.log_errors.is_power_of_two() {
-                eprintln!(
-                    "map-auditor daemon: cannot write the audit log ({e}); {} write(s) failed so far: check space and permissions of {}",
+                say!(
+                    Error,
+                    "cannot write the audit log ({e}); {} write(s) failed so far: check space and permissions of {}",
                     self.log_errors,
                     self.cfg.log_dir.display()
                 );
@@ -258,8 +262,9 @@ impl Daemon {
                     "probes": report.probes.len(),
                     "failed": report.failed.len(),
                 });
-                eprintln!(
-                    "map-auditor daemon: attached pid {} ({}, go{}, {} probes) by {}",
+                say!(
+                    Info,
+                    "attached pid {} ({}, go{}, {} probes) by {}",
                     report.pid,
                     report.exe,
                     report.go_version,
@@ -274,7 +279,7 @@ impl Daemon {
             }
             Err(e) => {
                 let msg = e.to_string();
-                eprintln!("map-auditor daemon: cannot attach pid {}: {msg}", done.pid);
+                say!(Warn, "cannot attach pid {}: {msg}", done.pid);
                 if let Some(id) = ProcessIdentity::of(done.pid) {
                     self.skip.insert((done.pid, id.start_time));
                 }
@@ -318,10 +323,7 @@ impl Daemon {
         };
         self.record(LogEvent::Audit(AuditEvent::Summary(summary)));
         self.target_event(pid, state, Some(info.exe.clone()), reason);
-        eprintln!(
-            "map-auditor daemon: released pid {pid} ({}): {state}",
-            info.exe
-        );
+        say!(Info, "released pid {pid} ({}): {state}", info.exe);
         Some(json!({"pid": pid, "exe": info.exe, "events": s.events, "overlaps": s.overlaps}))
     }
 
@@ -350,11 +352,7 @@ impl Daemon {
                 ),
             ));
         }
-        eprintln!(
-            "map-auditor daemon: watching {} ({})",
-            path.display(),
-            origin.describe()
-        );
+        say!(Info, "watching {} ({})", path.display(), origin.describe());
         self.watches.push(w);
         self.target_event(
             0,
@@ -624,7 +622,7 @@ impl Daemon {
         self.record_pending();
         if let Err(e) = self.log.rotate_if_old() {
             self.log_errors += 1;
-            eprintln!("map-auditor daemon: cannot rotate the audit log: {e}");
+            say!(Error, "cannot rotate the audit log: {e}");
         }
         let _ = self.log.flush();
         if let Some(out) = &mut self.stdout {
@@ -641,7 +639,7 @@ impl Daemon {
         self.engine.check_losses(&mut self.pending);
         self.record_pending();
         if let Err(e) = self.log.sync() {
-            eprintln!("map-auditor daemon: cannot flush the audit log: {e}");
+            say!(Error, "cannot flush the audit log: {e}");
         }
         if let Some(out) = &mut self.stdout {
             let _ = out.flush();
@@ -696,7 +694,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
         match bpf_audit::start(&cfg.bpf, bpf_tx.clone(), bpf_stop_rx) {
             Ok(task) => (Some(task), "enabled".to_string()),
             Err(e) => {
-                eprintln!("map-auditor daemon: bpf(2) auditing not started: {e}");
+                say!(Error, "bpf(2) auditing not started: {e}");
                 (None, format!("failed: {e}"))
             }
         }
@@ -734,8 +732,9 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
         self_pid: std::process::id(),
         bpf_status,
     };
-    eprintln!(
-        "map-auditor daemon: pid {}, control socket {}, audit log {}{}",
+    say!(
+        Info,
+        "pid {}, control socket {}, audit log {}{}",
         d.self_pid,
         cfg.socket.display(),
         cfg.log_dir.display(),
@@ -749,11 +748,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
     }
     for exe in &cfg.exes {
         if let Err(e) = d.add_watch(exe, Origin::Config) {
-            eprintln!(
-                "map-auditor daemon: configured watch {}: {}",
-                exe.display(),
-                e.message
-            );
+            say!(Warn, "configured watch {}: {}", exe.display(), e.message);
         }
     }
     d.publish_metrics();
@@ -791,7 +786,10 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
         d.engine.drain(&mut d.pending);
         d.record_pending();
     }
-    eprintln!("map-auditor daemon: stopping: detaching every target and flushing the log");
+    say!(
+        Info,
+        "stopping: detaching every target and flushing the log"
+    );
     server.abort();
     if let Some(t) = metrics_task {
         t.abort();
@@ -810,6 +808,6 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
     }
     d.shutdown();
     let _ = std::fs::remove_file(&cfg.socket);
-    eprintln!("map-auditor daemon: stopped");
+    say!(Info, "stopped");
     Ok(0)
 }
