@@ -27,8 +27,10 @@ use auditor_common::Counter;
 
 use crate::{
     event::{AuditEvent, Summary},
-    output::live::LiveLog,
-    pipeline::filter::AccessFilter,
+    output::{
+        live::LiveLog,
+        sink::{Filtered, Recording, Sink},
+    },
     settings::{Format, GoAuditSettings},
 };
 use engine::{GoEngine, TargetOptions};
@@ -53,11 +55,11 @@ struct TargetEnd {
     fatal: Option<String>,
 }
 
-/// Where the events go.
+/// Where the events go: the recording gets every event, the live log what
+/// the filter lets through.
 struct Sinks {
-    live: LiveLog<Box<dyn Write>>,
-    record: Option<BufWriter<File>>,
-    filter: AccessFilter,
+    live: Filtered<LiveLog<Box<dyn Write>>>,
+    record: Option<Recording<BufWriter<File>>>,
 }
 
 impl Sinks {
@@ -72,35 +74,27 @@ impl Sinks {
         );
         live.show_plan = opts.show_plan;
         let record = match &opts.record {
-            Some(p) => {
-                Some(BufWriter::new(File::create(p).with_context(|| {
-                    format!("cannot create recording {}", p.display())
-                })?))
-            }
+            Some(p) => Some(
+                Recording::create(p)
+                    .with_context(|| format!("cannot create recording {}", p.display()))?,
+            ),
             None => None,
         };
         Ok(Self {
-            live,
+            live: Filtered {
+                filter: settings.filter.clone(),
+                inner: live,
+            },
             record,
-            filter: settings.filter.clone(),
         })
     }
 
     fn emit(&mut self, ev: &AuditEvent) -> Result<()> {
         if let Some(r) = &mut self.record {
-            serde_json::to_writer(&mut *r, ev)?;
-            r.write_all(b"\n")?;
-            if matches!(
-                ev,
-                AuditEvent::Overlap(_) | AuditEvent::Summary(_) | AuditEvent::Lost(_)
-            ) {
-                r.flush()?;
-            }
+            r.emit(ev)?;
         }
-        if self.filter.passes(ev) {
-            // A closed stdout (e.g. `| head`) must not stop the audit.
-            let _ = self.live.write(ev);
-        }
+        // A closed stdout (e.g. `| head`) must not stop the audit.
+        let _ = self.live.emit(ev);
         Ok(())
     }
 

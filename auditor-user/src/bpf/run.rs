@@ -16,6 +16,7 @@ use super::{
 };
 use crate::{
     event::AuditEvent,
+    output::sink::{Recording, Sink as _},
     settings::{BpfAuditSettings, Format},
 };
 
@@ -23,15 +24,13 @@ struct Sink {
     format: Format,
     quiet: bool,
     out: BufWriter<std::io::Stdout>,
-    record: Option<BufWriter<File>>,
+    record: Option<Recording<BufWriter<File>>>,
 }
 
 impl Sink {
     fn emit(&mut self, ev: &AuditEvent) {
-        if let Some(r) = &mut self.record
-            && let Ok(line) = serde_json::to_string(ev)
-        {
-            let _ = writeln!(r, "{line}");
+        if let Some(r) = &mut self.record {
+            let _ = r.emit(ev);
         }
         if self.quiet && matches!(ev, AuditEvent::BpfMap(_)) {
             return;
@@ -81,9 +80,9 @@ async fn run_async(args: &BpfAuditSettings) -> anyhow::Result<i32> {
         quiet: args.quiet,
         out: BufWriter::new(std::io::stdout()),
         record: match &args.record {
-            Some(p) => Some(BufWriter::new(
-                File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
-            )),
+            Some(p) => Some(
+                Recording::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+            ),
             None => None,
         },
     };
@@ -162,10 +161,8 @@ async fn run_async(args: &BpfAuditSettings) -> anyhow::Result<i32> {
         Format::Json => sink.emit(&AuditEvent::Summary(summary)),
         Format::Text => {
             let _ = write!(sink.out, "{text}");
-            if let Some(r) = &mut sink.record
-                && let Ok(line) = serde_json::to_string(&AuditEvent::Summary(summary))
-            {
-                let _ = writeln!(r, "{line}");
+            if let Some(r) = &mut sink.record {
+                let _ = r.emit(&AuditEvent::Summary(summary));
             }
         }
     }
