@@ -135,6 +135,9 @@ pub struct DetectArgs {
     /// Also write the table as Markdown to this file.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Run this map-auditor executable instead of building one.
+    #[arg(long)]
+    pub auditor: Option<PathBuf>,
 }
 
 /// What one run showed.
@@ -181,10 +184,10 @@ pub fn run(args: &DetectArgs) -> Result<()> {
     }
     setup::run()?;
     let root = paths::workspace_root();
-    let auditor = if audited {
-        Some(process::build_auditor(&root)?)
-    } else {
-        None
+    let auditor = match (&args.auditor, audited) {
+        (Some(path), _) => Some(path.clone()),
+        (None, true) => Some(process::build_auditor(&root)?),
+        (None, false) => None,
     };
     let versions: Vec<(String, PathBuf)> = setup::all_go()
         .into_iter()

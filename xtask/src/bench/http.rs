@@ -86,6 +86,10 @@ pub struct HttpArgs {
     /// Also write the table as Markdown to this file.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Measure this map-auditor executable instead of building one (e.g.
+    /// to compare two builds).
+    #[arg(long)]
+    pub auditor: Option<PathBuf>,
 }
 
 /// One row of the table.
@@ -122,7 +126,10 @@ pub fn run(args: &HttpArgs) -> Result<()> {
     }
     let go = setup::run()?;
     let root = paths::workspace_root();
-    let auditor = process::build_auditor(&root)?;
+    let auditor = match &args.auditor {
+        Some(path) => path.clone(),
+        None => process::build_auditor(&root)?,
+    };
     let go_bin = go.for_flavour(args.go);
     let out_dir = root.join("target/bench/http");
     let native = out_dir.join("cacheservice");
@@ -311,8 +318,8 @@ fn measure(
     let before = watcher_pid.map(prog_runs).transpose()?;
     let load = wrk::run(&url, args.seconds, args.connections, LOAD_CPU)?;
     let after = watcher_pid.map(prog_runs).transpose()?;
-    if load.errors > 0 {
-        bail!("{} requests failed", load.errors);
+    if load.errors >= load.requests {
+        bail!("every request failed ({} errors)", load.errors);
     }
     if let Some(status) = service.0.try_wait()? {
         bail!("the service died under load ({status})");
@@ -444,8 +451,8 @@ fn render(configs: &[Config], samples: &[Vec<Sample>]) -> String {
         .position(|c| matches!(c.kind, Kind::Race))
         .map(|i| rps(&samples[i]));
     let mut t = String::from(
-        "| configuration | requests/s | vs native | vs -race | p99 latency | BPF ns per hit | probe hits per request | auditor peak RSS |\n\
-         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| configuration | requests/s | vs native | vs -race | p99 latency | BPF ns per hit | probe hits per request | auditor peak RSS | failed requests |\n\
+         | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for (config, s) in configs.iter().zip(samples) {
         let r = rps(s);
@@ -465,7 +472,7 @@ fn render(configs: &[Config], samples: &[Vec<Sample>]) -> String {
             (!v.is_empty()).then(|| median(v))
         };
         t.push_str(&format!(
-            "| {} | {r:.0} | {:.2}x | {} | {p99:.2} ms | {} | {} | {} |\n",
+            "| {} | {r:.0} | {:.2}x | {} | {p99:.2} ms | {} | {} | {} | {} |\n",
             config.label,
             r / native,
             race.map(|x| format!("{:.2}x", r / x))
@@ -478,6 +485,7 @@ fn render(configs: &[Config], samples: &[Vec<Sample>]) -> String {
                 .unwrap_or_else(|| "-".into()),
             hwm.map(|k| format!("{:.1} MiB", k / 1024.0))
                 .unwrap_or_else(|| "-".into()),
+            s.iter().map(|s| s.load.errors).sum::<u64>(),
         ));
     }
     t
