@@ -37,6 +37,7 @@ use crate::{
         self, LoadOptions, ProbeError,
         counters::{CounterSnapshot, KernelCounters},
         go::GoAttachment,
+        multi::MultiProgram,
     },
     proc::ProcessIdentity,
     settings::{DetectMode, SettingsError, validate_stack_depth},
@@ -196,6 +197,9 @@ pub struct GoEngine {
     gauge: Option<RingGauge>,
     batch: Vec<Bytes>,
     records_read: u64,
+    /// The program's `uprobe_multi` copy (one link per target, detached
+    /// at once), or why targets get one perf link per site.
+    multi: Result<MultiProgram, String>,
 }
 
 impl GoEngine {
@@ -206,7 +210,9 @@ impl GoEngine {
         let counters = KernelCounters::take(&mut ebpf)?;
         let gauge = RingGauge::map(ring.as_raw_fd());
         let last_counters = counters.read();
+        let multi = probe::go::load_programs(&mut ebpf).unwrap_or_else(|e| Err(e.to_string()));
         Ok(Self {
+            multi,
             ebpf,
             ring,
             counters,
@@ -222,6 +228,15 @@ impl GoEngine {
             batch: Vec::with_capacity(1024),
             records_read: 0,
         })
+    }
+
+    /// How probes are attached: `uprobe_multi`, or one perf link per site
+    /// and why.
+    pub fn link_kind(&self) -> String {
+        match &self.multi {
+            Ok(_) => "uprobe_multi".into(),
+            Err(why) => format!("perf link per site ({why})"),
+        }
     }
 
     pub fn clock(&self) -> &WallClock {
@@ -250,6 +265,7 @@ impl GoEngine {
             pid,
             &plan,
             probe::go::target_config(&plan, opts.detect, opts.stack_depth, opts.emit_access),
+            self.multi.as_ref().ok(),
         )?;
         let report = AttachReport::new(self.clock.now_unix_ns(), pid, &plan, &att, opts.detect);
         let names = plan.sites.iter().map(|s| s.function.clone()).collect();

@@ -37,6 +37,8 @@ pub enum ConfigError {
     Invalid(String),
     #[error("config: {0}")]
     Settings(#[from] SettingsError),
+    #[error("{0}")]
+    Untrusted(String),
 }
 
 /// The file as written (every field optional).
@@ -44,7 +46,7 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields)]
 struct ConfigFile {
     socket: Option<PathBuf>,
-    socket_group: Option<String>,
+    socket_group: Option<GroupSpec>,
     log_dir: Option<PathBuf>,
     stdout_json: Option<bool>,
     metrics_listen: Option<String>,
@@ -60,6 +62,23 @@ struct ConfigFile {
     targets: TargetsSection,
     #[serde(default)]
     bpf: BpfSection,
+}
+
+/// `socket_group = "audit"` or `socket_group = 1234`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum GroupSpec {
+    Name(String),
+    Gid(u32),
+}
+
+impl GroupSpec {
+    fn into_string(self) -> String {
+        match self {
+            Self::Name(n) => n,
+            Self::Gid(g) => g.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -203,7 +222,10 @@ impl DaemonConfig {
         if let Some(v) = f.socket {
             c.socket = v;
         }
-        c.socket_group = f.socket_group.filter(|g| !g.is_empty());
+        c.socket_group = f
+            .socket_group
+            .map(GroupSpec::into_string)
+            .filter(|g| !g.is_empty());
         if let Some(v) = f.log_dir {
             c.log_dir = v;
         }
@@ -251,6 +273,10 @@ impl DaemonConfig {
 
     /// Read and parse a configuration file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        // The daemon runs as root with what the file says: a file another
+        // user can change (directly, or through a symlink or a directory
+        // on the way) is refused.
+        super::trust::check_config(path).map_err(ConfigError::Untrusted)?;
         let name = path.display().to_string();
         let meta = std::fs::metadata(path).map_err(|source| ConfigError::Read {
             path: name.clone(),
@@ -341,6 +367,18 @@ mod tests {
         assert_eq!(c, DaemonConfig::default());
         assert_eq!(c.socket, Path::new(DEFAULT_SOCKET));
         assert!(c.metrics_listen.is_none(), "metrics are opt-in");
+    }
+
+    #[test]
+    fn socket_group_is_a_name_or_a_number() {
+        let c = DaemonConfig::from_toml("socket_group = 4321\n", "x").unwrap();
+        assert_eq!(c.socket_group.as_deref(), Some("4321"));
+        assert_eq!(resolve_group("4321"), Some(4321));
+        let c = DaemonConfig::from_toml("socket_group = \"4321\"\n", "x").unwrap();
+        assert_eq!(c.socket_group.as_deref(), Some("4321"));
+        let c = DaemonConfig::from_toml("socket_group = \"root\"\n", "x").unwrap();
+        assert_eq!(resolve_group(c.socket_group.as_deref().unwrap()), Some(0));
+        assert!(DaemonConfig::from_toml("socket_group = -1\n", "x").is_err());
     }
 
     #[test]

@@ -109,6 +109,8 @@ pub enum Reply {
     /// Subscribed: the files to replay (each up to a length) and the live feed.
     Subscribed {
         replay: Vec<(File, u64)>,
+        /// Lines logged but not yet in the files (the log is not writable).
+        held: Vec<String>,
         live: broadcast::Receiver<Arc<Published>>,
     },
 }
@@ -126,8 +128,11 @@ pub struct ControlMsg {
 pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Some(dir) = path.parent()
-        && !dir.exists()
+        && dir.exists()
     {
+        // Whoever can write the directory can replace the socket.
+        super::trust::check_dir(dir, "socket directory")?;
+    } else if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
         let mode = if group.is_some() { 0o750 } else { 0o700 };
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))?;
@@ -167,6 +172,24 @@ pub fn bind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
         std::os::unix::fs::chown(path, Some(0), Some(g))?;
     }
     Ok(listener)
+}
+
+/// Device and inode of the socket file at `path` (not following a symlink).
+pub fn socket_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.file_type().is_socket())
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Bind again after the socket file was removed or replaced: a socket
+/// now at `path` is not ours (ours was removed), so it is removed first.
+pub fn rebind(path: &Path, group: Option<u32>) -> std::io::Result<UnixListener> {
+    if socket_id(path).is_some() {
+        std::fs::remove_file(path)?;
+    }
+    bind(path, group)
 }
 
 async fn send(w: &mut OwnedWriteHalf, line: &str) -> std::io::Result<()> {
@@ -296,7 +319,19 @@ async fn connection(stream: UnixStream, peer: Peer, tx: mpsc::Sender<ControlMsg>
         }
         let reply = match tokio::time::timeout(REQUEST_TIMEOUT, reply_rx).await {
             Ok(Ok(r)) => r,
-            _ => Reply::Done(shutting_down()),
+            // The main loop dropped the request: it is stopping.
+            Ok(Err(_)) => Reply::Done(shutting_down()),
+            // Still running but slow: say so, do not pretend it stops.
+            Err(_) => Reply::Done(Response::err(
+                id,
+                ProtocolError::new(
+                    ErrorCode::Busy,
+                    format!(
+                        "the daemon did not answer within {} s (overloaded): retry, and check `ctl status`",
+                        REQUEST_TIMEOUT.as_secs()
+                    ),
+                ),
+            )),
         };
         match reply {
             Reply::Done(resp) => {
@@ -304,11 +339,11 @@ async fn connection(stream: UnixStream, peer: Peer, tx: mpsc::Sender<ControlMsg>
                     return;
                 }
             }
-            Reply::Subscribed { replay, live } => {
+            Reply::Subscribed { replay, held, live } => {
                 let filter = filter.unwrap_or_default();
                 let ok = Response::ok(id, serde_json::json!({"subscribed": true}));
                 if send(&mut wr, &ok.line()).await.is_ok() {
-                    stream_events(wr, filter, replay, live).await;
+                    stream_events(wr, filter, replay, held, live).await;
                 }
                 return;
             }
@@ -322,6 +357,7 @@ async fn stream_events(
     mut wr: OwnedWriteHalf,
     filter: EventFilter,
     replay: Vec<(File, u64)>,
+    held: Vec<String>,
     mut live: broadcast::Receiver<Arc<Published>>,
 ) {
     if filter.since_ns.is_some() || !filter.follow {
@@ -339,6 +375,11 @@ async fn stream_events(
             }
         }
         let _ = reader.await;
+        for line in held.iter().filter(|l| line_matches(l, &filter)) {
+            if send(&mut wr, &format!("{line}\n")).await.is_err() {
+                return;
+            }
+        }
     }
     if !filter.follow {
         let _ = wr.shutdown().await;

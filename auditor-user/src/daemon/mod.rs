@@ -7,6 +7,7 @@
 //! - [`control`]: the socket (peer credentials, limits, connections).
 //! - [`log`]: the rotated JSON-lines audit log and its followers.
 //! - [`watch`]: executables watched for new processes.
+//! - [`trust`]: directories and configuration only root may change.
 //! - [`metrics`]: the Prometheus text endpoint.
 //! - [`bpf_audit`]: bpf(2) auditing and guarded maps inside the daemon.
 //! - [`client`]: `ctl`, `tail` and `report` against a daemon.
@@ -24,6 +25,7 @@ pub mod log;
 pub mod metrics;
 pub mod protocol;
 pub mod say;
+pub mod trust;
 pub mod watch;
 
 use std::{
@@ -47,7 +49,7 @@ use crate::{
         engine::{self, EngineError, GoEngine, PlannedTarget, TargetChange, TargetOptions},
         require_privileges,
     },
-    event::{AuditEvent, Summary},
+    event::{AuditEvent, Lost, Summary},
     proc::ProcessIdentity,
     settings::LoadSettings,
 };
@@ -83,6 +85,18 @@ impl Origin {
     }
 }
 
+/// The control socket and the task accepting on it; put back when its
+/// file is removed or replaced.
+struct SocketKeeper {
+    id: Option<(u64, u64)>,
+    group: Option<u32>,
+    server: tokio::task::JoinHandle<()>,
+    tx: mpsc::Sender<ControlMsg>,
+    /// The last failure to put it back, said once.
+    failed: Option<String>,
+    recreated: u64,
+}
+
 /// A plan made off the main loop, coming back to it.
 struct PlanDone {
     pid: u32,
@@ -110,7 +124,10 @@ struct Daemon {
     lost_by_what: BTreeMap<String, u64>,
     alerts_by_rule: BTreeMap<String, u64>,
     log_errors: u64,
+    /// Backlog drops already logged as `lost`.
+    log_dropped_reported: u64,
     metrics: Arc<Mutex<MetricsSnapshot>>,
+    socket: SocketKeeper,
     started: Instant,
     self_pid: u32,
     bpf_status: String,
@@ -129,15 +146,26 @@ impl Daemon {
             Err(_) => return,
         };
         let durable = ev.is_durable();
-        if let Err(e) = self.log.write_line(&line, durable) {
-            self.log_errors += 1;
-            if self.log_errors.is_power_of_two() {
+        match self.log.write_line(&line, durable) {
+            log::Written::Written | log::Written::Held(None) => {}
+            log::Written::Held(Some(why)) => {
+                self.log_errors += 1;
                 say!(
                     Error,
-                    "cannot write the audit log ({e}); {} write(s) failed so far: check space and permissions of {}",
-                    self.log_errors,
-                    self.cfg.log_dir.display()
+                    "cannot write the audit log in {} ({why}): holding events in memory (up to {} MiB) and retrying every scan_interval; free space or restore the directory",
+                    self.cfg.log_dir.display(),
+                    log::BACKLOG_BYTES >> 20
                 );
+            }
+            log::Written::Dropped => {
+                if self.log.dropped().is_power_of_two() {
+                    say!(
+                        Error,
+                        "audit log still not writable and {} MiB of events held in memory: {} event(s) lost so far",
+                        log::BACKLOG_BYTES >> 20,
+                        self.log.dropped()
+                    );
+                }
             }
         }
         if let Some(out) = &mut self.stdout {
@@ -195,19 +223,36 @@ impl Daemon {
         origin: Origin,
         reply: Option<(Option<u64>, oneshot::Sender<Reply>)>,
     ) {
-        let refuse = |reply: Option<(Option<u64>, oneshot::Sender<Reply>)>, e: ProtocolError| {
-            if let Some((id, tx)) = reply {
-                let _ = tx.send(Reply::Done(Response::err(id, e)));
+        let refuse = |d: &mut Self,
+                      reply: Option<(Option<u64>, oneshot::Sender<Reply>)>,
+                      e: ProtocolError| {
+            match reply {
+                Some((id, tx)) => {
+                    let _ = tx.send(Reply::Done(Response::err(id, e)));
+                }
+                // The configuration asked: nobody waits for an answer, so
+                // say it on stderr and in the log.
+                None => {
+                    say!(
+                        Warn,
+                        "cannot attach pid {pid} ({}): {}",
+                        origin.describe(),
+                        e.message
+                    );
+                    d.target_event(pid, "attach_failed", None, Some(e.message));
+                }
             }
         };
         if pid == self.self_pid {
             return refuse(
+                self,
                 reply,
                 ProtocolError::new(ErrorCode::BadRequest, "the daemon does not audit itself"),
             );
         }
         if self.engine.is_attached(pid) || self.planning.contains_key(&pid) {
             return refuse(
+                self,
                 reply,
                 ProtocolError::new(
                     ErrorCode::BadRequest,
@@ -217,6 +262,7 @@ impl Daemon {
         }
         if self.engine.len() + self.planning.len() >= self.cfg.max_targets {
             return refuse(
+                self,
                 reply,
                 ProtocolError::new(
                     ErrorCode::LimitReached,
@@ -229,6 +275,7 @@ impl Daemon {
         }
         if ProcessIdentity::of(pid).is_none() {
             return refuse(
+                self,
                 reply,
                 ProtocolError::new(
                     ErrorCode::NotFound,
@@ -534,6 +581,12 @@ impl Daemon {
             "log_bytes": self.log.bytes,
             "log_rotations": self.log.rotations,
             "log_write_errors": self.log_errors,
+            "log_failing": self.log.failing(),
+            "log_held": self.log.held(),
+            "log_dropped": self.log.dropped(),
+            "log_recreated": self.log.recreations,
+            "probe_links": self.engine.link_kind(),
+            "socket_recreated": self.socket.recreated,
             "events_by_kind": self.events_by_kind,
             "lost_by_what": self.lost_by_what,
             "dropped": self.engine.dropped(),
@@ -597,29 +650,65 @@ impl Daemon {
             Request::Subscribe(_) => {
                 // Everything logged so far is in these files up to these
                 // lengths; everything after comes through the receiver.
+                // While the log cannot be read (or written), what can be
+                // is replayed, then the held lines, then the live feed.
                 let live = self.feed.subscribe();
-                match self.log.snapshot() {
-                    Ok(replay) => {
-                        let _ = reply.send(Reply::Subscribed { replay, live });
-                    }
-                    Err(e) => {
-                        let _ = reply.send(done(Err(ProtocolError::new(
-                            ErrorCode::NotFound,
-                            format!("cannot read the audit log: {e}"),
-                        ))));
-                    }
+                let (replay, held) = self.log.snapshot();
+                let _ = reply.send(Reply::Subscribed { replay, held, live });
+            }
+        }
+    }
+
+    /// Bind the socket again when its file was removed or replaced (a
+    /// client would otherwise not reach the daemon, or reach an impostor).
+    fn keep_socket(&mut self) {
+        let now = control::socket_id(&self.cfg.socket);
+        if now.is_some() && now == self.socket.id {
+            return;
+        }
+        let what = if now.is_none() { "removed" } else { "replaced" };
+        match control::rebind(&self.cfg.socket, self.socket.group) {
+            Ok(listener) => {
+                self.socket.server.abort();
+                self.socket.server = tokio::spawn(control::serve(
+                    listener,
+                    AccessPolicy {
+                        group: self.socket.group,
+                    },
+                    self.socket.tx.clone(),
+                ));
+                self.socket.id = control::socket_id(&self.cfg.socket);
+                self.socket.failed = None;
+                self.socket.recreated += 1;
+                say!(
+                    Warn,
+                    "control socket {} was {what}: listening on a new one",
+                    self.cfg.socket.display()
+                );
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                if self.socket.failed.as_ref() != Some(&msg) {
+                    say!(
+                        Error,
+                        "control socket {} was {what} and cannot be created again: {msg}",
+                        self.cfg.socket.display()
+                    );
+                    self.socket.failed = Some(msg);
                 }
             }
         }
     }
 
     fn tick(&mut self) {
+        self.keep_socket();
         self.engine.drain(&mut self.pending);
         self.record_pending();
         self.check_targets();
         self.scan_watches();
         self.engine.check_losses(&mut self.pending);
         self.record_pending();
+        self.recover_log();
         if let Err(e) = self.log.rotate_if_old() {
             self.log_errors += 1;
             say!(Error, "cannot rotate the audit log: {e}");
@@ -631,6 +720,50 @@ impl Daemon {
         self.publish_metrics();
     }
 
+    /// Put the audit log back (directory or file removed, disk full) and
+    /// write what was held; say so, and log what could not be kept.
+    fn recover_log(&mut self) {
+        let Ok(Some(r)) = self.log.recover() else {
+            return;
+        };
+        say!(
+            Info,
+            "audit log in {} {}: {} held event(s) written{}{}",
+            self.cfg.log_dir.display(),
+            if r.recreated {
+                "was removed or replaced: created it again"
+            } else {
+                "is writable again"
+            },
+            r.written,
+            if r.rescued > 0 {
+                format!(", {} line(s) copied from the removed file", r.rescued)
+            } else {
+                String::new()
+            },
+            if r.dropped > self.log_dropped_reported {
+                format!(
+                    ", {} event(s) lost while memory was full",
+                    r.dropped - self.log_dropped_reported
+                )
+            } else {
+                String::new()
+            }
+        );
+        if r.dropped > self.log_dropped_reported {
+            let count = r.dropped - self.log_dropped_reported;
+            self.log_dropped_reported = r.dropped;
+            let lost = Lost {
+                ts_ns: self.now(),
+                pid: 0,
+                what: "audit_log".into(),
+                count,
+                total: r.dropped,
+            };
+            self.record(LogEvent::Audit(AuditEvent::Lost(lost)));
+        }
+    }
+
     fn shutdown(&mut self) {
         let pids: Vec<u32> = self.engine.targets().iter().map(|t| t.pid).collect();
         for pid in pids {
@@ -638,6 +771,15 @@ impl Daemon {
         }
         self.engine.check_losses(&mut self.pending);
         self.record_pending();
+        self.recover_log();
+        if self.log.held() > 0 {
+            say!(
+                Error,
+                "{} event(s) held in memory could not be written to the audit log ({}): lost at exit (subscribers and stdout had them)",
+                self.log.held(),
+                self.log.failing().unwrap_or("not writable")
+            );
+        }
         if let Err(e) = self.log.sync() {
             say!(Error, "cannot flush the audit log: {e}");
         }
@@ -675,7 +817,18 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
     let listener = control::bind(&cfg.socket, group)
         .with_context(|| format!("cannot listen on {}", cfg.socket.display()))?;
     let (ctl_tx, mut ctl_rx) = mpsc::channel::<ControlMsg>(256);
-    let server = tokio::spawn(control::serve(listener, AccessPolicy { group }, ctl_tx));
+    let socket = SocketKeeper {
+        id: control::socket_id(&cfg.socket),
+        group,
+        server: tokio::spawn(control::serve(
+            listener,
+            AccessPolicy { group },
+            ctl_tx.clone(),
+        )),
+        tx: ctl_tx,
+        failed: None,
+        recreated: 0,
+    };
 
     let metrics = Arc::new(Mutex::new(MetricsSnapshot::default()));
     let metrics_task = match cfg.metrics_listen {
@@ -727,7 +880,9 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
         lost_by_what: BTreeMap::new(),
         alerts_by_rule: BTreeMap::new(),
         log_errors: 0,
+        log_dropped_reported: 0,
         metrics,
+        socket,
         started: Instant::now(),
         self_pid: std::process::id(),
         bpf_status,
@@ -790,7 +945,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
         Info,
         "stopping: detaching every target and flushing the log"
     );
-    server.abort();
+    d.socket.server.abort();
     if let Some(t) = metrics_task {
         t.abort();
     }

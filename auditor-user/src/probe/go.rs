@@ -17,7 +17,10 @@ use aya::{
     },
 };
 
-use super::ProbeError;
+use super::{
+    ProbeError,
+    multi::{MultiLink, MultiProgram},
+};
 use crate::{
     goexe::{ProbePlan, ProbeSite},
     settings::DetectMode,
@@ -30,7 +33,16 @@ pub const GO_PROGRAM: &str = "go_map_probe";
 #[derive(Debug)]
 pub struct AttachedSite {
     pub site: ProbeSite,
-    link: UProbeLinkId,
+}
+
+/// How a target's probes are held in the kernel.
+#[derive(Debug)]
+enum Links {
+    /// One `uprobe_multi` link for every site: removed at once.
+    Multi(MultiLink),
+    /// One perf link per site (kernels before 6.6, or when the multi link
+    /// was refused): removed one by one, ~80 ms each.
+    PerSite(Vec<UProbeLinkId>),
 }
 
 /// Probes attached to one Go process.
@@ -40,6 +52,14 @@ pub struct GoAttachment {
     pub attached: Vec<AttachedSite>,
     /// Sites the kernel refused, with its error.
     pub failed: Vec<FailedSite>,
+    links: Links,
+}
+
+/// Load the program and, where the kernel allows it, its `uprobe_multi`
+/// copy; the error says why every target will use one link per site.
+pub fn load_programs(ebpf: &mut Ebpf) -> Result<Result<MultiProgram, String>, ProbeError> {
+    let prog = program(ebpf)?;
+    Ok(MultiProgram::load(prog, GO_PROGRAM))
 }
 
 /// A site the kernel refused, with the kernel's error (errno kept).
@@ -84,6 +104,7 @@ pub fn attach(
     pid: u32,
     plan: &ProbePlan,
     config: GoTargetConfig,
+    multi: Option<&MultiProgram>,
 ) -> Result<GoAttachment, ProbeError> {
     let nz = NonZeroU32::new(pid).ok_or(ProbeError::PidZero)?;
     {
@@ -95,28 +116,54 @@ pub fn attach(
                 source: Box::new(source),
             })?;
     }
+    if let Some(multi) = multi
+        && !plan.sites.is_empty()
+    {
+        let sites: Vec<(u64, u64)> = plan
+            .sites
+            .iter()
+            .map(|s| (s.file_offset, site_cookie(s)))
+            .collect();
+        // All or nothing: when the kernel refuses one site, the per-site
+        // path below finds which and attaches the others.
+        if let Ok(link) = multi.attach(&plan.exe, pid, &sites) {
+            return Ok(GoAttachment {
+                pid,
+                attached: plan
+                    .sites
+                    .iter()
+                    .map(|s| AttachedSite { site: s.clone() })
+                    .collect(),
+                failed: Vec::new(),
+                links: Links::Multi(link),
+            });
+        }
+    }
     let prog = program(ebpf)?;
     let mut out = GoAttachment {
         pid,
         attached: Vec::new(),
         failed: Vec::new(),
+        links: Links::PerSite(Vec::new()),
     };
+    let mut links = Vec::new();
     for site in &plan.sites {
         let point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
             cookie: Some(site_cookie(site)),
         };
         match prog.attach(point, &plan.exe, UProbeScope::OneProcess(nz)) {
-            Ok(link) => out.attached.push(AttachedSite {
-                site: site.clone(),
-                link,
-            }),
+            Ok(link) => {
+                links.push(link);
+                out.attached.push(AttachedSite { site: site.clone() })
+            }
             Err(error) => out.failed.push(FailedSite {
                 site: site.clone(),
                 error,
             }),
         }
     }
+    out.links = Links::PerSite(links);
     if out.attached.is_empty()
         && let Some(FailedSite { site, error }) = out.failed.drain(..).next()
     {
@@ -154,12 +201,22 @@ pub fn target_config(
 }
 
 impl GoAttachment {
+    /// Whether every site is held by one `uprobe_multi` link.
+    pub fn is_multi(&self) -> bool {
+        matches!(self.links, Links::Multi(_))
+    }
+
     /// Remove every probe of this process and forget its kernel state.
     pub fn detach(self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-        let prog = program(ebpf)?;
-        for a in self.attached {
-            // A link of an exited process may already be gone; that is fine.
-            let _ = prog.detach(a.link);
+        match self.links {
+            Links::Multi(link) => link.detach(),
+            Links::PerSite(links) => {
+                let prog = program(ebpf)?;
+                for link in links {
+                    // A link of an exited process may already be gone; that is fine.
+                    let _ = prog.detach(link);
+                }
+            }
         }
         if let Some(map) = ebpf.map_mut(TARGETS_MAP)
             && let Ok(mut targets) = HashMap::<_, u32, GoTargetConfig>::try_from(map)

@@ -2,10 +2,12 @@
 //!
 //! - [`load`]: the embedded eBPF object, sized for this session.
 //! - [`go`]: attaching a Go [`crate::goexe::ProbePlan`] to one process.
+//! - [`multi`]: the kernel's `uprobe_multi` link (one link per target).
 //! - [`counters`]: the kernel's per-CPU counters, summed.
 
 pub mod counters;
 pub mod go;
+pub mod multi;
 
 use aya::{Ebpf, EbpfLoader};
 use thiserror::Error;
