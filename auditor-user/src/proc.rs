@@ -112,6 +112,27 @@ fn start_time_from_stat(stat: &str) -> Option<u64> {
     fields.nth(18)?.parse().ok()
 }
 
+/// Whether `pid` is a kernel thread (PF_KTHREAD in field 9 of its stat):
+/// it has no executable and runs no user code.
+pub fn is_kernel_thread(pid: u32) -> bool {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    std::fs::read_to_string(dir(pid).join("stat"))
+        .ok()
+        .and_then(|s| kthread_flags(&s))
+        .is_some_and(|flags| flags & PF_KTHREAD != 0)
+}
+
+fn kthread_flags(stat: &str) -> Option<u64> {
+    // Fields after the last ')': state (3), ppid, pgrp, session, tty_nr,
+    // tpgid, flags (9).
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(6)?
+        .parse()
+        .ok()
+}
+
 /// One line of `/proc/PID/maps`.
 #[derive(Debug, PartialEq, Eq)]
 pub struct MapsLine<'a> {
@@ -168,6 +189,16 @@ pub fn exe_start_in_maps(maps: &str, exe: &Path) -> std::io::Result<Option<u64>>
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn kernel_thread_flag_is_read_after_the_command_name() {
+        let kthreadd = "2 (kthreadd) S 0 0 0 0 -1 2129984 0 0 0 0 0 0 0";
+        assert_eq!(kthread_flags(kthreadd), Some(2129984));
+        let user = "77 (a) b) c) S 1 77 77 0 -1 4194560 0 0";
+        assert_eq!(kthread_flags(user), Some(4194560));
+        assert!(!is_kernel_thread(std::process::id()));
+    }
+
     use super::*;
 
     const MAPS: &str = "\

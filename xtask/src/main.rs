@@ -8,6 +8,8 @@
 //!   Go HTTP service under load.
 //! - `detect`: run the corpus of racy and clean Go programs under each
 //!   detection mode and tabulate what was reported.
+//! - `soak`: the daemon with busy Go targets and bpf(2) traffic for N
+//!   minutes, sampled, ending in PASS or FAIL.
 //! - `fuzz`: run the libFuzzer targets in `fuzz/` for a fixed time each.
 //!
 //! Exit codes: 0 success, 1 failure (the reason is printed on one line,
@@ -21,6 +23,7 @@ mod lint;
 mod paths;
 mod process;
 mod setup;
+mod soak;
 mod test;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +65,11 @@ enum Task {
     /// `cargo xtask fuzz --seconds 5` is a quick smoke run;
     /// `cargo xtask fuzz pclntab --seconds 600` digs into one target.
     Fuzz(fuzz::FuzzArgs),
+    /// Run the daemon with several busy Go targets and bpf(2) map traffic,
+    /// sampling RSS, fds, events, drops and log size; ends with PASS/FAIL.
+    ///
+    /// `cargo xtask soak --minutes 2 --every 5` is a quick run.
+    Soak(soak::SoakArgs),
 }
 
 fn main() {
@@ -74,6 +82,7 @@ fn main() {
         Task::Bench(args) => bench::run(&args).map(|()| 0),
         Task::Detect(args) => detect::run(&args).map(|()| 0),
         Task::Fuzz(args) => fuzz::run(&args).map(|()| 0),
+        Task::Soak(args) => soak::run(&args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -35,6 +35,10 @@ pub enum SessionError {
     )]
     Tracefs(String),
     #[error(
+        "map-auditor bpf needs root (or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN): it attaches to syscall tracepoints; run it with sudo"
+    )]
+    NotRoot,
+    #[error(
         "calibration failed: {0}; the fd→map walk cannot be trusted on this kernel (please report with `uname -r`)"
     )]
     Calibration(String),
@@ -102,6 +106,12 @@ fn attach(ebpf: &mut Ebpf, prog: &'static str, cat: &str, tp: &str) -> Result<()
 pub fn ensure_tracefs() -> Result<(), SessionError> {
     if std::path::Path::new(TRACEFS).join("events").exists() {
         return Ok(());
+    }
+    // tracefs is 0700 root: a user cannot see inside it even when it is
+    // mounted, and could not mount it either. Privileges are the problem.
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err(SessionError::NotRoot);
     }
     let src = c"nodev";
     let target = c"/sys/kernel/tracing";

@@ -160,6 +160,12 @@ pub enum TargetError {
     ProcessExited(u32),
     #[error("permission denied reading {0}: run map-auditor as root")]
     PermissionDenied(String),
+    #[error(
+        "permission denied reading {0} although map-auditor runs as root: the process is out of its reach (another user namespace, or a ptrace restriction such as Yama or an LSM); run map-auditor where the process is visible"
+    )]
+    PermissionDeniedAsRoot(String),
+    #[error("process {0} is a kernel thread: it runs no program, so there is nothing to audit")]
+    KernelThread(u32),
     #[error("cannot read {path}: {source}")]
     Io {
         path: String,

@@ -37,9 +37,19 @@ const MIN_MINOR: u32 = 17;
 /// First Go release whose maps are Swiss tables by default.
 const SWISS_MINOR: u32 = 24;
 
+/// Permission denied: as root this is not a question of privileges.
+fn denied(path: &Path) -> TargetError {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        TargetError::PermissionDeniedAsRoot(path.display().to_string())
+    } else {
+        TargetError::PermissionDenied(path.display().to_string())
+    }
+}
+
 fn io_error(path: &Path, e: std::io::Error) -> TargetError {
     match e.kind() {
-        ErrorKind::PermissionDenied => TargetError::PermissionDenied(path.display().to_string()),
+        ErrorKind::PermissionDenied => denied(path),
         _ => TargetError::Io {
             path: path.display().to_string(),
             source: e,
@@ -199,9 +209,12 @@ impl ProbePlan {
         match std::fs::read_link(&exe) {
             Ok(_) => {}
             Err(e) if e.kind() == ErrorKind::PermissionDenied => {
-                return Err(TargetError::PermissionDenied(exe.display().to_string()));
+                return Err(denied(&exe));
             }
             Err(_) if !proc_dir.exists() => return Err(TargetError::NoSuchProcess(pid)),
+            Err(_) if crate::proc::is_kernel_thread(pid) => {
+                return Err(TargetError::KernelThread(pid));
+            }
             Err(_) => return Err(TargetError::ProcessExited(pid)),
         }
         let img = match read_image(&exe) {
