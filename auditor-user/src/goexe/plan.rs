@@ -10,7 +10,7 @@ use std::{
 use auditor_common::go_map::{MapArg, MapOp};
 
 use super::{
-    ProbePlan, ProbeSite, TargetError,
+    GoVersion, ProbePlan, ProbeSite, RuntimeOffsets, TargetError,
     buildinfo::{self, MAGIC},
     catalogue::MAP_FUNCTIONS,
     disasm::{self, Placement},
@@ -262,21 +262,7 @@ impl ProbePlan {
         let name_index = tab.name_index();
         let mut warnings = Vec::new();
 
-        // The map family: from the functions actually linked, else from the
-        // version and GOEXPERIMENT (1.24-1.25 could opt out of Swiss maps).
-        let has = |n: &str| name_index.contains_key(n);
-        let swiss =
-            if has("runtime.mapIterStart") || has("internal/runtime/maps.(*Map).putSlotSmall") {
-                true
-            } else if has("runtime.mapiterinit") || has("runtime.evacuate") {
-                false
-            } else {
-                let opted_out = bi
-                    .settings
-                    .iter()
-                    .any(|(k, v)| k == "GOEXPERIMENT" && v.split(',').any(|e| e == "noswissmap"));
-                go_version.minor >= SWISS_MINOR && !opted_out
-            };
+        let swiss = uses_swiss_maps(|n| name_index.contains_key(n), &bi.settings, go_version);
 
         let symbols = if img.stripped {
             HashMap::new()
@@ -337,14 +323,7 @@ impl ProbePlan {
         // function lets the kernel name the other side first. Swiss maps
         // call a linknamed wrapper; classic maps call runtime.fatal since
         // Go 1.19 and runtime.throw before.
-        let fatal_names: &[&str] = if swiss {
-            &["internal/runtime/maps.fatal", "runtime.fatal"]
-        } else if go_version.minor >= 19 {
-            &["runtime.fatal"]
-        } else {
-            &["runtime.throw"]
-        };
-        for name in fatal_names {
+        for name in fatal_error_functions(swiss, go_version) {
             let Some((addr, size)) = locate(&symbols, &tab, &name_index, name) else {
                 continue;
             };
@@ -370,65 +349,19 @@ impl ProbePlan {
         // Wrappers: an access through one of these also hits the probe of
         // the function it calls (Swiss `mapaccess1_faststr` calls
         // `mapaccess2_faststr`), so the pipeline can merge the pair.
-        let mut nested = Vec::new();
-        let entries: HashMap<u64, &str> = sites
-            .iter()
-            .map(|s| (s.func_addr, s.function.as_str()))
-            .collect();
-        for f in &found {
-            let Some((addr, size)) = locate(&symbols, &tab, &name_index, f) else {
-                continue;
-            };
-            let Some(code) = img.bytes_at(addr, size) else {
-                continue;
-            };
-            for target in disasm::direct_calls(code, addr) {
-                if let Some(&callee) = entries.get(&target)
-                    && callee != f
-                    && !nested
-                        .iter()
-                        .any(|(a, b): &(String, String)| a == f && b == callee)
-                {
-                    nested.push((f.clone(), callee.to_owned()));
-                }
-            }
-        }
+        let nested = nested_calls(&sites, &found, |f| {
+            let (addr, size) = locate(&symbols, &tab, &name_index, f)?;
+            Some((addr, img.bytes_at(addr, size)?))
+        });
 
         let table = offsets::from_table(go_version, swiss);
         let dwarf = offsets::from_dwarf(&object::File::Elf64(img.object()));
-        let offsets = match (dwarf.map(|d| d.resolve(swiss)), table) {
-            (Some(Some(d)), t) => {
-                if let Some(t) = t
-                    && (d.goid, d.writing, d.iter_map) != (t.goid, t.writing, t.iter_map)
-                {
-                    warnings.push(format!(
-                        "runtime offsets from DWARF (goid {}, writing {}, iterator {}) differ from the {go_version} table (goid {}, writing {}, iterator {}); using DWARF",
-                        d.goid, d.writing, d.iter_map, t.goid, t.writing, t.iter_map
-                    ));
-                }
-                d
-            }
-            (dw, Some(t)) => {
-                if dw.is_some() {
-                    warnings.push(
-                        "DWARF lacks some runtime struct members; using the version table"
-                            .to_owned(),
-                    );
-                }
-                if go_version.minor > offsets::TABLE_NEWEST_MINOR {
-                    warnings.push(format!(
-                        "{go_version} is newer than the offset table (Go 1.{}); offsets are a guess: build the target with DWARF",
-                        offsets::TABLE_NEWEST_MINOR
-                    ));
-                }
-                t
-            }
-            (_, None) => {
-                return Err(TargetError::GoTooOld {
-                    what,
-                    version: bi.go_version.clone(),
-                });
-            }
+        let dwarf = dwarf.map(|d| d.resolve(swiss));
+        let Some(offsets) = choose_offsets(dwarf, table, go_version, &mut warnings) else {
+            return Err(TargetError::GoTooOld {
+                what,
+                version: bi.go_version.clone(),
+            });
         };
 
         let link_base = link_base(&img);
@@ -474,6 +407,106 @@ impl ProbePlan {
         self.sites
             .iter()
             .find(|s| !s.exit && s.function == function)
+    }
+}
+
+/// Whether the program's maps are Swiss tables: from the functions actually
+/// linked (`has`), else from the version and GOEXPERIMENT (1.24-1.25 could
+/// opt out of Swiss maps).
+fn uses_swiss_maps(
+    has: impl Fn(&str) -> bool,
+    settings: &[(String, String)],
+    v: GoVersion,
+) -> bool {
+    if has("runtime.mapIterStart") || has("internal/runtime/maps.(*Map).putSlotSmall") {
+        true
+    } else if has("runtime.mapiterinit") || has("runtime.evacuate") {
+        false
+    } else {
+        let opted_out = settings
+            .iter()
+            .any(|(k, v)| k == "GOEXPERIMENT" && v.split(',').any(|e| e == "noswissmap"));
+        v.minor >= SWISS_MINOR && !opted_out
+    }
+}
+
+/// The runtime function that reports a concurrent map access before the
+/// process dies, most specific first: Swiss maps call a linknamed wrapper;
+/// classic maps call `runtime.fatal` since Go 1.19 and `runtime.throw` before.
+fn fatal_error_functions(swiss: bool, v: GoVersion) -> &'static [&'static str] {
+    if swiss {
+        &["internal/runtime/maps.fatal", "runtime.fatal"]
+    } else if v.minor >= 19 {
+        &["runtime.fatal"]
+    } else {
+        &["runtime.throw"]
+    }
+}
+
+/// Pairs (wrapper, callee) of probed functions where the wrapper calls the
+/// callee directly. `code_of` gives a function's address and code.
+fn nested_calls<'a>(
+    sites: &[ProbeSite],
+    found: &[String],
+    code_of: impl Fn(&str) -> Option<(u64, &'a [u8])>,
+) -> Vec<(String, String)> {
+    let mut nested: Vec<(String, String)> = Vec::new();
+    let entries: HashMap<u64, &str> = sites
+        .iter()
+        .map(|s| (s.func_addr, s.function.as_str()))
+        .collect();
+    for f in found {
+        let Some((addr, code)) = code_of(f) else {
+            continue;
+        };
+        for target in disasm::direct_calls(code, addr) {
+            if let Some(&callee) = entries.get(&target)
+                && callee != f
+                && !nested.iter().any(|(a, b)| a == f && b == callee)
+            {
+                nested.push((f.clone(), callee.to_owned()));
+            }
+        }
+    }
+    nested
+}
+
+/// Runtime struct offsets: DWARF when it has every member (warning when it
+/// disagrees with the version table), else the version table (warning when
+/// the version is newer than the table). `None` when neither is known.
+fn choose_offsets(
+    dwarf: Option<Option<RuntimeOffsets>>,
+    table: Option<RuntimeOffsets>,
+    go_version: GoVersion,
+    warnings: &mut Vec<String>,
+) -> Option<RuntimeOffsets> {
+    match (dwarf, table) {
+        (Some(Some(d)), t) => {
+            if let Some(t) = t
+                && (d.goid, d.writing, d.iter_map) != (t.goid, t.writing, t.iter_map)
+            {
+                warnings.push(format!(
+                    "runtime offsets from DWARF (goid {}, writing {}, iterator {}) differ from the {go_version} table (goid {}, writing {}, iterator {}); using DWARF",
+                    d.goid, d.writing, d.iter_map, t.goid, t.writing, t.iter_map
+                ));
+            }
+            Some(d)
+        }
+        (dw, Some(t)) => {
+            if dw.is_some() {
+                warnings.push(
+                    "DWARF lacks some runtime struct members; using the version table".to_owned(),
+                );
+            }
+            if go_version.minor > offsets::TABLE_NEWEST_MINOR {
+                warnings.push(format!(
+                    "{go_version} is newer than the offset table (Go 1.{}); offsets are a guess: build the target with DWARF",
+                    offsets::TABLE_NEWEST_MINOR
+                ));
+            }
+            Some(t)
+        }
+        (_, None) => None,
     }
 }
 
@@ -567,5 +600,113 @@ mod tests {
         // Found by fuzzing: p_vaddr smaller than p_offset modulo the page.
         let img = ExeImage::parse(one_segment_elf(0x10, 0x20, 0x80), "x").unwrap();
         assert_eq!(link_base(&img), 0);
+    }
+
+    fn go(minor: u32) -> GoVersion {
+        GoVersion {
+            major: 1,
+            minor,
+            patch: 0,
+        }
+    }
+
+    fn offs(goid: u32, from_dwarf: bool) -> RuntimeOffsets {
+        RuntimeOffsets {
+            goid,
+            writing: 18,
+            writing_mask: 4,
+            iter_map: 24,
+            from_dwarf,
+        }
+    }
+
+    #[test]
+    fn linked_functions_decide_the_map_family_before_the_version() {
+        let none = |_: &str| false;
+        assert!(uses_swiss_maps(
+            |n| n == "runtime.mapIterStart",
+            &[],
+            go(21)
+        ));
+        assert!(!uses_swiss_maps(|n| n == "runtime.evacuate", &[], go(24)));
+        assert!(uses_swiss_maps(none, &[], go(24)));
+        assert!(!uses_swiss_maps(none, &[], go(23)));
+        let opted_out = [(
+            "GOEXPERIMENT".to_owned(),
+            "aliastypeparams,noswissmap".to_owned(),
+        )];
+        assert!(!uses_swiss_maps(none, &opted_out, go(24)));
+    }
+
+    #[test]
+    fn fatal_error_function_follows_the_map_family_and_version() {
+        assert_eq!(
+            fatal_error_functions(true, go(24)),
+            ["internal/runtime/maps.fatal", "runtime.fatal"]
+        );
+        assert_eq!(fatal_error_functions(false, go(19)), ["runtime.fatal"]);
+        assert_eq!(fatal_error_functions(false, go(18)), ["runtime.throw"]);
+    }
+
+    #[test]
+    fn dwarf_offsets_win_and_a_disagreement_is_a_warning() {
+        let mut w = Vec::new();
+        let d = offs(152, true);
+        assert_eq!(
+            choose_offsets(Some(Some(d)), Some(offs(152, false)), go(21), &mut w),
+            Some(d)
+        );
+        assert!(w.is_empty());
+        assert_eq!(
+            choose_offsets(Some(Some(d)), Some(offs(160, false)), go(21), &mut w),
+            Some(d)
+        );
+        assert_eq!(w.len(), 1);
+        assert!(w[0].contains("differ"), "{w:?}");
+    }
+
+    #[test]
+    fn version_table_fills_in_and_says_when_it_is_a_guess() {
+        let t = offs(152, false);
+        let mut w = Vec::new();
+        assert_eq!(choose_offsets(None, Some(t), go(21), &mut w), Some(t));
+        assert!(w.is_empty());
+        assert_eq!(choose_offsets(Some(None), Some(t), go(21), &mut w), Some(t));
+        assert!(w[0].contains("DWARF lacks"), "{w:?}");
+        let newest = offsets::TABLE_NEWEST_MINOR + 1;
+        let mut w = Vec::new();
+        assert_eq!(choose_offsets(None, Some(t), go(newest), &mut w), Some(t));
+        assert!(w[0].contains("newer than the offset table"), "{w:?}");
+        assert_eq!(choose_offsets(None, None, go(newest), &mut w), None);
+    }
+
+    #[test]
+    fn a_wrapper_calling_a_probed_function_is_nested_once() {
+        // call rel32 from 0x1000 to 0x2000: e8 + (0x2000 - 0x1005).
+        let rel = (0x2000i64 - 0x1005) as i32;
+        let mut code = vec![0xe8];
+        code.extend_from_slice(&rel.to_le_bytes());
+        code.extend_from_slice(&[0xe8]);
+        code.extend_from_slice(&((0x2000i64 - 0x100a) as i32).to_le_bytes());
+        let site = |function: &str, func_addr: u64| ProbeSite {
+            id: 0,
+            function: function.into(),
+            op: MapOp::Read,
+            map_arg: MapArg::Rbx,
+            func_addr,
+            addr: func_addr + 4,
+            file_offset: func_addr + 4,
+            exit: false,
+            fatal: false,
+            stackcheck: true,
+            instruction: "jbe".into(),
+            emulated: true,
+        };
+        let sites = [site("outer", 0x1000), site("inner", 0x2000)];
+        let found = ["outer".to_owned(), "inner".to_owned()];
+        let nested = nested_calls(&sites, &found, |f| {
+            (f == "outer").then_some((0x1000, &code[..]))
+        });
+        assert_eq!(nested, [("outer".to_owned(), "inner".to_owned())]);
     }
 }
