@@ -782,3 +782,74 @@ fn process_filters_also_choose_destroyed_maps_and_summary_rows() {
     assert!(destroyed.contains(&"ma_mine"), "{destroyed:?}");
     assert!(!destroyed.contains(&"ma_theirs"), "{destroyed:?}");
 }
+
+#[test]
+fn daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine() {
+    if !common::bpf_available("daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine") {
+        return;
+    }
+    let (pin, id) = guarded_map("ma_daemon");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("daemon.toml");
+    std::fs::write(
+        &cfg,
+        format!("[bpf]\nenabled = true\nalerts_only = true\nguard = [\"{id}\"]\n"),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_map-auditor"))
+        .arg("daemon")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("--socket")
+        .arg(dir.path().join("control.sock"))
+        .arg("--log-dir")
+        .arg(&log)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Live once the bpf(2) engine printed its start line.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    let mut notes = String::new();
+    loop {
+        line.clear();
+        assert!(
+            err.read_line(&mut line).unwrap() > 0,
+            "daemon ended before bpf(2) auditing was live: {notes}"
+        );
+        notes.push_str(&line);
+        if line.contains("bpf: auditing") {
+            break;
+        }
+    }
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    assert!(
+        notes.contains(&format!("guard id {id}: matches map {id} (ma_daemon)")),
+        "{notes}"
+    );
+    run_ok(Command::new(maptool()).args(["badflags", &pin]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let alert = loop {
+        let text = std::fs::read_to_string(log.join("audit.jsonl")).unwrap_or_default();
+        if let Some(a) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|e| e["kind"] == "alert" && e["rule"] == "guarded_map_write")
+        {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no alert in the daemon's log: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+    std::fs::remove_file(&pin).unwrap();
+    assert_eq!(alert["map_id"], id);
+    assert_eq!(alert["comm"], "bpf-maptool");
+    assert_eq!(alert["euid"], 0);
+}

@@ -166,7 +166,8 @@ impl BpfEngine {
     /// Resolve every guard against the maps alive now and say what each
     /// one matches (into the notes).
     fn set_up_guards(&mut self, settings: &BpfSettings) {
-        let mut notes = vec![format!(
+        let mut notes = Vec::new();
+        let live = format!(
             "auditing bpf() calls on maps system-wide (bpf_map_fops {:#x} from {}); 32-bit calls: {}",
             self.session.map_fops,
             match self.session.fops_source {
@@ -177,7 +178,7 @@ impl BpfEngine {
                 Ok(()) => "seen (raw_syscalls)".to_string(),
                 Err(e) => format!("NOT seen ({e})"),
             }
-        )];
+        );
         for g in &settings.guards {
             let ids: Vec<(u32, String)> = match g {
                 GuardSpec::Pin(p) => {
@@ -234,6 +235,8 @@ impl BpfEngine {
                 ),
             });
         }
+        // The "auditing" line comes last: it tells a reader the audit is live.
+        notes.push(live);
         self.notes.extend(notes);
     }
 

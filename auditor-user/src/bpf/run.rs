@@ -91,13 +91,13 @@ async fn run_async(args: &BpfAuditSettings) -> anyhow::Result<i32> {
     // end the audit cleanly, not kill it.
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let notes = engine.take_notes();
-    // The "auditing" line comes last: it tells a reader the audit is live.
-    for n in notes.iter().skip(1) {
+    let mut notes = engine.take_notes();
+    let live = notes.pop();
+    for n in notes {
         eprintln!("note: {n}");
     }
-    if let Some(first) = notes.first() {
-        eprintln!("{first}; Ctrl-C to stop");
+    if let Some(live) = live {
+        eprintln!("{live}; Ctrl-C to stop");
     }
     let mut shown = 0u64;
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
