@@ -797,6 +797,14 @@ fn daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine() {
     )
     .unwrap();
     let log = dir.path().join("log");
+    /// Kills the daemon if the test fails before stopping it.
+    struct Reap(Child);
+    impl Drop for Reap {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_map-auditor"))
         .arg("daemon")
         .arg("--config")
@@ -809,8 +817,10 @@ fn daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let err = child.stderr.take().unwrap();
+    let mut child = Reap(child);
     // Live once the bpf(2) engine printed its start line.
-    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut err = BufReader::new(err);
     let mut line = String::new();
     let mut notes = String::new();
     loop {
@@ -846,8 +856,8 @@ fn daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine() {
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    assert!(child.wait().unwrap().success());
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) };
+    assert!(child.0.wait().unwrap().success());
     std::fs::remove_file(&pin).unwrap();
     assert_eq!(alert["map_id"], id);
     assert_eq!(alert["comm"], "bpf-maptool");
