@@ -408,7 +408,7 @@ pub fn run(args: &SoakArgs) -> Result<()> {
     let verdict = if problems.is_empty() { "PASS" } else { "FAIL" };
     println!(
         "soak: {verdict}: {} min, {} targets, {events} events, {dropped} dropped (all reported as lost: {}), {bpf_updates} bpf map updates, log {log_mib:.0} MiB, RSS {rss_first:.0} -> {rss_last:.0} MiB, fds {fds_first} -> {fds_last}{}",
-        t0.elapsed().as_secs() / 60,
+        samples.last().map_or(0, |s| s.at_s) / 60,
         procs.0.len(),
         lost_kernel >= dropped,
         if problems.is_empty() {
