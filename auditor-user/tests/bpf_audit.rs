@@ -137,7 +137,7 @@ fn maptool() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bpf-helpers/maptool.c");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bpf-maptool");
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join(tool_comm());
         let st = Command::new("gcc")
             .args(["-O2", "-Wall", "-o"])
             .arg(&out)
@@ -163,9 +163,33 @@ fn run_ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Names unique to this test run: other runs of these tests may share the
+/// machine, and the audit is system-wide.
+fn uniq(base: &str) -> String {
+    format!("{base}{}", std::process::id() % 100_000)
+}
+
+/// The helper's command name (its file name), unique to this run.
+fn tool_comm() -> String {
+    uniq("maptool")
+}
+
+/// A copy of the helper under a command name of its own, for a test that
+/// filters by `--comm` while other tests run the helper at the same time.
+fn tool_named(tag: &str) -> (PathBuf, String) {
+    let comm = uniq(tag);
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(&comm);
+    if !path.exists() {
+        let tmp = path.with_extension("tmp");
+        std::fs::copy(maptool(), &tmp).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+    (path, comm)
+}
+
 fn fresh_pin(name: &str) -> String {
     bpffs();
-    let p = format!("/sys/fs/bpf/ma_test_{name}");
+    let p = format!("/sys/fs/bpf/{}", uniq(&format!("ma_test_{name}_")));
     let _ = std::fs::remove_file(&p);
     p
 }
@@ -204,7 +228,7 @@ fn one_shot_bpftool_calls_carry_the_pinned_maps_id() {
         "entries",
         "8",
         "name",
-        "ma_oneshot",
+        &uniq("ma_oneshot"),
     ]);
     let id = pinned_id(&pin);
     ok(&[
@@ -243,7 +267,7 @@ fn one_shot_bpftool_calls_carry_the_pinned_maps_id() {
             &c["max_entries"]
         ),
         (
-            &Value::from("ma_oneshot"),
+            &Value::from(uniq("ma_oneshot")),
             &Value::from("hash"),
             &Value::from(4),
             &Value::from(4),
@@ -282,7 +306,7 @@ fn one_shot_bpftool_calls_carry_the_pinned_maps_id() {
         assert_eq!(e.len(), 1, "{cmd} on map {id}");
         assert_eq!(e[0]["result"], "ok", "{cmd}");
         assert_eq!(e[0]["comm"], "bpftool");
-        assert_eq!(e[0]["map_name"], "ma_oneshot");
+        assert_eq!(e[0]["map_name"], uniq("ma_oneshot"));
         assert!(e[0]["latency_ns"].as_u64().unwrap() > 0);
     }
     // Every call came from a different, already exited process: the id was
@@ -300,7 +324,7 @@ fn one_shot_bpftool_calls_carry_the_pinned_maps_id() {
     assert_eq!(deletes, vec![Value::from("ok"), Value::from("ENOENT")]);
     let destroyed = on_map("map_destroyed");
     assert_eq!(destroyed.len(), 1, "map_destroyed after unpin");
-    assert_eq!(destroyed[0]["map_name"], "ma_oneshot");
+    assert_eq!(destroyed[0]["map_name"], uniq("ma_oneshot"));
     assert!(
         find(&evs, |e| e["kind"] == "bpf_map" && e["pid"] == auditor_pid).is_empty(),
         "own calls are left out"
@@ -316,9 +340,9 @@ fn failed_calls_carry_errno_names_and_batches_their_count() {
         return;
     }
     let pin = fresh_pin("errors");
-    let tool = maptool();
-    let aud = Auditor::start(&["--comm", "bpf-maptool"]);
-    let id: u64 = run_ok(Command::new(&tool).args(["create", "ma_errors", &pin]))
+    let (tool, comm) = tool_named("mt_err");
+    let aud = Auditor::start(&["--comm", &comm]);
+    let id: u64 = run_ok(Command::new(&tool).args(["create", &uniq("ma_errors"), &pin]))
         .trim()
         .parse()
         .unwrap();
@@ -364,8 +388,8 @@ fn two_processes_writing_one_map_at_once_are_flagged() {
     }
     let pin = fresh_pin("race");
     let tool = maptool();
-    let aud = Auditor::start(&["--map-name", "ma_race", "--quiet"]);
-    let id: u64 = run_ok(Command::new(&tool).args(["create", "ma_race", &pin]))
+    let aud = Auditor::start(&["--map-name", &uniq("ma_race"), "--quiet"]);
+    let id: u64 = run_ok(Command::new(&tool).args(["create", &uniq("ma_race"), &pin]))
         .trim()
         .parse()
         .unwrap();
@@ -408,8 +432,8 @@ fn guarded_map_written_by_another_process_raises_an_alert() {
     }
     let pin = fresh_pin("guard");
     let tool = maptool();
-    let aud = Auditor::start(&["--guard", "ma_guarded", "--quiet"]);
-    let id: u64 = run_ok(Command::new(&tool).args(["create", "ma_guarded", &pin]))
+    let aud = Auditor::start(&["--guard", &uniq("ma_guarded"), "--quiet"]);
+    let id: u64 = run_ok(Command::new(&tool).args(["create", &uniq("ma_guarded"), &pin]))
         .trim()
         .parse()
         .unwrap();
@@ -426,7 +450,7 @@ fn guarded_map_written_by_another_process_raises_an_alert() {
     assert_eq!(alerts[0]["map_id"], id);
     assert_eq!(alerts[0]["comm"], "bpftool");
     assert_eq!(alerts[0]["cmd"], "map_update_elem");
-    assert_eq!(alerts[0]["other_comm"], "bpf-maptool");
+    assert_eq!(alerts[0]["other_comm"], tool_comm());
 
     // Guarded by pin path, created before the audit (creator unknown), with
     // bpftool allowed: no alert for bpftool, an alert for the helper.
@@ -445,7 +469,7 @@ fn guarded_map_written_by_another_process_raises_an_alert() {
         e["kind"] == "alert" && e["rule"] == "guarded_map_write"
     });
     assert_eq!(alerts.len(), 1, "{evs:#?}");
-    assert_eq!(alerts[0]["comm"], "bpf-maptool");
+    assert_eq!(alerts[0]["comm"], tool_comm());
     assert_eq!(alerts[0]["result"], "EINVAL");
 }
 
@@ -468,7 +492,7 @@ fn allowed_executable_is_its_file_not_a_path_an_attacker_can_rebuild() {
     if !common::bpf_available("allowed_executable_is_its_file_not_a_path_an_attacker_can_rebuild") {
         return;
     }
-    let (pin, id) = guarded_map("ma_ident");
+    let (pin, id) = guarded_map(&uniq("ma_ident"));
     let base = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ident");
     let _ = Command::new("umount").arg(base.join("mnt")).status();
     let _ = std::fs::remove_dir_all(&base);
@@ -500,13 +524,14 @@ fn allowed_executable_is_its_file_not_a_path_an_attacker_can_rebuild() {
 
     let aud = Auditor::start(&[
         "--guard",
-        "ma_ident",
+        &uniq("ma_ident"),
         "--allow-exe",
         allowed.to_str().unwrap(),
         "--quiet",
     ]);
     assert!(
-        aud.notes.contains("guard name ma_ident: matches map"),
+        aud.notes
+            .contains(&format!("guard name {}: matches map", uniq("ma_ident"))),
         "{}",
         aud.notes
     );
@@ -548,8 +573,9 @@ fn calls_on_non_map_fds_and_unreadable_attrs_are_reported_and_counted() {
     {
         return;
     }
-    let aud = Auditor::start(&["--comm", "bpf-maptool"]);
-    run_ok(Command::new(maptool()).arg("unresolved"));
+    let (tool, comm) = tool_named("mt_unr");
+    let aud = Auditor::start(&["--comm", &comm]);
+    run_ok(Command::new(tool).arg("unresolved"));
     let evs = aud.stop();
     let upd = find(&evs, |e| {
         e["kind"] == "bpf_map" && e["cmd"] == "map_update_elem" && e["map_id"] == 0
@@ -582,7 +608,7 @@ fn thirty_two_bit_calls_are_seen_and_guarded() {
     if !common::bpf_available("thirty_two_bit_calls_are_seen_and_guarded") {
         return;
     }
-    let (pin, id) = guarded_map("ma_compat");
+    let (pin, id) = guarded_map(&uniq("ma_compat"));
     let aud = Auditor::start(&["--guard", &pin, "--quiet"]);
     assert!(aud.notes.contains("32-bit calls: seen"), "{}", aud.notes);
     run_ok(Command::new(maptool()).args(["compat", &pin]));
@@ -604,7 +630,7 @@ fn writable_mmap_of_a_guarded_map_raises_an_alert() {
         return;
     }
     let pin = fresh_pin("mmap");
-    let id: u64 = run_ok(Command::new(maptool()).args(["mmapcreate", "ma_mmap", &pin]))
+    let id: u64 = run_ok(Command::new(maptool()).args(["mmapcreate", &uniq("ma_mmap"), &pin]))
         .trim()
         .parse()
         .unwrap();
@@ -653,9 +679,9 @@ fn programs_that_reference_a_guarded_map_raise_alerts() {
     if !common::bpf_available("programs_that_reference_a_guarded_map_raise_alerts") {
         return;
     }
-    let (pin, id) = guarded_map("ma_prog");
+    let (pin, id) = guarded_map(&uniq("ma_prog"));
     let cg = empty_cgroup();
-    let aud = Auditor::start(&["--guard", "ma_prog", "--quiet"]);
+    let aud = Auditor::start(&["--guard", &uniq("ma_prog"), "--quiet"]);
     let by_fd: u64 = run_ok(Command::new(maptool()).args(["prog", &pin, "fd"]))
         .trim()
         .parse()
@@ -721,12 +747,12 @@ fn map_moved_onto_a_guarded_pin_is_reported_and_guarded() {
     if !common::bpf_available("map_moved_onto_a_guarded_pin_is_reported_and_guarded") {
         return;
     }
-    let (pin, first) = guarded_map("ma_pin_a");
-    let (other, second) = guarded_map("ma_pin_b");
+    let (pin, first) = guarded_map(&uniq("ma_pin_a"));
+    let (other, second) = guarded_map(&uniq("ma_pin_b"));
     let aud = Auditor::start(&["--guard", &pin, "--quiet"]);
     assert!(
         aud.notes
-            .contains(&format!("matches map {first} (ma_pin_a)")),
+            .contains(&format!("matches map {first} ({})", uniq("ma_pin_a"))),
         "{}",
         aud.notes
     );
@@ -751,8 +777,9 @@ fn process_filters_also_choose_destroyed_maps_and_summary_rows() {
     }
     let mine = fresh_pin("filter_mine");
     let theirs = fresh_pin("filter_theirs");
-    let aud = Auditor::start(&["--comm", "bpf-maptool"]);
-    run_ok(Command::new(maptool()).args(["create", "ma_mine", &mine]));
+    let (tool, comm) = tool_named("mt_flt");
+    let aud = Auditor::start(&["--comm", &comm]);
+    run_ok(Command::new(tool).args(["create", &uniq("ma_mine"), &mine]));
     assert!(
         bpftool(&[
             "map",
@@ -767,7 +794,7 @@ fn process_filters_also_choose_destroyed_maps_and_summary_rows() {
             "entries",
             "8",
             "name",
-            "ma_theirs",
+            &uniq("ma_theirs"),
         ])
         .status
         .success()
@@ -779,8 +806,14 @@ fn process_filters_also_choose_destroyed_maps_and_summary_rows() {
         .iter()
         .map(|e| e["map_name"].as_str().unwrap())
         .collect();
-    assert!(destroyed.contains(&"ma_mine"), "{destroyed:?}");
-    assert!(!destroyed.contains(&"ma_theirs"), "{destroyed:?}");
+    assert!(
+        destroyed.contains(&uniq("ma_mine").as_str()),
+        "{destroyed:?}"
+    );
+    assert!(
+        !destroyed.contains(&uniq("ma_theirs").as_str()),
+        "{destroyed:?}"
+    );
 }
 
 #[test]
@@ -788,7 +821,7 @@ fn daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine() {
     if !common::bpf_available("daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine") {
         return;
     }
-    let (pin, id) = guarded_map("ma_daemon");
+    let (pin, id) = guarded_map(&uniq("ma_daemon"));
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("daemon.toml");
     std::fs::write(
@@ -836,7 +869,10 @@ fn daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine() {
     }
     std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
     assert!(
-        notes.contains(&format!("guard id {id}: matches map {id} (ma_daemon)")),
+        notes.contains(&format!(
+            "guard id {id}: matches map {id} ({})",
+            uniq("ma_daemon")
+        )),
         "{notes}"
     );
     run_ok(Command::new(maptool()).args(["badflags", &pin]));
@@ -860,6 +896,6 @@ fn daemon_guard_by_id_alerts_in_its_log_through_the_shared_engine() {
     assert!(child.0.wait().unwrap().success());
     std::fs::remove_file(&pin).unwrap();
     assert_eq!(alert["map_id"], id);
-    assert_eq!(alert["comm"], "bpf-maptool");
+    assert_eq!(alert["comm"], tool_comm());
     assert_eq!(alert["euid"], 0);
 }
