@@ -45,6 +45,50 @@ pub enum Command {
     Ctl(CtlArgs),
     /// Show the daemon's audit log, and follow it across rotations.
     Tail(TailArgs),
+    /// Write a shell completion script or the man page to stdout
+    /// (`cargo xtask install-shell-files` installs them).
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+}
+
+/// What `map-auditor generate` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    /// The man page, map-auditor.1 (roff).
+    Man,
+    CompleteBash,
+    CompleteZsh,
+    CompleteFish,
+}
+
+/// Render `what` from these very clap definitions, so completions and the
+/// man page never drift from the flags.
+pub fn generate(what: Generated) -> std::io::Result<Vec<u8>> {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut out = Vec::new();
+    match what {
+        Generated::Man => clap_mangen::Man::new(cmd).render(&mut out)?,
+        Generated::CompleteBash => clap_complete::generate(
+            clap_complete::Shell::Bash,
+            &mut cmd,
+            "map-auditor",
+            &mut out,
+        ),
+        Generated::CompleteZsh => {
+            clap_complete::generate(clap_complete::Shell::Zsh, &mut cmd, "map-auditor", &mut out)
+        }
+        Generated::CompleteFish => clap_complete::generate(
+            clap_complete::Shell::Fish,
+            &mut cmd,
+            "map-auditor",
+            &mut out,
+        ),
+    }
+    Ok(out)
 }
 
 #[derive(Debug, Args)]
@@ -119,6 +163,9 @@ pub struct TailArgs {
     pub lines: usize,
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Colour text lines: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub color: ColorArg,
     /// The daemon's log directory (read directly; needs read access).
     #[arg(long, default_value = DEFAULT_LOG_DIR)]
     pub log_dir: PathBuf,
@@ -152,17 +199,40 @@ pub enum DetectMode {
     Interval,
 }
 
+/// `--color`: when text output is coloured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    /// On a terminal, unless NO_COLOR is set.
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl From<ColorArg> for crate::output::ColorChoice {
+    fn from(c: ColorArg) -> Self {
+        match c {
+            ColorArg::Auto => Self::Auto,
+            ColorArg::Always => Self::Always,
+            ColorArg::Never => Self::Never,
+        }
+    }
+}
+
 /// Output and filtering options shared by `attach` and `run`.
 #[derive(Debug, Args, Clone)]
 pub struct GoAuditOptions {
     /// Output format of the live log.
     #[arg(long, value_enum, default_value_t = Format::Text)]
     pub format: Format,
+    /// Colour the text log: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, value_enum, default_value_t = ColorArg::Auto, value_name = "WHEN")]
+    pub color: ColorArg,
     /// Only these operations (comma-separated: read,write,delete,iterate,clear,make).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', value_parser = checked_op)]
     pub ops: Vec<String>,
     /// Only this map (hex address, e.g. 0xc000012000).
-    #[arg(long)]
+    #[arg(long, value_parser = checked_addr)]
     pub map: Option<String>,
     /// Only accesses whose calling function contains this text.
     #[arg(long)]
@@ -185,6 +255,13 @@ pub struct GoAuditOptions {
     /// Also write every event as JSON lines to this file (input for `report`).
     #[arg(long)]
     pub record: Option<PathBuf>,
+    /// Write the live log to FILE instead of stdout (the target's output
+    /// then stays apart from it).
+    #[arg(long, short, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit with status 66 when an overlap was found (for CI gates).
+    #[arg(long)]
+    pub fail_on_overlap: bool,
     /// Ring buffer size in MiB (a power of two, 1-1024).
     #[arg(long, default_value_t = 16)]
     pub ring_mib: u32,
@@ -282,6 +359,16 @@ pub struct ReportArgs {
     pub output: Option<PathBuf>,
 }
 
+/// An operation name, checked here so a typo is a usage error (exit 2).
+fn checked_op(s: &str) -> Result<String, String> {
+    crate::pipeline::filter::parse_op(s).map(|_| s.to_string())
+}
+
+/// A map address, checked here so a typo is a usage error (exit 2).
+fn checked_addr(s: &str) -> Result<String, String> {
+    crate::pipeline::filter::parse_addr(s).map(|_| s.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,5 +377,20 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn man_page_and_completions_name_the_flags() {
+        let man = String::from_utf8(generate(Generated::Man).unwrap()).unwrap();
+        assert!(man.contains(".TH map-auditor"), "{}", &man[..200]);
+        assert!(man.contains("attach"));
+        let bash = String::from_utf8(generate(Generated::CompleteBash).unwrap()).unwrap();
+        for flag in ["--fail-on-overlap", "--color", "--output", "--duration"] {
+            assert!(bash.contains(flag), "{flag} missing from bash completion");
+        }
+        let zsh = String::from_utf8(generate(Generated::CompleteZsh).unwrap()).unwrap();
+        assert!(zsh.contains("#compdef map-auditor"));
+        let fish = String::from_utf8(generate(Generated::CompleteFish).unwrap()).unwrap();
+        assert!(fish.contains("complete -c map-auditor"));
     }
 }

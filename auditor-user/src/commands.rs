@@ -51,6 +51,10 @@ pub fn run(cli: &Cli) -> Result<i32> {
             let settings = GoAuditSettings::try_from(opts)?;
             block_on(crate::audit::run(command, &settings))
         }
+        Command::Generate { what } => {
+            let bytes = cli::generate(*what)?;
+            crate::output::pipe::print(&String::from_utf8_lossy(&bytes)).map(|()| 0)
+        }
         Command::Daemon(args) => {
             let config = DaemonConfig::try_from(args)?;
             block_on(crate::daemon::run(config))
@@ -145,10 +149,13 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
             filter: AccessFilter::try_from(opts)?,
             output: OutputSettings {
                 format: opts.format.into(),
+                file: opts.output.clone(),
+                color: opts.color.into(),
                 record: opts.record.clone(),
                 show_plan: opts.show_plan,
             },
             duration: opts.duration,
+            fail_on_overlap: opts.fail_on_overlap,
         };
         settings.validate()?;
         Ok(settings)
@@ -174,6 +181,7 @@ impl TryFrom<&TailArgs> for TailSettings {
             since: args.since,
             lines: args.lines,
             format: args.format.into(),
+            color: args.color.into(),
             log_dir: args.log_dir.clone(),
             socket: args.socket.clone(),
         })

@@ -93,11 +93,12 @@ pub fn can_run(checks: &[Check]) -> bool {
 /// work here, 1 otherwise.
 pub fn run(json: bool) -> anyhow::Result<i32> {
     let checks = checks();
-    if json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
+    let text = if json {
+        format!("{}\n", serde_json::to_string_pretty(&checks)?)
     } else {
-        print!("{}", render_text(&checks));
-    }
+        render_text(&checks)
+    };
+    crate::output::pipe::print(&text)?;
     Ok(if can_run(&checks) { 0 } else { 1 })
 }
 

@@ -137,6 +137,10 @@ impl LoadSettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutputSettings {
     pub format: Format,
+    /// The live log goes here instead of stdout (`-o`).
+    pub file: Option<PathBuf>,
+    /// When text is coloured.
+    pub color: crate::output::ColorChoice,
     /// Also write every event as JSON lines here (input for `report`).
     pub record: Option<PathBuf>,
     /// Print the probe plan before tailing.
@@ -147,6 +151,8 @@ impl Default for OutputSettings {
     fn default() -> Self {
         Self {
             format: Format::Text,
+            file: None,
+            color: crate::output::ColorChoice::Auto,
             record: None,
             show_plan: false,
         }
@@ -163,6 +169,8 @@ pub struct GoAuditSettings {
     pub output: OutputSettings,
     /// Stop after this long (default: until Ctrl-C or the target's exit).
     pub duration: Option<Duration>,
+    /// Exit with [`crate::audit::FOUND_OVERLAP_STATUS`] when an overlap was found.
+    pub fail_on_overlap: bool,
 }
 
 impl GoAuditSettings {

@@ -6,7 +6,7 @@ mod common;
 
 use std::{
     collections::{HashMap, HashSet},
-    io::{BufRead, BufReader},
+    io::{BufRead, BufReader, Read, Write},
     path::Path,
     process::{Command, Stdio},
 };
@@ -221,17 +221,33 @@ fn attach_by_pid_sees_accesses_of_a_running_program() {
         let exe = build_go("ops", OPS, tc, link);
         let mut target = Command::new(&exe)
             .arg("wait")
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
         let pid = target.id();
-        let auditor = auditor()
+        let mut auditor = auditor()
             .args(["attach", "--format", "json", "--pid", &pid.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let out = auditor.wait_with_output().unwrap();
+        // The target works only after the attach report: no race with a
+        // slow attach on a loaded machine.
+        let mut err = BufReader::new(auditor.stderr.take().unwrap());
+        let mut banner = String::new();
+        while !banner.contains("attached to pid") {
+            banner.clear();
+            assert!(err.read_line(&mut banner).unwrap() > 0, "no attach banner");
+        }
+        writeln!(target.stdin.take().unwrap(), "go").unwrap();
+        let mut rest = String::new();
+        let stderr_thread = std::thread::spawn(move || {
+            let _ = err.read_to_string(&mut rest);
+            rest
+        });
+        let mut out = auditor.wait_with_output().unwrap();
+        out.stderr = stderr_thread.join().unwrap().into_bytes();
         let status = target.wait().unwrap();
         assert!(status.success());
         let mut lines = Vec::new();

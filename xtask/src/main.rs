@@ -23,6 +23,7 @@ mod lint;
 mod paths;
 mod process;
 mod setup;
+mod shellfiles;
 mod soak;
 mod test;
 
@@ -70,6 +71,9 @@ enum Task {
     ///
     /// `cargo xtask soak --minutes 2 --every 5` is a quick run.
     Soak(soak::SoakArgs),
+    /// Install the man page and bash/zsh/fish completions, generated from
+    /// the auditor's own flag definitions (default prefix /usr/local).
+    InstallShellFiles(shellfiles::ShellFilesArgs),
 }
 
 fn main() {
@@ -83,6 +87,7 @@ fn main() {
         Task::Detect(args) => detect::run(&args).map(|()| 0),
         Task::Fuzz(args) => fuzz::run(&args).map(|()| 0),
         Task::Soak(args) => soak::run(&args).map(|()| 0),
+        Task::InstallShellFiles(args) => shellfiles::run(&args).map(|()| 0),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -18,7 +18,7 @@ use std::{
 
 use auditor_common::{
     Counter,
-    go_map::{PID_LOSSES_MAP, PidLosses},
+    go_map::{MapOp, PID_LOSSES_MAP, PidLosses},
 };
 use bytes::Bytes;
 use thiserror::Error;
@@ -136,6 +136,17 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
     })
 }
 
+/// The message the Go runtime prints when the goroutine doing `op` finds
+/// another goroutine writing the map (the same wording in every version,
+/// classic and Swiss maps alike).
+pub fn runtime_fatal_message(op: MapOp) -> &'static str {
+    match op {
+        MapOp::Read => "concurrent map read and map write",
+        MapOp::Iterate => "concurrent map iteration and map write",
+        _ => "concurrent map writes",
+    }
+}
+
 /// Delivered counts of one target.
 #[derive(Clone, Copy, Debug)]
 pub struct TargetStats {
@@ -166,6 +177,7 @@ struct TargetState {
     enricher: GoEnricher<TargetResolver>,
     recent: RecentOverlaps,
     stats: TargetStats,
+    runtime_fatal: Option<String>,
 }
 
 /// A read-only view of the target list.
@@ -175,6 +187,9 @@ pub struct TargetInfo {
     pub exe: String,
     pub probes: usize,
     pub stats: TargetStats,
+    /// The runtime's `fatal error:` message, when its fatal-error probe saw
+    /// a concurrent map access kill the target.
+    pub runtime_fatal: Option<String>,
 }
 
 /// The loaded Go probes and every attached target.
@@ -292,6 +307,7 @@ impl GoEngine {
                     attached_at: Instant::now(),
                     attached_unix_ns: report.ts_ns,
                 },
+                runtime_fatal: None,
             },
         );
         Ok(report)
@@ -318,6 +334,7 @@ impl GoEngine {
             exe: t.exe,
             probes,
             stats: t.stats,
+            runtime_fatal: t.runtime_fatal,
         })
     }
 
@@ -375,6 +392,11 @@ impl GoEngine {
                 },
                 RawRecord::GoOverlap(o) => {
                     let o = t.enricher.overlap(&o);
+                    if o.detection == crate::event::DetectionMode::RuntimeFatal
+                        && t.runtime_fatal.is_none()
+                    {
+                        t.runtime_fatal = Some(runtime_fatal_message(o.second.op).to_string());
+                    }
                     if t.recent.is_repeat(&o) {
                         continue;
                     }
@@ -527,6 +549,7 @@ impl GoEngine {
             exe: t.exe.clone(),
             probes: t.attachment.as_ref().map_or(0, |a| a.attached.len()),
             stats: t.stats,
+            runtime_fatal: t.runtime_fatal.clone(),
         })
     }
 

@@ -9,16 +9,14 @@
 //!   sessions use it with one, the daemon with many.
 
 pub mod engine;
+pub mod signals;
 
 use std::{
     fs::File,
-    io::{BufRead, BufReader, BufWriter, IsTerminal, Write},
+    io::{BufWriter, IsTerminal, Write},
     os::unix::process::{CommandExt, ExitStatusExt},
-    process::{Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    process::Command,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -28,12 +26,17 @@ use auditor_common::Counter;
 use crate::{
     event::{AuditEvent, Summary},
     output::{
-        live::LiveLog,
-        sink::{Filtered, Recording, Sink},
+        live::{self, LiveLog},
+        pipe::StdoutClosed,
+        sink::{Recording, Sink},
+        stream::LiveStream,
+        tally::FindingTally,
     },
+    pipeline::filter::AccessFilter,
     settings::{Format, GoAuditSettings},
 };
 use engine::{GoEngine, TargetOptions};
+use signals::SignalWatch;
 
 /// Fail early, in one line, when we cannot possibly load BPF.
 pub fn require_privileges() -> Result<()> {
@@ -55,24 +58,50 @@ struct TargetEnd {
     fatal: Option<String>,
 }
 
-/// Where the events go: the recording gets every event, the live log what
-/// the filter lets through.
+/// How long the end of a session waits for a slow reader: first for
+/// queued access lines, then for the findings and summary.
+const END_GRACE: Duration = Duration::from_millis(300);
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
+/// Queued live-log bytes a slow reader may be behind before access lines
+/// are shed.
+const LIVE_BUDGET: usize = 4 << 20;
+
+/// Where the events go: the live log (through its writer thread), the
+/// recording, and stderr for findings and the banner.
 struct Sinks {
-    live: Filtered<LiveLog<Box<dyn Write>>>,
+    render: LiveLog<Vec<u8>>,
+    stream: LiveStream,
     record: Option<Recording<BufWriter<File>>>,
+    filter: AccessFilter,
+    format: Format,
+    /// Findings also go to stderr when the live log is not on a terminal.
+    stderr_findings: Option<LiveLog<Vec<u8>>>,
+    /// Attach lines on stdout too (a terminal gets the banner on stderr).
+    attach_on_stdout: bool,
+    tally: FindingTally,
+    /// Overlaps that reached the live log.
+    overlaps_shown: u64,
 }
 
 impl Sinks {
     fn new(settings: &GoAuditSettings) -> Result<Self> {
         let opts = &settings.output;
-        let stdout = std::io::stdout();
-        let colour = opts.format == Format::Text && stdout.is_terminal();
-        let mut live = LiveLog::new(
-            Box::new(BufWriter::new(stdout)) as Box<dyn Write>,
-            opts.format,
-            colour,
-        );
-        live.show_plan = opts.show_plan;
+        let (out, on_terminal): (File, bool) = match &opts.file {
+            Some(p) => (
+                File::create(p)
+                    .with_context(|| format!("cannot create the output file {}", p.display()))?,
+                false,
+            ),
+            None => (
+                LiveStream::stdout_file().context("cannot use standard output")?,
+                std::io::stdout().is_terminal(),
+            ),
+        };
+        let colors = opts.color;
+        let colour = opts.format == Format::Text && colors.enabled(on_terminal);
+        let mut render = LiveLog::new(Vec::new(), opts.format, colour);
+        render.show_plan = opts.show_plan;
         let record = match &opts.record {
             Some(p) => Some(
                 Recording::create(p)
@@ -80,12 +109,23 @@ impl Sinks {
             ),
             None => None,
         };
+        let stderr_findings = (!on_terminal).then(|| {
+            LiveLog::new(
+                Vec::new(),
+                Format::Text,
+                colors.enabled(std::io::stderr().is_terminal()),
+            )
+        });
         Ok(Self {
-            live: Filtered {
-                filter: settings.filter.clone(),
-                inner: live,
-            },
+            render,
+            stream: LiveStream::new(Box::new(out), LIVE_BUDGET),
             record,
+            filter: settings.filter.clone(),
+            format: opts.format,
+            stderr_findings,
+            attach_on_stdout: !on_terminal || opts.show_plan || opts.format == Format::Json,
+            tally: FindingTally::default(),
+            overlaps_shown: 0,
         })
     }
 
@@ -93,17 +133,105 @@ impl Sinks {
         if let Some(r) = &mut self.record {
             r.emit(ev)?;
         }
-        // A closed stdout (e.g. `| head`) must not stop the audit.
-        let _ = self.live.emit(ev);
+        match ev {
+            AuditEvent::Attach(report) => {
+                eprintln!("{}", live::banner(report));
+                if !self.attach_on_stdout || !self.filter.passes(ev) {
+                    return Ok(());
+                }
+            }
+            AuditEvent::Overlap(o) => {
+                let new = self.tally.note(o);
+                if !self.filter.passes(ev) {
+                    return Ok(());
+                }
+                if new && let Some(err) = &mut self.stderr_findings {
+                    let _ = err.write(ev);
+                    let _ = std::io::stderr().write_all(&err.take());
+                }
+                // The text log prints a race once; the summary counts it.
+                if !new && self.format == Format::Text {
+                    return Ok(());
+                }
+                self.overlaps_shown += 1;
+            }
+            _ if !self.filter.passes(ev) => return Ok(()),
+            _ => {}
+        }
+        if matches!(ev, AuditEvent::Access(_)) && self.stream.is_behind() {
+            self.stream.shed();
+            return Ok(());
+        }
+        // Rendering into memory cannot fail.
+        let _ = self.render.write(ev);
+        let bytes = self.render.take();
+        if matches!(ev, AuditEvent::Access(_)) {
+            self.stream.live(&bytes);
+        } else {
+            self.stream.keep(&bytes);
+        }
         Ok(())
     }
 
     fn flush(&mut self) {
-        let _ = self.live.flush();
+        self.stream.flush();
         if let Some(r) = &mut self.record {
             let _ = r.flush();
         }
     }
+
+    /// The summary goes to the live log, and to stderr when the live log
+    /// is gone or could not take it in time. A closed stdout then ends the
+    /// command as for SIGPIPE.
+    fn finish(mut self, mut summary: Summary) -> Result<()> {
+        let tally = self.stream.end_live(END_GRACE);
+        summary.shed = tally.shed;
+        let shown = tally.shown + self.overlaps_shown;
+        summary.shown = (shown < summary.events).then_some(shown);
+        summary.findings = self.tally.groups();
+        let ev = AuditEvent::Summary(summary);
+        if let Some(r) = &mut self.record {
+            r.emit(&ev)?;
+            r.flush()?;
+        }
+        let _ = self.render.write(&ev);
+        let bytes = self.render.take();
+        self.stream.keep(&bytes);
+        let closed = self.stream.is_closed();
+        let error = self.stream.take_error();
+        let delivered = self.stream.close(CLOSE_WAIT);
+        if !delivered {
+            let AuditEvent::Summary(s) = &ev else {
+                unreachable!()
+            };
+            let text = LiveLog::new(Vec::new(), Format::Text, false).summary_text(s);
+            if !closed && error.is_none() {
+                eprintln!(
+                    "map-auditor: the output did not take the summary within {}s; here it is:",
+                    CLOSE_WAIT.as_secs()
+                );
+            }
+            eprint!("{text}");
+        }
+        if let Some(e) = error {
+            return Err(anyhow::Error::new(e).context("cannot write the live log"));
+        }
+        if closed {
+            return Err(StdoutClosed.into());
+        }
+        Ok(())
+    }
+}
+
+/// Why a session's pump stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stop {
+    /// Deadline, target gone, or a signal (attach).
+    Done,
+    /// The live log's reader went away.
+    OutputClosed,
+    /// SIGINT or SIGTERM: `attach` stops, `run` passes it on to its target.
+    Signal(signals::Received),
 }
 
 /// Everything one Go audit session holds: the engine with one target.
@@ -147,41 +275,54 @@ impl GoSession {
         Ok(())
     }
 
+    /// Read and emit until the deadline, the target's end, a signal or a
+    /// closed output.
     async fn pump(
         &mut self,
-        stop: &AtomicBool,
+        signals: &mut SignalWatch,
         deadline: Option<Instant>,
         target_gone: &dyn Fn() -> bool,
-    ) -> Result<()> {
+    ) -> Result<Stop> {
         let mut last_check = Instant::now();
-        loop {
-            self.engine
-                .read(&mut self.events, Duration::from_millis(100))
-                .await;
+        let stop = loop {
+            let wait = deadline.map_or(Duration::from_millis(100), |d| {
+                d.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100))
+            });
+            self.engine.read(&mut self.events, wait).await;
             self.emit_pending()?;
+            self.sinks.flush();
             if last_check.elapsed() >= Duration::from_secs(1) {
                 self.engine.check_losses(&mut self.events);
                 self.emit_pending()?;
                 self.sinks.flush();
                 last_check = Instant::now();
             }
-            if stop.load(Ordering::Relaxed)
-                || deadline.is_some_and(|d| Instant::now() >= d)
-                || target_gone()
-            {
-                break;
+            if let Some(r) = signals.next_received() {
+                break Stop::Signal(r);
             }
-        }
+            if self.sinks.stream.is_closed() {
+                break Stop::OutputClosed;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) || target_gone() {
+                break Stop::Done;
+            }
+        };
         // Last records written before the target died or we were told to stop.
         self.engine.drain(&mut self.events);
-        self.emit_pending()
+        self.emit_pending()?;
+        Ok(stop)
     }
 
-    fn finish(mut self, end: TargetEnd) -> Result<()> {
+    /// Detach, write the summary; the number of overlaps found.
+    fn finish(mut self, end: TargetEnd) -> Result<u64> {
         // Detaching delivers what is still in the ring, then the target's
         // last losses.
         let info = self.engine.detach(self.pid, &mut self.events);
         self.emit_pending()?;
+        let fatal = end
+            .fatal
+            .or_else(|| info.as_ref().and_then(|i| i.runtime_fatal.clone()));
         let stats = info.map(|i| i.stats);
         let summary = Summary {
             ts_ns: self.engine.clock().now_unix_ns(),
@@ -194,57 +335,63 @@ impl GoSession {
             duration_ms: self.started.elapsed().as_millis() as u64,
             target_exit_code: end.exit_code,
             target_signal: end.signal,
-            target_fatal: end.fatal,
-            unresolved_fds: None,
+            target_fatal: fatal,
+            ..Summary::default()
         };
-        self.sinks.emit(&AuditEvent::Summary(summary))?;
-        self.sinks.flush();
-        Ok(())
+        let overlaps = summary.overlaps;
+        self.sinks.finish(summary)?;
+        Ok(overlaps)
     }
-}
-
-fn stop_flag() -> Arc<AtomicBool> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for kind in [
-        tokio::signal::unix::SignalKind::interrupt(),
-        tokio::signal::unix::SignalKind::terminate(),
-    ] {
-        let stop = stop.clone();
-        if let Ok(mut sig) = tokio::signal::unix::signal(kind) {
-            tokio::spawn(async move {
-                sig.recv().await;
-                stop.store(true, Ordering::Relaxed);
-            });
-        }
-    }
-    stop
 }
 
 /// `map-auditor attach --pid PID`.
 pub async fn attach(pid: u32, settings: &GoAuditSettings) -> Result<i32> {
     require_privileges()?;
-    let stop = stop_flag();
+    let mut signals = SignalWatch::install().context("cannot handle SIGINT and SIGTERM")?;
     let mut session = GoSession::start(pid, settings)?;
     let deadline = settings.duration.map(|d| Instant::now() + d);
     session
-        .pump(&stop, deadline, &|| {
+        .pump(&mut signals, deadline, &|| {
             crate::proc::ProcessIdentity::of(pid).is_none()
         })
         .await?;
-    session.finish(TargetEnd::default())?;
-    Ok(0)
+    let overlaps = session.finish(TargetEnd::default())?;
+    Ok(findings_status(settings, overlaps, 0))
+}
+
+/// `--fail-on-overlap`'s exit status when an overlap was found (the one
+/// `go test -race` uses for a detected race).
+pub const FOUND_OVERLAP_STATUS: i32 = 66;
+
+/// The exit status when `--fail-on-overlap` asked to gate on findings.
+fn findings_status(settings: &GoAuditSettings, overlaps: u64, otherwise: i32) -> i32 {
+    if settings.fail_on_overlap && overlaps > 0 {
+        FOUND_OVERLAP_STATUS
+    } else {
+        otherwise
+    }
 }
 
 /// `map-auditor run -- PROGRAM ARGS`: the program is stopped at its first
 /// instruction (ptrace stop after exec), probed, then released.
+///
+/// The target shares the auditor's standard input, output and error: the
+/// auditor never sits between the target and its output, so its bytes
+/// arrive unchanged and the target is not hurt when the auditor ends
+/// first. The runtime's fatal error is read by the probe on the runtime's
+/// fatal-error function instead.
 pub async fn run(command: &[String], settings: &GoAuditSettings) -> Result<i32> {
     require_privileges()?;
     let (prog, rest) = command.split_first().context("no program given")?;
+    let mut signals = SignalWatch::install().context("cannot handle SIGINT and SIGTERM")?;
     let mut cmd = Command::new(prog);
-    cmd.args(rest).stderr(Stdio::piped());
+    cmd.args(rest);
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
+            // Rust ignores SIGPIPE; an ignored signal survives exec, and the
+            // target must get the default it would have had without us.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
             if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
                 return Err(std::io::Error::last_os_error());
             }
@@ -275,23 +422,6 @@ pub async fn run(command: &[String], settings: &GoAuditSettings) -> Result<i32> 
         }
     };
 
-    // Pass the target's stderr through, remembering the runtime's fatal error.
-    let fatal = Arc::new(std::sync::Mutex::new(None::<String>));
-    let stderr = child.stderr.take();
-    let fatal_w = fatal.clone();
-    let pump_stderr = std::thread::spawn(move || {
-        let Some(stderr) = stderr else { return };
-        let mut out = std::io::stderr();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(msg) = line.strip_prefix("fatal error: ") {
-                let mut f = fatal_w.lock().unwrap();
-                if f.is_none() {
-                    *f = Some(msg.to_string());
-                }
-            }
-            let _ = writeln!(out, "{line}");
-        }
-    });
     let exited = Arc::new(std::sync::Mutex::new(None::<std::process::ExitStatus>));
     let exited_w = exited.clone();
     let waiter = std::thread::spawn(move || {
@@ -300,24 +430,42 @@ pub async fn run(command: &[String], settings: &GoAuditSettings) -> Result<i32> 
         }
     });
 
-    let stop = stop_flag();
     let deadline = settings.duration.map(|d| Instant::now() + d);
     let gone = || exited.lock().unwrap().is_some();
-    session.pump(&stop, deadline, &gone).await?;
+    // A signal for the auditor is meant for the program it runs: pass it
+    // on and keep auditing until the target ends. A second one means
+    // "stop now": detach and leave the target running.
+    let mut interrupted = None;
+    loop {
+        match session.pump(&mut signals, deadline, &gone).await? {
+            Stop::Signal(r) if r.nth == 1 && !gone() => {
+                // A terminal's Ctrl-C reached the target already.
+                if !r.from_terminal {
+                    // SAFETY: signalling our own child, not yet reaped.
+                    unsafe { libc::kill(pid as i32, r.signal) };
+                }
+            }
+            Stop::Signal(r) => {
+                interrupted = Some(r.signal);
+                break;
+            }
+            Stop::Done | Stop::OutputClosed => break,
+        }
+    }
     let status = *exited.lock().unwrap();
     if status.is_some() {
         let _ = waiter.join();
-        let _ = pump_stderr.join();
     }
     let end = TargetEnd {
         exit_code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
-        fatal: fatal.lock().unwrap().clone(),
+        fatal: None,
     };
-    session.finish(end.clone())?;
-    Ok(match (end.exit_code, end.signal) {
-        (Some(c), _) => c,
-        (None, Some(s)) => 128 + s,
+    let overlaps = session.finish(end.clone())?;
+    let code = match (end.exit_code, end.signal, interrupted) {
+        (Some(c), _, _) => c,
+        (None, Some(s), _) | (None, None, Some(s)) => 128 + s,
         _ => 0,
-    })
+    };
+    Ok(findings_status(settings, overlaps, code))
 }

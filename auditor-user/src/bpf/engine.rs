@@ -415,6 +415,7 @@ impl BpfEngine {
             target_signal: None,
             target_fatal: None,
             unresolved_fds: Some(self.stats.unresolved_fds),
+            ..Summary::default()
         }
     }
 }

@@ -19,7 +19,7 @@ pub mod join;
 pub mod lifecycle;
 pub mod names;
 pub mod policy;
-mod render;
+pub mod render;
 mod run;
 pub mod session;
 pub mod sys;

@@ -25,6 +25,8 @@ struct Sink {
     quiet: bool,
     out: BufWriter<std::io::Stdout>,
     record: Option<Recording<BufWriter<File>>>,
+    /// The reader of stdout went away: the audit ends.
+    closed: bool,
 }
 
 impl Sink {
@@ -44,11 +46,19 @@ impl Sink {
                 _ => return,
             },
         };
-        let _ = writeln!(self.out, "{line}");
+        let r = writeln!(self.out, "{line}");
+        self.note(r);
+    }
+
+    fn note(&mut self, r: std::io::Result<()>) {
+        if r.is_err_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe) {
+            self.closed = true;
+        }
     }
 
     fn flush(&mut self) {
-        let _ = self.out.flush();
+        let r = self.out.flush();
+        self.note(r);
         if let Some(r) = &mut self.record {
             let _ = r.flush();
         }
@@ -79,6 +89,7 @@ async fn run_async(args: &BpfAuditSettings) -> anyhow::Result<i32> {
         format: args.format,
         quiet: args.quiet,
         out: BufWriter::new(std::io::stdout()),
+        closed: false,
         record: match &args.record {
             Some(p) => Some(
                 Recording::create(p).with_context(|| format!("cannot create {}", p.display()))?,
@@ -142,7 +153,7 @@ async fn run_async(args: &BpfAuditSettings) -> anyhow::Result<i32> {
         // Once per read batch: a lone event shows at once, a flood is
         // written in large blocks.
         sink.flush();
-        if stop {
+        if stop || sink.closed {
             break;
         }
     }
@@ -157,15 +168,30 @@ async fn run_async(args: &BpfAuditSettings) -> anyhow::Result<i32> {
         snap.get(Counter::BpfResolveFailed),
         &|pid, comm| filter.process_matches(pid, comm),
     );
+    if sink.closed {
+        // Nobody reads stdout any more: the summary goes to stderr, and
+        // the command ends as for SIGPIPE.
+        eprint!("{text}");
+        if let Some(r) = &mut sink.record {
+            let _ = r.emit(&AuditEvent::Summary(summary));
+            let _ = r.flush();
+        }
+        return Err(crate::output::pipe::StdoutClosed.into());
+    }
     match args.format {
         Format::Json => sink.emit(&AuditEvent::Summary(summary)),
         Format::Text => {
-            let _ = write!(sink.out, "{text}");
+            let r = write!(sink.out, "{text}");
+            sink.note(r);
             if let Some(r) = &mut sink.record {
                 let _ = r.emit(&AuditEvent::Summary(summary));
             }
         }
     }
     sink.flush();
+    if sink.closed {
+        eprint!("{text}");
+        return Err(crate::output::pipe::StdoutClosed.into());
+    }
     Ok(0)
 }

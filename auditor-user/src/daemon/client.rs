@@ -21,6 +21,7 @@ use crate::{
     event::{AuditEvent, EventKind},
     output::{
         live::{LiveLog, clock_time},
+        pipe::stdout_result,
         report::ReportSettings,
     },
     settings::Format,
@@ -59,6 +60,8 @@ pub struct TailSettings {
     /// Without `since`: how many of the latest events to show first.
     pub lines: usize,
     pub format: Format,
+    /// When text lines are coloured.
+    pub color: crate::output::ColorChoice,
     /// The daemon's log directory (read directly).
     pub log_dir: PathBuf,
     /// Read through the daemon's control socket instead of the log files.
@@ -123,39 +126,44 @@ pub fn ctl(args: &CtlSettings) -> Result<i32> {
     };
     let (resp, _) = request(&mut stream, body)?;
     let result = resp.result.unwrap_or(Value::Null);
-    if args.json {
-        println!("{result}");
-        return Ok(0);
-    }
-    match &args.command {
-        CtlCommand::List => print_list(&result),
-        CtlCommand::Status => println!("{}", serde_json::to_string_pretty(&result)?),
-        CtlCommand::Attach(_) if result.get("watching").is_some() => println!(
-            "watching {} (attaching now: {})",
-            result["exe"].as_str().unwrap_or("?"),
-            result["attaching"]
-        ),
-        CtlCommand::Attach(_) => println!(
-            "attached pid {} ({}, go{}): {} probes",
-            result["pid"],
-            result["exe"].as_str().unwrap_or("?"),
-            result["go_version"].as_str().unwrap_or("?"),
-            result["probes"]
-        ),
-        CtlCommand::Detach(_) => println!("detached: {result}"),
-    }
+    let text = if args.json {
+        format!("{result}\n")
+    } else {
+        match &args.command {
+            CtlCommand::List => list_text(&result),
+            CtlCommand::Status => status_text(&result),
+            CtlCommand::Attach(_) if result.get("watching").is_some() => format!(
+                "watching {} (attaching now: {})\n",
+                result["exe"].as_str().unwrap_or("?"),
+                result["attaching"]
+            ),
+            CtlCommand::Attach(_) => format!(
+                "attached pid {} ({}, go{}): {} probes\n",
+                result["pid"],
+                result["exe"].as_str().unwrap_or("?"),
+                result["go_version"].as_str().unwrap_or("?"),
+                result["probes"]
+            ),
+            CtlCommand::Detach(_) => detach_text(&result),
+        }
+    };
+    crate::output::pipe::print(&text)?;
     Ok(0)
 }
 
-fn print_list(v: &Value) {
+fn list_text(v: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
     let empty = Vec::new();
     let targets = v["targets"].as_array().unwrap_or(&empty);
-    println!(
+    let _ = writeln!(
+        s,
         "{:>8}  {:<10} {:>7} {:>10} {:>9} {:>8}  EXE (ORIGIN)",
         "PID", "STATE", "PROBES", "EVENTS", "OVERLAPS", "DROPPED"
     );
     for t in targets {
-        println!(
+        let _ = writeln!(
+            s,
             "{:>8}  {:<10} {:>7} {:>10} {:>9} {:>8}  {} ({})",
             t["pid"].as_u64().unwrap_or(0),
             t["state"].as_str().unwrap_or(""),
@@ -168,12 +176,124 @@ fn print_list(v: &Value) {
         );
     }
     for w in v["watches"].as_array().unwrap_or(&empty) {
-        println!(
+        let _ = writeln!(
+            s,
             "watch {}: pids {}",
             w["exe"].as_str().unwrap_or("?"),
             w["pids"]
         );
     }
+    s
+}
+
+/// `ctl detach`'s answer as one sentence.
+fn detach_text(v: &Value) -> String {
+    if let Some(exe) = v["exe"].as_str()
+        && v.get("watching").is_some()
+    {
+        return format!("stopped watching {exe}; detached pids {}\n", v["detached"]);
+    }
+    format!(
+        "detached pid {} ({}): {} events, {} overlaps\n",
+        v["pid"],
+        v["exe"].as_str().unwrap_or("?"),
+        v["events"],
+        v["overlaps"]
+    )
+}
+
+fn mib(v: &Value) -> String {
+    v.as_u64().map_or_else(
+        || "?".into(),
+        |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64),
+    )
+}
+
+/// `{"access": 3, "overlap": 1}` as `access 3, overlap 1`.
+fn counts(v: &Value) -> String {
+    match v.as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "none".into(),
+    }
+}
+
+/// `ctl status`'s answer for people; fields this client does not know are
+/// listed as they come.
+fn status_text(v: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let up = v["uptime_s"].as_u64().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "daemon {} (protocol {}), pid {}, up {}h{:02}m{:02}s",
+        v["version"].as_str().unwrap_or("?"),
+        v["protocol"],
+        v["pid"],
+        up / 3600,
+        up / 60 % 60,
+        up % 60
+    );
+    let _ = writeln!(
+        s,
+        "targets {} (attaching {}), watches {}, at most {} targets",
+        v["targets"], v["attaching"], v["watches"], v["max_targets"]
+    );
+    let _ = writeln!(
+        s,
+        "log {}: {}, {} rotations, {} write errors",
+        v["log_dir"].as_str().unwrap_or("?"),
+        mib(&v["log_bytes"]),
+        v["log_rotations"],
+        v["log_write_errors"]
+    );
+    let _ = writeln!(s, "events: {}", counts(&v["events_by_kind"]));
+    let _ = writeln!(s, "lost: {}", counts(&v["lost_by_what"]));
+    let _ = writeln!(
+        s,
+        "dropped {}, probe hits {}, ring {} of {}, memory {}, subscribers {}",
+        v["dropped"],
+        v["probe_hits"],
+        mib(&v["ring_used_bytes"]),
+        mib(&v["ring_size_bytes"]),
+        mib(&v["rss_bytes"]),
+        v["subscribers"]
+    );
+    if !v["bpf"].is_null() {
+        let _ = writeln!(s, "bpf(2) audit: {}", v["bpf"]);
+    }
+    const SHOWN: &[&str] = &[
+        "version",
+        "protocol",
+        "pid",
+        "uptime_s",
+        "targets",
+        "attaching",
+        "watches",
+        "max_targets",
+        "log_dir",
+        "log_bytes",
+        "log_rotations",
+        "log_write_errors",
+        "events_by_kind",
+        "lost_by_what",
+        "dropped",
+        "probe_hits",
+        "ring_used_bytes",
+        "ring_size_bytes",
+        "rss_bytes",
+        "subscribers",
+        "bpf",
+    ];
+    if let Some(m) = v.as_object() {
+        for (k, val) in m.iter().filter(|(k, _)| !SHOWN.contains(&k.as_str())) {
+            let _ = writeln!(s, "{}: {val}", k.replace('_', " "));
+        }
+    }
+    s
 }
 
 fn tail_filter(args: &TailSettings) -> EventFilter {
@@ -199,16 +319,18 @@ struct TailOut {
 }
 
 impl TailOut {
-    fn new(format: Format) -> Self {
+    fn new(format: Format, color: crate::output::ColorChoice) -> Self {
+        use std::io::IsTerminal;
+        let colour = color.enabled(std::io::stdout().is_terminal());
         Self {
             format,
-            live: LiveLog::new(Box::new(std::io::stdout()), Format::Text, false),
+            live: LiveLog::new(Box::new(std::io::stdout()), Format::Text, colour),
             out: std::io::stdout(),
         }
     }
 
-    /// Write one line; false when stdout is closed.
-    fn line(&mut self, line: &str) -> bool {
+    /// Write one line; a closed stdout is [`StdoutClosed`].
+    fn line(&mut self, line: &str) -> Result<()> {
         let r = match self.format {
             Format::Json => writeln!(self.out, "{line}"),
             Format::Text => match serde_json::from_str::<AuditEvent>(line) {
@@ -216,7 +338,7 @@ impl TailOut {
                 Err(_) => writeln!(self.out, "{}", text_of_other(line)),
             },
         };
-        r.is_ok()
+        stdout_result(r)
     }
 }
 
@@ -246,9 +368,9 @@ fn text_of_other(line: &str) -> String {
 /// `map-auditor tail`.
 pub fn tail(args: &TailSettings) -> Result<i32> {
     let filter = tail_filter(args);
-    let mut out = TailOut::new(args.format);
+    let mut out = TailOut::new(args.format, args.color);
     if let Some(socket) = &args.socket {
-        return tail_socket(socket, filter, &mut out);
+        return tail_socket(socket, filter, args.lines, &mut out);
     }
     let dir = &args.log_dir;
     if !dir.is_dir() {
@@ -275,15 +397,15 @@ pub fn tail(args: &TailSettings) -> Result<i32> {
             let f = std::fs::File::open(p)
                 .with_context(|| format!("cannot read {} (are you root?)", p.display()))?;
             for line in BufReader::new(f).lines().map_while(Result::ok) {
-                if line_matches(&line, &filter) && !out.line(&line) {
-                    return Ok(0);
+                if line_matches(&line, &filter) {
+                    out.line(&line)?;
                 }
             }
         }
         follower.poll(&mut lines);
         for line in lines.drain(..) {
-            if line_matches(&line, &filter) && !out.line(&line) {
-                return Ok(0);
+            if line_matches(&line, &filter) {
+                out.line(&line)?;
             }
         }
     } else {
@@ -299,9 +421,7 @@ pub fn tail(args: &TailSettings) -> Result<i32> {
             }
         }
         for line in last {
-            if !out.line(&line) {
-                return Ok(0);
-            }
+            out.line(&line)?;
         }
     }
     if !args.follow {
@@ -310,15 +430,15 @@ pub fn tail(args: &TailSettings) -> Result<i32> {
     loop {
         follower.poll(&mut lines);
         for line in lines.drain(..) {
-            if line_matches(&line, &filter) && !out.line(&line) {
-                return Ok(0);
+            if line_matches(&line, &filter) {
+                out.line(&line)?;
             }
         }
         std::thread::sleep(FOLLOW_POLL);
     }
 }
 
-fn tail_socket(socket: &Path, filter: EventFilter, out: &mut TailOut) -> Result<i32> {
+fn tail_socket(socket: &Path, filter: EventFilter, n: usize, out: &mut TailOut) -> Result<i32> {
     let mut stream = connect(socket)?;
     let mut body = json!({"op": "subscribe", "follow": filter.follow, "kinds": filter.kinds});
     if let Some(p) = filter.pid {
@@ -332,11 +452,22 @@ fn tail_socket(socket: &Path, filter: EventFilter, out: &mut TailOut) -> Result<
         None => {}
     }
     let (_, reader) = request(&mut stream, body)?;
+    // Without --follow or --since: like tail, the last N events of the log.
+    let last_n = !filter.follow && filter.since_ns.is_none();
+    let mut last = VecDeque::with_capacity(n.min(4096));
     for line in reader.lines() {
         let line = line.context("lost the connection to the daemon")?;
-        if !out.line(&line) {
-            break;
+        if !last_n {
+            out.line(&line)?;
+        } else if n > 0 {
+            if last.len() == n {
+                last.pop_front();
+            }
+            last.push_back(line);
         }
+    }
+    for line in last {
+        out.line(&line)?;
     }
     Ok(0)
 }
@@ -384,16 +515,7 @@ pub fn report(args: &ReportSettings) -> Result<i32> {
     match &args.output {
         Some(path) => std::fs::write(path, rendered)
             .with_context(|| format!("cannot write report to {}", path.display()))?,
-        None => {
-            let mut out = std::io::stdout().lock();
-            match out
-                .write_all(rendered.as_bytes())
-                .and_then(|()| out.flush())
-            {
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
-                r => r.context("cannot write report to stdout")?,
-            }
-        }
+        None => crate::output::pipe::print(&rendered)?,
     }
     Ok(0)
 }

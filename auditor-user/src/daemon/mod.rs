@@ -365,8 +365,8 @@ impl Daemon {
             duration_ms: s.attached_at.elapsed().as_millis() as u64,
             target_exit_code: None,
             target_signal: None,
-            target_fatal: None,
-            unresolved_fds: None,
+            target_fatal: info.runtime_fatal.clone(),
+            ..Summary::default()
         };
         self.record(LogEvent::Audit(AuditEvent::Summary(summary)));
         self.target_event(pid, state, Some(info.exe.clone()), reason);

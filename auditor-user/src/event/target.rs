@@ -134,6 +134,35 @@ pub struct Summary {
     /// a pipe, a program) or whose attr could not be read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unresolved_fds: Option<u64>,
+    /// Events that reached the live log, when fewer than `events` did
+    /// (filters, `--quiet`, repeated findings printed once, shed lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shown: Option<u64>,
+    /// Live lines (accesses) not shown because the output could not keep up.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shed: u64,
+    /// Every finding, once per map, pair of call sites and operations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<FindingGroup>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Overlaps on one map between the same two call sites doing the same two
+/// operations, in either order: one race, however often it was caught.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FindingGroup {
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub map: u64,
+    /// The two call sites (`function (file:line)`), in sorted order.
+    pub sites: [String; 2],
+    /// The operations of the two sites, in the same order.
+    pub ops: [String; 2],
+    pub count: u64,
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
 }
 
 /// A target's life in the daemon: JSON `kind` is `target`.

@@ -4,7 +4,7 @@
 use std::io::{self, Write};
 
 use crate::{
-    event::{Access, AttachReport, AuditEvent, Frame, Overlap, OverlapParty},
+    event::{Access, AttachReport, AuditEvent, Frame, Overlap, OverlapParty, Summary},
     settings::Format,
 };
 
@@ -20,6 +20,7 @@ pub struct LiveLog<W: Write> {
 
 const RED: &str = "\x1b[1;31m";
 const YELLOW: &str = "\x1b[33m";
+const MAGENTA: &str = "\x1b[35m";
 const DIM: &str = "\x1b[2m";
 const RESET: &str = "\x1b[0m";
 
@@ -79,9 +80,14 @@ impl<W: Write> LiveLog<W> {
                 AuditEvent::Overlap(o) => self.overlap(o),
                 AuditEvent::Lost(l) => {
                     let (y, r) = (self.paint(YELLOW), self.paint(RESET));
+                    let whose = if l.pid == 0 {
+                        "unattributed".to_string()
+                    } else {
+                        format!("pid {}", l.pid)
+                    };
                     writeln!(
                         self.out,
-                        "{y}{} LOST {} {} events (total {}){r}",
+                        "{y}{} LOST {whose}: {} {} events (total {}){r}",
                         clock_time(l.ts_ns),
                         l.count,
                         l.what,
@@ -89,31 +95,17 @@ impl<W: Write> LiveLog<W> {
                     )
                 }
                 AuditEvent::Summary(s) => {
-                    writeln!(self.out, "--- summary (pid {}) ---", s.pid)?;
-                    writeln!(
-                        self.out,
-                        "events {}  accesses {}  overlaps {}  dropped {}  probe hits {}  duration {:.1}s",
-                        s.events,
-                        s.accesses,
-                        s.overlaps,
-                        s.dropped,
-                        s.probe_hits,
-                        s.duration_ms as f64 / 1000.0
-                    )?;
-                    if let Some(c) = s.target_exit_code {
-                        writeln!(self.out, "target exited with status {c}")?;
-                    }
-                    if let Some(sig) = s.target_signal {
-                        writeln!(self.out, "target killed by signal {sig}")?;
-                    }
-                    if let Some(f) = &s.target_fatal {
-                        writeln!(self.out, "target fatal error: {f}")?;
-                    }
+                    let text = self.summary_text(s);
+                    self.out.write_all(text.as_bytes())?;
                     self.out.flush()
                 }
-                other => {
-                    serde_json::to_writer(&mut self.out, other)?;
-                    self.out.write_all(b"\n")
+                AuditEvent::BpfMap(e) => {
+                    writeln!(self.out, "{}", crate::bpf::render::event_line(e))
+                }
+                AuditEvent::Alert(a) => {
+                    let (red, r) = (self.paint(RED), self.paint(RESET));
+                    writeln!(self.out, "{red}{}{r}", crate::bpf::render::alert_line(a))?;
+                    self.out.flush()
                 }
             },
         }
@@ -208,10 +200,11 @@ impl<W: Write> LiveLog<W> {
         )
     }
 
-    fn party(&mut self, label: &str, p: &OverlapParty) -> io::Result<()> {
+    fn party(&mut self, label: &str, colour: &'static str, p: &OverlapParty) -> io::Result<()> {
+        let (c, r) = (self.paint(colour), self.paint(RESET));
         writeln!(
             self.out,
-            "  {label}: goroutine {} (tid {}) {} via {} at {}",
+            "{c}  {label}: goroutine {} (tid {}) {} via {} at {}{r}",
             p.goid,
             p.tid,
             p.op.as_str(),
@@ -225,7 +218,7 @@ impl<W: Write> LiveLog<W> {
                 line,
                 ..
             } = f;
-            writeln!(self.out, "        {}", site(function, file, *line))?;
+            writeln!(self.out, "{c}        {}{r}", site(function, file, *line))?;
         }
         Ok(())
     }
@@ -246,13 +239,99 @@ impl<W: Write> LiveLog<W> {
                 crate::event::DetectionMode::RuntimeFatal => "runtime fatal error",
             }
         )?;
-        self.party("first ", &o.first)?;
-        self.party("second", &o.second)?;
+        self.party("first ", YELLOW, &o.first)?;
+        self.party("second", MAGENTA, &o.second)?;
         self.out.flush()
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    /// The end-of-session block: totals, what was not shown and why, every
+    /// race once with its count, and how the target ended.
+    pub fn summary_text(&self, s: &Summary) -> String {
+        use std::fmt::Write as _;
+        let (red, r) = (self.paint(RED), self.paint(RESET));
+        let mut t = String::new();
+        let _ = writeln!(t, "--- summary (pid {}) ---", s.pid);
+        let _ = writeln!(
+            t,
+            "events {}  accesses {}  overlaps {}  dropped {}  probe hits {}  duration {:.1}s",
+            s.events,
+            s.accesses,
+            s.overlaps,
+            s.dropped,
+            s.probe_hits,
+            s.duration_ms as f64 / 1000.0
+        );
+        if let Some(shown) = s.shown {
+            let _ = writeln!(
+                t,
+                "shown {shown} of {} events (filters, --quiet and repeated findings hide the rest)",
+                s.events
+            );
+        }
+        if s.shed > 0 {
+            let _ = writeln!(
+                t,
+                "{} access lines not shown: the output could not keep up (the recording, if any, has them)",
+                s.shed
+            );
+        }
+        if !s.findings.is_empty() {
+            let _ = writeln!(t, "{red}findings ({}):{r}", s.findings.len());
+            for g in &s.findings {
+                let span = if g.count > 1 {
+                    format!(
+                        ", {} .. {}",
+                        clock_time(g.first_ts_ns),
+                        clock_time(g.last_ts_ns)
+                    )
+                } else {
+                    format!(", {}", clock_time(g.first_ts_ns))
+                };
+                let _ = writeln!(
+                    t,
+                    "{red}  map {:#x}: {} {} / {} {}: {}x{span}{r}",
+                    g.map, g.sites[0], g.ops[0], g.sites[1], g.ops[1], g.count
+                );
+            }
+        }
+        if let Some(c) = s.target_exit_code {
+            let _ = writeln!(t, "target exited with status {c}");
+        }
+        if let Some(sig) = s.target_signal {
+            let _ = writeln!(t, "target killed by signal {sig}");
+        }
+        if let Some(f) = &s.target_fatal {
+            let _ = writeln!(t, "target fatal error: {f}");
+        }
+        t
+    }
+}
+
+/// One line naming what was attached: pid, executable, Go version, probes.
+pub fn banner(r: &AttachReport) -> String {
+    let failed = if r.failed.is_empty() {
+        String::new()
+    } else {
+        format!(", {} not attached", r.failed.len())
+    };
+    format!(
+        "map-auditor: attached to pid {} ({}): go{}, {} probes{failed}, detect={}",
+        r.pid,
+        r.exe,
+        r.go_version,
+        r.probes.len(),
+        r.detect
+    )
+}
+
+impl LiveLog<Vec<u8>> {
+    /// Take what was rendered so far.
+    pub fn take(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.out)
     }
 }
 

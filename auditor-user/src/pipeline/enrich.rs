@@ -116,6 +116,8 @@ impl<R: FrameResolver> GoEnricher<R> {
         for &pc in &p.stack[..n] {
             match self.inlined.get(&pc) {
                 Some(frames) => out.extend(frames.iter().cloned()),
+                // Known not to be inside inlined code: no second pclntab walk.
+                None if self.frames.contains_key(&pc) => out.push(self.frame(pc)),
                 None => {
                     let frames = self.resolver.resolve_return_frames(pc);
                     if frames.len() > 1 {

@@ -32,11 +32,20 @@ fn register(ebpf: &mut Ebpf, name: &'static str) -> Result<AsyncFd<RingBuf<MapDa
     })
 }
 
-fn drain_one(ring: &mut RingBuf<MapData>, out: &mut Vec<Bytes>) {
-    while let Some(item) = ring.next() {
+fn drain_one(ring: &mut RingBuf<MapData>, out: &mut Vec<Bytes>, max: usize) {
+    let mut n = 0;
+    while n < max
+        && let Some(item) = ring.next()
+    {
         out.push(Bytes::copy_from_slice(&item));
+        n += 1;
     }
 }
+
+/// Most access records one [`RingReader::read_batch`] hands over: a caller
+/// gets back to its deadline, signals and output between batches even
+/// when the ring is full and enrichment is slow.
+pub const READ_BATCH_MAX: usize = 4096;
 
 impl std::os::fd::AsRawFd for RingReader {
     /// The EVENTS ring's fd.
@@ -62,12 +71,12 @@ impl RingReader {
     pub async fn read_batch(&mut self, out: &mut Vec<Bytes>, timeout: Duration) -> usize {
         let before = out.len();
         // Drain first: records may be waiting from before we registered.
-        self.drain(out);
+        self.drain_at_most(out, READ_BATCH_MAX);
         if out.len() > before {
             return out.len() - before;
         }
         self.wait_readable(timeout).await;
-        self.drain(out);
+        self.drain_at_most(out, READ_BATCH_MAX);
         out.len() - before
     }
 
@@ -95,11 +104,16 @@ impl RingReader {
 
     /// Append every record available now, without waiting (findings first).
     pub fn drain(&mut self, out: &mut Vec<Bytes>) -> usize {
+        self.drain_at_most(out, usize::MAX)
+    }
+
+    /// Every finding available now, and at most `max` other records.
+    fn drain_at_most(&mut self, out: &mut Vec<Bytes>, max: usize) -> usize {
         let before = out.len();
         if let Some(f) = &mut self.findings {
-            drain_one(f.get_mut(), out);
+            drain_one(f.get_mut(), out, usize::MAX);
         }
-        drain_one(self.events.get_mut(), out);
+        drain_one(self.events.get_mut(), out, max);
         out.len() - before
     }
 }

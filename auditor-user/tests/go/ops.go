@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
 	"os"
@@ -79,8 +80,10 @@ func clearAll(m map[string]int) {
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == "wait" {
-		// Attach mode: give the auditor time to attach.
-		time.Sleep(1500 * time.Millisecond)
+		// Attach mode: work only once the test has seen the auditor's
+		// attach report and says go (a line on stdin), however long
+		// attaching takes on a busy machine.
+		bufio.NewReader(os.Stdin).ReadString('\n')
 	}
 	ints := make(map[int64]int64)
 	strs := make(map[string]int, 100)

@@ -10,7 +10,7 @@ mod tables;
 mod text;
 mod view;
 
-use std::{io::Write, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context;
 
@@ -73,17 +73,7 @@ pub fn run_report(args: &ReportSettings) -> anyhow::Result<()> {
     match &args.output {
         Some(path) => std::fs::write(path, rendered)
             .with_context(|| format!("cannot write report to {}", path.display())),
-        None => {
-            let mut out = std::io::stdout().lock();
-            match out
-                .write_all(rendered.as_bytes())
-                .and_then(|()| out.flush())
-            {
-                // A closed pipe (`| head`) is the reader's choice, not an error.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-                r => r.context("cannot write report to stdout"),
-            }
-        }
+        None => crate::output::pipe::print(&rendered),
     }
 }
 
