@@ -291,7 +291,9 @@ mod tests {
                 .chain(args)
                 .copied(),
         )
-        .unwrap();
+        // A bad --ops or --map is refused by clap already (a usage error,
+        // exit 2), with the same words.
+        .map_err(|e| anyhow::anyhow!(e.to_string()))?;
         let Command::Attach(a) = &cli.command else {
             unreachable!()
         };

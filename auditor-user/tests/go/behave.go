@@ -87,7 +87,7 @@ func main() {
 			default:
 			}
 			touch(i)
-			if i%10000 == 0 {
+			if i%100 == 0 {
 				time.Sleep(time.Millisecond)
 			}
 		}
