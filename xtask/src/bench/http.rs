@@ -44,6 +44,10 @@ const AUDITOR_MODES: &[AuditorMode] = &[
         log_to_file: true,
     },
     AuditorMode {
+        args: &["--format", "json", "--all-accesses"],
+        log_to_file: true,
+    },
+    AuditorMode {
         args: &["--quiet", "--detect", "interval"],
         log_to_file: false,
     },
