@@ -8,7 +8,7 @@ use core::{fmt, mem::size_of};
 use crate::{
     EventHeader, EventKind, Pod,
     bpf_syscall::{BpfSyscallEvent, BpfSyscallExit},
-    go_map::{GoMapAccess, GoMapOverlap},
+    go_map::{GoEscalate, GoMapAccess, GoMapOverlap},
 };
 
 /// One record as the kernel wrote it.
@@ -21,6 +21,7 @@ pub enum RawRecord {
     GoOverlap(GoMapOverlap),
     BpfSyscall(BpfSyscallEvent),
     BpfSyscallExit(BpfSyscallExit),
+    GoEscalate(GoEscalate),
 }
 
 /// Why a record could not be decoded.
@@ -91,6 +92,7 @@ pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
         EventKind::GoMapOverlap => RawRecord::GoOverlap(need(kind, bytes)?),
         EventKind::BpfSyscall => RawRecord::BpfSyscall(need(kind, bytes)?),
         EventKind::BpfSyscallExit => RawRecord::BpfSyscallExit(need(kind, bytes)?),
+        EventKind::GoEscalate => RawRecord::GoEscalate(need(kind, bytes)?),
     })
 }
 

@@ -9,20 +9,105 @@ pub const MAX_STACK: usize = 16;
 /// Name of the per-target configuration hash map (key: tgid).
 pub const TARGETS_MAP: &str = "GO_TARGETS";
 /// Name of the per-goroutine "current map" hash map (key: [`MapKey`] with
-/// the goid in place of the map; value: [`CurrentAccess`]).
+/// the goroutine's `g` address in place of the map; value:
+/// [`CurrentAccess`]). `g` structs are recycled by the runtime, so the key
+/// set stays as small as the peak number of goroutines and entries are
+/// updated in place instead of churning the table.
 pub const CURRENT_MAP: &str = "GO_CURRENT";
 
 /// The map access a goroutine entered last (value of [`CURRENT_MAP`]).
-/// A goroutine is inside at most one map function at a time, so an
-/// accessor slot is only valid while this record still carries the slot's
-/// map and entry time.
+/// A goroutine is inside at most one map function at a time; an exit probe
+/// only closes the access whose entry this record still describes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CurrentAccess {
+    /// Goroutine id (a recycled `g` carries another one).
+    pub goid: u64,
     pub map: u64,
+    /// Entry time; 0 once the access was closed by an exit probe.
     pub ts_ns: u64,
-    pub op: u32,
+    /// Return address of the runtime call (the call site's next
+    /// instruction), where an escalated exit probe sits.
+    pub ret: u64,
+    /// The map of the last iteration this goroutine started: the runtime's
+    /// "concurrent map iteration" error is raised in the unprobed
+    /// `mapiternext`, after other accesses may have replaced `map`.
+    pub iter_map: u64,
+    pub probe_id: u16,
+    pub op: u8,
+    pub _pad: [u8; 5],
+}
+
+/// Name of the per-address owner table (an array indexed by a hash of
+/// process and map address; value: [`MapOwner`]).
+pub const OWNERS_MAP: &str = "GO_OWNERS";
+/// Slots of [`OWNERS_MAP`] (a power of two).
+pub const OWNER_SLOTS: u32 = 1 << 16;
+
+/// The goroutine that has had a map to itself so far. Most maps (request
+/// scoped, goroutine local) never see a second goroutine: they cost one
+/// array slot, reused by whatever map hashes there next, and no per-map
+/// state. The second goroutine to touch a map marks it `shared`, and only
+/// then does the map get a [`MapState`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MapOwner {
+    pub map: u64,
+    pub goid: u64,
+    pub ts_ns: u64,
+    /// Call site (return address) of the owner's last access.
+    pub ret: u64,
+    /// For a mutating last access: the return address one frame further
+    /// out (the call site's caller), so a writer handed over to a newly
+    /// shared map is named with two frames.
+    pub ret2: u64,
+    pub pid: u32,
+    /// The map's hash seed at the last access: a new map made at a freed
+    /// map's address has another seed, so it starts unshared.
+    pub seed: u32,
+    pub tid: u32,
+    pub probe_id: u16,
+    /// [`MapOp`] of the owner's last access.
+    pub op: u8,
+    /// Non-zero once a second goroutine touched the map.
+    pub shared: u8,
+}
+
+/// Name of the table of call sites already escalated (key: [`SiteKey`]).
+pub const ESCALATED_MAP: &str = "GO_ESCALATED";
+
+/// A call site in one process (its return address).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SiteKey {
+    pub pid: u32,
     pub _pad: u32,
+    pub ret: u64,
+}
+
+/// Name of the table that rate-limits identical overlaps (key: [`PairKey`]).
+pub const PAIRS_MAP: &str = "GO_PAIRS";
+/// An identical pair (same call sites, same operations) is reported at most
+/// once per this many nanoseconds; the ones in between are counted.
+pub const PAIR_REPORT_INTERVAL_NS: u64 = 1_000_000_000;
+
+/// Two call sites and their operations in one process.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct PairKey {
+    pub pid: u32,
+    /// First party's op in bits 0..8, second party's in bits 8..16.
+    pub ops: u32,
+    pub first_ret: u64,
+    pub second_ret: u64,
+}
+
+/// When a pair was last reported and how many were held back since.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PairSeen {
+    pub reported_ns: u64,
+    pub suppressed: u64,
 }
 
 /// Name of the per-process loss counters (key: tgid, value: [`PidLosses`]).
@@ -100,7 +185,10 @@ impl MapOp {
 /// bit  24     [`cookie::EXIT`]
 /// bit  25     [`cookie::STACKCHECK`]
 /// bit  26     [`cookie::FATAL`]
-/// bits 27..32 unused (zero)
+/// bit  27     [`cookie::CALLSITE`]
+/// bit  28     [`cookie::NESTED`]
+/// bit  29     [`cookie::CALL_INSN`]
+/// bits 30..32 unused (zero)
 /// bits 32..40 argument register holding the map (see [`MapArg`])
 /// bits 40..64 unused (zero)
 pub mod cookie {
@@ -115,6 +203,21 @@ pub mod cookie {
     /// if the message is a concurrent-map error, name the other side from
     /// the per-map state before the process dies.
     pub const FATAL: u64 = 1 << 26;
+
+    /// With [`EXIT`]: the probe sits on a call site's return address in
+    /// the program's own code (the instruction after a call to a map
+    /// function), placed when the kernel asked to escalate that site.
+    pub const CALLSITE: u64 = 1 << 27;
+    /// The function is also called by other map functions (Swiss
+    /// `mapaccess1_*` call `mapaccess2_*`, the classic iterator calls
+    /// `mapaccessK`): an entry whose return address is one of
+    /// [`super::GoTargetConfig::nested_rets`] is part of the caller's
+    /// access and is skipped.
+    pub const NESTED: u64 = 1 << 28;
+    /// The probe sits on a `call rel32` to the map function in the
+    /// program's own code (`--scope`): the arguments are in registers, and
+    /// the return address is the next instruction, five bytes on.
+    pub const CALL_INSN: u64 = 1 << 29;
 
     pub const fn encode(op: u8, probe_id: u16, flags: u64, map_arg: u8) -> u64 {
         (op as u64) | ((probe_id as u64) << 8) | flags | ((map_arg as u64) << 32)
@@ -158,6 +261,10 @@ pub mod mode {
     /// Reported by the probe on the runtime's fatal error: the runtime saw
     /// the overlap itself (after our entry probe ran) and is about to exit.
     pub const RUNTIME_FATAL: u32 = 2;
+    /// Decided at the exit of an escalated call site: a writer on another
+    /// goroutine entered the map after this access entered and before it
+    /// returned.
+    pub const EXIT: u32 = 3;
 }
 
 /// Per-target configuration, written by userspace before attaching.
@@ -178,8 +285,19 @@ pub struct GoTargetConfig {
     pub stack_depth: u32,
     /// Non-zero: emit one access record per probe hit. Zero: only overlaps.
     pub emit_access: u32,
+    /// Offset of the map's hash seed (low 32 bits) in the map header.
+    pub seed_off: u32,
+    /// Non-zero: ask userspace to probe the exits of call sites that read
+    /// maps another goroutine writes ([`GoEscalate`] records).
+    pub escalate: u32,
     pub _pad: u32,
+    /// Run-time return addresses of calls from one map function to another
+    /// (0: unused slot).
+    pub nested_rets: [u64; NESTED_RETS],
 }
+
+/// Slots of [`GoTargetConfig::nested_rets`].
+pub const NESTED_RETS: usize = 16;
 
 /// Key of the per-map state: a map is identified by its process and address.
 #[repr(C)]
@@ -219,10 +337,7 @@ impl Default for Party {
     }
 }
 
-/// Number of concurrently active accessors tracked per map in interval mode.
-pub const ACTIVE_SLOTS: usize = 4;
-
-/// Per-map state kept in the kernel.
+/// Per-map state kept in the kernel, for shared maps only.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapState {
@@ -232,9 +347,28 @@ pub struct MapState {
     /// two writers enter in turn, the one that detects the clash is usually
     /// the later one, and the other side is this one.
     pub prev_writer: Party,
-    /// Interval mode: accessors currently inside a map function
-    /// (`goid == 0` means free).
-    pub active: [Party; ACTIVE_SLOTS],
+    /// Interval mode: the last goroutine that entered a non-mutating
+    /// operation (a writer's exit checks whether one entered meanwhile).
+    pub last_reader: Party,
+    /// Hash seed the state belongs to (0: not known, e.g. after a clear,
+    /// which draws a new seed).
+    pub seed: u32,
+    pub _pad: u32,
+}
+
+/// A call site that reads a map another goroutine writes: userspace places
+/// an exit probe on its return address ([`cookie::CALLSITE`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct GoEscalate {
+    pub header: EventHeader,
+    pub map: u64,
+    /// Return address of the runtime call (run-time address).
+    pub ret: u64,
+    /// Probe id of the map function called there.
+    pub probe_id: u16,
+    pub op: u8,
+    pub _pad: [u8; 5],
 }
 
 /// A probe hit on a Go map function.
@@ -268,6 +402,10 @@ pub struct GoMapOverlap {
     pub mode: u32,
     /// Non-zero when the runtime's writing marker was seen set.
     pub writing_seen: u32,
+    /// Identical overlaps (same call sites and operations) held back in
+    /// the kernel since this pair was last reported.
+    pub suppressed: u32,
+    pub _pad: u32,
 }
 
 unsafe impl Pod for GoMapAccess {}
@@ -277,6 +415,8 @@ unsafe impl Pod for MapKey {}
 unsafe impl Pod for Party {}
 unsafe impl Pod for CurrentAccess {}
 unsafe impl Pod for PidLosses {}
+unsafe impl Pod for GoEscalate {}
+unsafe impl Pod for MapOwner {}
 
 #[cfg(feature = "user")]
 mod user {
@@ -287,4 +427,8 @@ mod user {
     unsafe impl aya::Pod for Party {}
     unsafe impl aya::Pod for CurrentAccess {}
     unsafe impl aya::Pod for PidLosses {}
+    unsafe impl aya::Pod for MapOwner {}
+    unsafe impl aya::Pod for SiteKey {}
+    unsafe impl aya::Pod for PairKey {}
+    unsafe impl aya::Pod for PairSeen {}
 }

@@ -17,7 +17,7 @@ pub mod decode;
 pub mod go_map;
 
 /// Version of this ABI. Userspace refuses an object built for another one.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// ELF section of the kernel object holding its [`ABI_VERSION`] (a
 /// little-endian `u32`), read by the loader before anything is loaded.
@@ -43,6 +43,8 @@ pub enum EventKind {
     BpfSyscall = 3,
     /// A [`bpf_syscall::BpfSyscallExit`].
     BpfSyscallExit = 4,
+    /// A [`go_map::GoEscalate`].
+    GoEscalate = 5,
 }
 
 impl EventKind {
@@ -52,6 +54,7 @@ impl EventKind {
             2 => Some(Self::GoMapOverlap),
             3 => Some(Self::BpfSyscall),
             4 => Some(Self::BpfSyscallExit),
+            5 => Some(Self::GoEscalate),
             _ => None,
         }
     }
@@ -110,12 +113,19 @@ pub enum Counter {
     /// Accesses to maps on the accessing goroutine's own stack (not
     /// escaped, so never shared): reported, but not tracked for overlaps.
     GoStackLocal = 14,
+    /// Maps a second goroutine touched (per-map state created).
+    GoSharedMaps = 15,
+    /// Call sites the kernel asked userspace to escalate (exit probes).
+    GoEscalations = 16,
+    /// Identical overlaps held back by the kernel's rate limit (counted,
+    /// and carried by the pair's next report).
+    GoOverlapsSuppressed = 17,
 }
 
 impl Counter {
     /// Every counter, in index order (checked below: `ALL[i] as u32 == i`).
     /// A new counter goes at the end of the enum and of this list.
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 18] = [
         Self::GoProbeHits,
         Self::GoAccessDropped,
         Self::GoOverlapDropped,
@@ -131,6 +141,9 @@ impl Counter {
         Self::BpfResolveFailed,
         Self::BpfWriterStateFull,
         Self::GoStackLocal,
+        Self::GoSharedMaps,
+        Self::GoEscalations,
+        Self::GoOverlapsSuppressed,
     ];
 }
 
@@ -156,19 +169,22 @@ const _: () = {
         ProgMaps, WriterSlot,
     };
     use go_map::{
-        CurrentAccess, GoMapAccess, GoMapOverlap, GoTargetConfig, MapKey, MapState, Party,
-        PidLosses,
+        CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig, MapKey, MapOwner,
+        MapState, Party, PidLosses,
     };
 
     assert!(size_of::<EventHeader>() == 24);
     assert!(size_of::<GoMapAccess>() == 200);
-    assert!(size_of::<GoMapOverlap>() == 344);
-    assert!(size_of::<GoTargetConfig>() == 32);
+    assert!(size_of::<GoMapOverlap>() == 352);
+    assert!(size_of::<GoTargetConfig>() == 168);
     assert!(size_of::<MapKey>() == 16);
     assert!(size_of::<Party>() == 152);
-    assert!(size_of::<CurrentAccess>() == 24);
+    assert!(size_of::<CurrentAccess>() == 48);
     assert!(size_of::<PidLosses>() == 16);
-    assert!(size_of::<MapState>() == 912);
+    assert!(size_of::<MapState>() == 464);
+    assert!(size_of::<MapOwner>() == 56);
+    assert!(size_of::<GoEscalate>() == 48);
+    assert!(size_of::<GoEscalate>().is_multiple_of(8));
     assert!(size_of::<BpfSyscallEvent>() == 408);
     assert!(size_of::<BpfSyscallExit>() == 120);
     assert!(size_of::<ProgMaps>() == 40);
@@ -203,11 +219,12 @@ mod tests {
             EventKind::GoMapOverlap,
             EventKind::BpfSyscall,
             EventKind::BpfSyscallExit,
+            EventKind::GoEscalate,
         ] {
             assert_eq!(EventKind::from_u32(kind as u32), Some(kind));
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(5), None);
+        assert_eq!(EventKind::from_u32(6), None);
     }
 
     #[test]

@@ -3,21 +3,31 @@
 //! One program, attached once per probe site; the attach cookie says which
 //! operation the site is, which register holds the map, and whether the
 //! site is an entry (usually the `jbe` of the stack check, which the kernel
-//! emulates cheaply) or a RET instruction. No uretprobes: Go moves stacks
-//! and walks return addresses, and a hijacked return address kills it.
+//! emulates cheaply), a RET instruction, or the return address of a call
+//! site in the program's own code. No uretprobes: Go moves stacks and walks
+//! return addresses, and a hijacked return address kills it.
 //!
-//! Overlaps are decided here, because only here is the interleaving seen:
-//! - entry mode: an access that enters while the runtime's own writing
-//!   marker is set, with the last goroutine that entered a mutation on record
-//!   for this map being another goroutine, is an overlap with that writer;
-//! - interval mode: RET probes close each access, so every goroutine inside
-//!   a map function is known; any two of them, one mutating, overlap.
+//! The hot path is built for services that make and drop maps all the time:
+//! a map touched by one goroutine only costs an owner slot in an array
+//! ([`GO_OWNERS`]); per-map state ([`GO_MAP_STATE`]) and stack walks exist
+//! only for maps a second goroutine touched, and only parties that can be
+//! reported have their stack walked.
+//!
+//! Overlaps are decided here, because only here is the interleaving seen,
+//! and every one is a proof that two goroutines were inside one map at once:
+//! - at an entry: the runtime's own writing marker is set, and the last
+//!   goroutine that entered a mutation of this map is another one;
+//! - at an exit (a RET in interval mode, an escalated call site's return
+//!   address in the default mode): a goroutine on another goroutine entered
+//!   a mutation (or, for an exiting writer in interval mode, any access)
+//!   after this access entered and before it returned.
 
 use auditor_common::{
     Counter, EventKind,
     go_map::{
-        ACTIVE_SLOTS, CurrentAccess, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg,
-        MapKey, MapOp, MapState, Party, PidLosses, cookie, mode,
+        CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg,
+        MapKey, MapOp, MapOwner, MapState, NESTED_RETS, OWNER_SLOTS, PAIR_REPORT_INTERVAL_NS,
+        PairKey, PairSeen, Party, PidLosses, SiteKey, cookie, mode,
     },
 };
 use aya_ebpf::{
@@ -25,7 +35,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
 
@@ -37,36 +47,74 @@ const BPF_NOEXIST: u64 = 1;
 #[map(name = "GO_TARGETS")]
 static GO_TARGETS: HashMap<u32, GoTargetConfig> = HashMap::with_max_entries(1024, 0);
 
-/// Userspace sizes this at load time (`--max-maps`).
+/// Per-map state of shared maps. Userspace sizes this at load time
+/// (`--max-maps`).
 #[map(name = "GO_MAP_STATE")]
 static GO_MAP_STATE: LruHashMap<MapKey, MapState> = LruHashMap::with_max_entries(65536, 0);
 
-/// The map (and operation) each goroutine last entered, keyed by
-/// (pid, goid). RET sites no longer have the map in a register, so interval
-/// mode's exits find it here; the fatal-error probe finds the map the
-/// runtime is complaining about here.
+/// Which goroutine has had each map to itself so far (see [`MapOwner`]).
+#[map(name = "GO_OWNERS")]
+static GO_OWNERS: Array<MapOwner> = Array::with_max_entries(OWNER_SLOTS, 0);
+
+/// The access each goroutine entered last, keyed by (pid, `g` address).
+/// Exits find the access they close here; the fatal-error probe finds the
+/// map the runtime is complaining about here.
 #[map(name = "GO_CURRENT")]
 static GO_CURRENT: LruHashMap<MapKey, CurrentAccess> = LruHashMap::with_max_entries(65536, 0);
 
-/// Scratch space: a zeroed `MapState` to insert, and the party being built
-/// (both too large for the 512-byte BPF stack).
+/// Call sites already handed to userspace for an exit probe.
+#[map(name = "GO_ESCALATED")]
+static GO_ESCALATED: LruHashMap<SiteKey, u8> = LruHashMap::with_max_entries(4096, 0);
+
+/// Rate limit of identical overlaps.
+#[map(name = "GO_PAIRS")]
+static GO_PAIRS: LruHashMap<PairKey, PairSeen> = LruHashMap::with_max_entries(4096, 0);
+
+/// Scratch space: a zeroed `MapState` to insert, and the parties being
+/// built or copied (too large for the 512-byte BPF stack).
 #[map(name = "GO_SCRATCH_STATE")]
 static SCRATCH_STATE: PerCpuArray<MapState> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "GO_SCRATCH_PARTY")]
 static SCRATCH_PARTY: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
 #[map(name = "GO_SCRATCH_FIRST")]
 static SCRATCH_FIRST: PerCpuArray<Party> = PerCpuArray::with_max_entries(1, 0);
+#[map(name = "GO_SCRATCH_G")]
+static SCRATCH_G: PerCpuArray<[u64; G_WORDS]> = PerCpuArray::with_max_entries(1, 0);
 
 const EFLAGS_CF: u64 = 1 << 0;
 const EFLAGS_ZF: u64 = 1 << 6;
-/// An accessor slot older than this is stale (its RET was never reached,
-/// e.g. the map function panicked) and no longer counts as inside.
-const SLOT_STALE_NS: u64 = 50_000_000;
+
+/// Words of `runtime.g` read in one go: the stack bounds (offset 0) and
+/// `goid` (152 or 160, see the offset table). A power of two, so an index
+/// masked with `G_WORDS - 1` is in bounds for the verifier.
+const G_WORDS: usize = 32;
+/// Bytes of the map header read in one go: the writing marker (classic
+/// `flags` at 8, Swiss `writing` at 34) and the seed (classic `hash0` at
+/// 12, Swiss `seed` at 8). A power of two, for the same reason.
+const HEADER_BYTES: usize = 64;
 
 #[uprobe]
 pub fn go_map_probe(ctx: ProbeContext) -> u32 {
     let _ = try_go_map_probe(&ctx);
     0
+}
+
+/// Who is hitting the probe, and where.
+struct Hit<'a> {
+    regs: &'a pt_regs,
+    cfg: &'a GoTargetConfig,
+    cookie: u64,
+    pid: u32,
+    tid: u32,
+}
+
+/// What the running goroutine's `g` says.
+struct Goroutine {
+    /// Address of `g` (stable while the goroutine lives; recycled after).
+    g: u64,
+    goid: u64,
+    stack_lo: u64,
+    stack_hi: u64,
 }
 
 #[inline(always)]
@@ -75,98 +123,153 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
-    let tid = pid_tgid as u32;
     let cfg = unsafe { GO_TARGETS.get(&pid) }?;
-    let regs = unsafe { &*(ctx.regs as *const pt_regs) };
-
-    if c & cookie::STACKCHECK != 0 && regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
-        count(Counter::GoMorestackSkipped);
+    let hit = Hit {
+        regs: unsafe { &*(ctx.regs as *const pt_regs) },
+        cfg,
+        cookie: c,
+        pid,
+        tid: pid_tgid as u32,
+    };
+    if try_morestack_skip(&hit) {
         return None;
     }
     if c & cookie::FATAL != 0 {
-        return on_fatal(ctx, regs, cfg, pid, tid, c);
+        return try_fatal(&hit);
     }
-    let exit = c & cookie::EXIT != 0;
-    let op_raw = cookie::op(c);
-    let op = MapOp::from_u8(op_raw)?;
+    if c & cookie::EXIT != 0 {
+        if MapOp::from_u8(cookie::op(c)) == Some(MapOp::Make) {
+            return try_make_exit(&hit);
+        }
+        return try_exit(&hit);
+    }
+    try_entry(&hit)
+}
 
-    let map = match cookie::map_arg(c) {
+/// A hit on a stack-check `jbe` whose branch will be taken (CF|ZF): the
+/// function is about to grow its stack and will run again from the top.
+#[inline(always)]
+fn try_morestack_skip(hit: &Hit) -> bool {
+    if hit.cookie & cookie::STACKCHECK != 0 && hit.regs.eflags & (EFLAGS_CF | EFLAGS_ZF) != 0 {
+        count(Counter::GoMorestackSkipped);
+        return true;
+    }
+    false
+}
+
+/// Where the map function will return to: pushed at `[rsp]` at its entry;
+/// at a probed `call rel32` instruction, the next instruction.
+#[inline(always)]
+fn return_address(hit: &Hit) -> u64 {
+    if hit.cookie & cookie::CALL_INSN != 0 {
+        return hit.regs.rip + 5;
+    }
+    unsafe { bpf_probe_read_user(hit.regs.rsp as *const u64) }.unwrap_or(0)
+}
+
+/// This hit's stack: the return address, then the frame-pointer chain.
+#[inline(always)]
+fn fill_stack_at(party: &mut Party, hit: &Hit) {
+    if hit.cookie & cookie::CALL_INSN != 0 {
+        fill_stack_from(party, hit.regs.rip + 5, hit.regs.rbp, hit.cfg.stack_depth);
+    } else {
+        fill_stack(party, hit.regs, hit.cfg.stack_depth);
+    }
+}
+
+/// Read `g` (R14) once: stack bounds and goroutine id.
+#[inline(always)]
+fn try_goroutine(hit: &Hit) -> Option<Goroutine> {
+    let g = hit.regs.r14;
+    let words = unsafe { &mut *SCRATCH_G.get_ptr_mut(0)? };
+    let read = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            words.as_mut_ptr().cast(),
+            (G_WORDS * 8) as u32,
+            g as *const core::ffi::c_void,
+        )
+    };
+    if read != 0 {
+        count(Counter::GoReadFailed);
+        return None;
+    }
+    let i = (hit.cfg.goid_off / 8) as usize & (G_WORDS - 1);
+    Some(Goroutine {
+        g,
+        goid: words[i],
+        // `g.stack` (lo, hi) is the first field of `runtime.g` in every
+        // version.
+        stack_lo: words[0],
+        stack_hi: words[1],
+    })
+}
+
+/// The map pointer of an entry site (0: a nil map).
+#[inline(always)]
+fn try_map_arg(hit: &Hit) -> Option<u64> {
+    let regs = hit.regs;
+    Some(match cookie::map_arg(hit.cookie) {
         x if x == MapArg::Rbx as u8 => regs.rbx,
         x if x == MapArg::Rax as u8 => regs.rax,
         x if x == MapArg::Rcx as u8 => regs.rcx,
         x if x == MapArg::IterInRax as u8 => {
             let it = regs.rax;
             if it == 0 {
-                0
-            } else {
-                match unsafe { bpf_probe_read_user((it + cfg.iter_map_off as u64) as *const u64) } {
-                    Ok(m) => m,
-                    Err(_) => {
-                        count(Counter::GoReadFailed);
-                        return None;
-                    }
+                return Some(0);
+            }
+            match unsafe { bpf_probe_read_user((it + hit.cfg.iter_map_off as u64) as *const u64) } {
+                Ok(m) => m,
+                Err(_) => {
+                    count(Counter::GoReadFailed);
+                    return None;
                 }
             }
         }
         _ => 0,
+    })
+}
+
+/// The runtime's writing marker and the hash seed, from one read of the
+/// map header.
+#[inline(always)]
+fn try_map_header(hit: &Hit, map: u64) -> (u8, u32) {
+    let Ok(h) = (unsafe { bpf_probe_read_user(map as *const [u8; HEADER_BYTES]) }) else {
+        return (0, 0);
     };
-    let goid = match unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_off as u64) as *const u64) }
-    {
-        Ok(g) => g,
-        Err(_) => {
-            count(Counter::GoReadFailed);
-            return None;
-        }
-    };
-    let inside_key = MapKey {
-        pid,
-        _pad: 0,
-        map: goid,
-    };
-    if exit && op != MapOp::Make {
-        // Interval mode: the goroutine leaves the map it entered.
-        let map = unsafe { GO_CURRENT.get(&inside_key) }?.map;
-        let _ = GO_CURRENT.remove(&inside_key);
-        if let Some(state) = GO_MAP_STATE.get_ptr_mut(&MapKey { pid, _pad: 0, map }) {
-            let state = unsafe { &mut *state };
-            for i in 0..ACTIVE_SLOTS {
-                if state.active[i].goid == goid {
-                    state.active[i].goid = 0;
-                }
-            }
-        }
-        return Some(());
-    }
-    if map == 0 {
-        // A nil map (reads of nil maps are legal) or no map known yet.
-        return None;
-    }
+    // Userspace checks both offsets fit; the masks are for the verifier.
+    let writing =
+        h[hit.cfg.writing_off as usize & (HEADER_BYTES - 1)] & (hit.cfg.writing_mask as u8);
+    let s = hit.cfg.seed_off as usize & (HEADER_BYTES / 2 - 1);
+    let seed = u32::from_le_bytes([h[s], h[s + 1], h[s + 2], h[s + 3]]);
+    (writing, seed)
+}
+
+#[inline(always)]
+fn try_entry(hit: &Hit) -> Option<()> {
+    let op_raw = cookie::op(hit.cookie);
+    let op = MapOp::from_u8(op_raw)?;
+    let map = try_map_arg(hit)?;
+    let gr = try_goroutine(hit)?;
     let ts = now();
-    let maptype = if cookie::map_arg(c) == MapArg::Rbx as u8 {
-        regs.rax
+    let emit = hit.cfg.emit_access != 0;
+    let maptype = if cookie::map_arg(hit.cookie) == MapArg::Rbx as u8 {
+        hit.regs.rax
     } else {
         0
     };
-
-    let party = unsafe { &mut *SCRATCH_PARTY.get_ptr_mut(0)? };
-    party.ts_ns = ts;
-    party.goid = goid;
-    party.tid = tid;
-    party.probe_id = cookie::probe_id(c);
-    party.op = op_raw;
-    party.stack_len = 0;
-    let emit = cfg.emit_access != 0;
-    let interval = cfg.mode == mode::INTERVAL;
-
-    let key = MapKey { pid, _pad: 0, map };
-
-    if exit {
-        // Only creation has RET sites left here: a new map lives at this
-        // address now, so the old one's state is forgotten.
-        let _ = GO_MAP_STATE.remove(&key);
-        fill_stack(party, regs, cfg.stack_depth);
-        emit_access(pid, tid, ts, map, 0, party, true, 0);
-        return Some(());
+    // The return address into the caller: the call site, and where an
+    // escalated exit probe sits.
+    let ret = return_address(hit);
+    if hit.cookie & cookie::NESTED != 0 && is_nested_call(hit.cfg, ret) {
+        // The calling map function's entry already stands for this access.
+        return None;
+    }
+    // Recorded for every access, even of a nil or stack-local map: an
+    // escalated exit at this call site must never close an older access.
+    try_record_current(hit, &gr, map, ts, ret, op);
+    if map == 0 {
+        // A nil map (reads of nil maps are legal).
+        return None;
     }
 
     // A map on the goroutine's own stack did not escape: the compiler
@@ -174,214 +277,560 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     // also move when the stack grows or shrinks (even while a map function
     // is parked in a GC assist), and their old addresses are reused by
     // other goroutines: tracking them would only produce false overlaps.
-    // `g.stack` (lo, hi) is the first field of `runtime.g` in every version.
-    if let Ok(stack) = unsafe { bpf_probe_read_user(regs.r14 as *const [u64; 2]) }
-        && map >= stack[0]
-        && map < stack[1]
-    {
+    if map >= gr.stack_lo && map < gr.stack_hi {
         count(Counter::GoStackLocal);
         if emit {
-            fill_stack(party, regs, cfg.stack_depth);
-            emit_access(pid, tid, ts, map, maptype, party, false, 0);
+            let party = try_party(hit, &gr, ts, op_raw)?;
+            fill_stack_at(party, hit);
+            emit_access(hit.pid, hit.tid, ts, map, maptype, party, false, 0);
         }
         return Some(());
     }
 
-    // Where this goroutine is now: the fatal-error probe looks here for the
-    // map the runtime is complaining about, and interval mode's RET probes
-    // for the access to close. Per goroutine, not per CPU: the thread can be
-    // preempted and moved between our probe and the runtime's own check.
-    let cur = CurrentAccess {
-        map,
-        ts_ns: ts,
-        op: op_raw as u32,
-        _pad: 0,
-    };
-    if GO_CURRENT.insert(&inside_key, &cur, 0).is_err() {
-        count(Counter::GoStateFull);
-    }
+    let (writing, seed) = try_map_header(hit, map);
 
-    let writing = match unsafe { bpf_probe_read_user((map + cfg.writing_off as u64) as *const u8) }
-    {
-        Ok(b) => b & (cfg.writing_mask as u8),
-        Err(_) => 0,
-    };
-
-    // Only writers (and, in interval mode, every accessor) create state: a
-    // map nobody writes cannot race, and a read entering while a write is in
-    // progress finds the writer's state.
-    let state = match GO_MAP_STATE.get_ptr_mut(&key) {
-        Some(s) => Some(s),
-        None if op.mutates() || interval => {
-            let zero = SCRATCH_STATE.get_ptr(0)?;
-            if GO_MAP_STATE.insert(&key, unsafe { &*zero }, 0).is_err() {
-                count(Counter::GoStateFull);
-            }
-            GO_MAP_STATE.get_ptr_mut(&key)
-        }
-        None => None,
-    };
+    let state = try_shared_state(hit, &gr, map, seed, ts, ret, op);
     let Some(state) = state else {
+        // Only this goroutine has touched the map: nothing can race yet.
         if emit {
-            fill_stack(party, regs, cfg.stack_depth);
-            emit_access(pid, tid, ts, map, maptype, party, false, writing);
+            let party = try_party(hit, &gr, ts, op_raw)?;
+            fill_stack_at(party, hit);
+            emit_access(hit.pid, hit.tid, ts, map, maptype, party, false, writing);
         }
         return Some(());
     };
     let state = unsafe { &mut *state };
+    let interval = hit.cfg.mode == mode::INTERVAL;
 
+    let party = try_party(hit, &gr, ts, op_raw)?;
     // Stacks cost a dozen user reads: take one only when this party can be
-    // reported (an access record, a writer record, an interval slot, or an
-    // overlap found right now).
+    // reported (an access record, the map's last writer or, in interval
+    // mode, last reader, or an overlap found right now).
     let mut stack_taken = false;
     if emit || op.mutates() || interval {
-        fill_stack(party, regs, cfg.stack_depth);
+        fill_stack_at(party, hit);
         stack_taken = true;
     }
 
-    let mut reported = false;
-    if interval {
-        for i in 0..ACTIVE_SLOTS {
-            let other = &state.active[i];
-            if other.goid != 0
-                && other.goid != goid
-                && ts.saturating_sub(other.ts_ns) < SLOT_STALE_NS
-                && (op.mutates() || is_mutating(other.op))
-                && !reported
-                && still_inside(pid, other.goid, map, other.ts_ns)
-            {
-                emit_overlap(pid, tid, ts, map, other, party, mode::INTERVAL, writing);
-                reported = true;
-            }
-        }
-    }
-    if !reported && writing != 0 && state.last_writer.goid != 0 && state.last_writer.goid != goid {
-        if !stack_taken {
-            fill_stack(party, regs, cfg.stack_depth);
-        }
-        emit_overlap(
-            pid,
-            tid,
-            ts,
-            map,
-            &state.last_writer,
-            party,
-            mode::ENTRY,
-            writing,
-        );
+    if writing != 0 {
+        try_marker_overlap(hit, state, party, map, ts, stack_taken);
     }
 
     if op.mutates() {
-        if state.last_writer.goid != goid {
+        if state.last_writer.goid != gr.goid {
             state.prev_writer = state.last_writer;
         }
         state.last_writer = *party;
-    }
-    if interval {
-        let mut placed = false;
-        for i in 0..ACTIVE_SLOTS {
-            let slot = &mut state.active[i];
-            if !placed
-                && (slot.goid == 0
-                    || slot.goid == goid
-                    || ts.saturating_sub(slot.ts_ns) >= SLOT_STALE_NS)
-            {
-                *slot = *party;
-                placed = true;
-            }
+        if op == MapOp::Clear {
+            // A clear draws a new seed: the state stays with the map.
+            state.seed = 0;
         }
-        if !placed {
-            count(Counter::GoSlotsFull);
+    } else {
+        if interval {
+            state.last_reader = *party;
+        }
+        if hit.cfg.escalate != 0 {
+            try_escalate(hit, state, &gr, map, ret, op_raw);
         }
     }
     if emit {
-        emit_access(pid, tid, ts, map, maptype, party, false, writing);
+        emit_access(hit.pid, hit.tid, ts, map, maptype, party, false, writing);
     }
     Some(())
+}
+
+/// The party being built for this hit, in per-CPU scratch space.
+#[inline(always)]
+fn try_party(hit: &Hit, gr: &Goroutine, ts: u64, op: u8) -> Option<&'static mut Party> {
+    let party = unsafe { &mut *SCRATCH_PARTY.get_ptr_mut(0)? };
+    party.ts_ns = ts;
+    party.goid = gr.goid;
+    party.tid = hit.tid;
+    party.probe_id = cookie::probe_id(hit.cookie);
+    party.op = op;
+    party.stack_len = 0;
+    Some(party)
+}
+
+/// Where this goroutine is now, updated in place (an insert only for a
+/// `g` seen for the first time). Per goroutine, not per CPU: the thread
+/// can be preempted and moved between our probe and the runtime's check.
+#[inline(always)]
+fn try_record_current(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, ret: u64, op: MapOp) {
+    let key = MapKey {
+        pid: hit.pid,
+        _pad: 0,
+        map: gr.g,
+    };
+    let probe_id = cookie::probe_id(hit.cookie);
+    if let Some(cur) = GO_CURRENT.get_ptr_mut(&key) {
+        let cur = unsafe { &mut *cur };
+        cur.goid = gr.goid;
+        cur.map = map;
+        cur.ts_ns = ts;
+        cur.ret = ret;
+        cur.probe_id = probe_id;
+        cur.op = op as u8;
+        if op == MapOp::Iterate {
+            cur.iter_map = map;
+        }
+        return;
+    }
+    let cur = CurrentAccess {
+        goid: gr.goid,
+        map,
+        ts_ns: ts,
+        ret,
+        iter_map: if op == MapOp::Iterate { map } else { 0 },
+        probe_id,
+        op: op as u8,
+        _pad: [0; 5],
+    };
+    if GO_CURRENT.insert(&key, &cur, 0).is_err() {
+        count(Counter::GoStateFull);
+    }
+}
+
+#[inline(always)]
+fn is_nested_call(cfg: &GoTargetConfig, ret: u64) -> bool {
+    for i in 0..NESTED_RETS {
+        let r = cfg.nested_rets[i];
+        if r == 0 {
+            return false;
+        }
+        if r == ret {
+            return true;
+        }
+    }
+    false
+}
+
+/// Slot of a map in [`GO_OWNERS`].
+#[inline(always)]
+fn owner_slot(pid: u32, map: u64) -> u32 {
+    let h = (map ^ ((pid as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 48) as u32 & (OWNER_SLOTS - 1)
+}
+
+/// The per-map state of a shared map, or `None` while only this goroutine
+/// has touched it. The second goroutine to touch a map creates the state
+/// and hands it the owner's last access, so a writer that entered before
+/// the map became shared can still be named (by its call site).
+#[inline(always)]
+fn try_shared_state(
+    hit: &Hit,
+    gr: &Goroutine,
+    map: u64,
+    seed: u32,
+    ts: u64,
+    ret: u64,
+    op: MapOp,
+) -> Option<*mut MapState> {
+    let key = MapKey {
+        pid: hit.pid,
+        _pad: 0,
+        map,
+    };
+    let o = unsafe { &mut *GO_OWNERS.get_ptr_mut(owner_slot(hit.pid, map))? };
+    let same_map = o.map == map && o.pid == hit.pid && (o.seed == seed || o.seed == 0);
+    if same_map && o.shared != 0 {
+        o.seed = seed;
+        return try_state(&key, seed);
+    }
+    if same_map && o.goid == gr.goid {
+        set_owner(o, hit, gr, map, seed, ts, ret, op);
+        return None;
+    }
+    if !same_map {
+        // A new map at this address, or another map's slot: shared state
+        // already kept for this address (the slot was taken by another map
+        // meanwhile) means the map is shared.
+        if GO_MAP_STATE.get_ptr(&key).is_some() {
+            o.map = map;
+            o.pid = hit.pid;
+            o.seed = seed;
+            o.shared = 1;
+            return try_state(&key, seed);
+        }
+        set_owner(o, hit, gr, map, seed, ts, ret, op);
+        o.shared = 0;
+        return None;
+    }
+    // A second goroutine: the map is shared from now on.
+    let owner = *o;
+    o.shared = 1;
+    o.seed = seed;
+    count(Counter::GoSharedMaps);
+    let zero = SCRATCH_STATE.get_ptr(0)?;
+    if GO_MAP_STATE.insert(&key, unsafe { &*zero }, 0).is_err() {
+        count(Counter::GoStateFull);
+    }
+    let state = unsafe { &mut *GO_MAP_STATE.get_ptr_mut(&key)? };
+    state.seed = seed;
+    if is_mutating(owner.op) {
+        let w = &mut state.last_writer;
+        w.ts_ns = owner.ts_ns;
+        w.goid = owner.goid;
+        w.tid = owner.tid;
+        w.probe_id = owner.probe_id;
+        w.op = owner.op;
+        w.stack[0] = owner.ret;
+        w.stack[1] = owner.ret2;
+        w.stack_len = if owner.ret == 0 {
+            0
+        } else if owner.ret2 == 0 {
+            1
+        } else {
+            2
+        };
+    }
+    Some(state)
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn set_owner(
+    o: &mut MapOwner,
+    hit: &Hit,
+    gr: &Goroutine,
+    map: u64,
+    seed: u32,
+    ts: u64,
+    ret: u64,
+    op: MapOp,
+) {
+    o.map = map;
+    o.pid = hit.pid;
+    o.seed = seed;
+    o.goid = gr.goid;
+    o.ts_ns = ts;
+    o.ret = ret;
+    o.tid = hit.tid;
+    o.probe_id = cookie::probe_id(hit.cookie);
+    o.op = op as u8;
+    // A writer may be handed over as the map's last writer when a second
+    // goroutine shows up: one more read names its caller too.
+    o.ret2 = 0;
+    if op.mutates()
+        && let Ok([_, ret2]) = unsafe { bpf_probe_read_user(hit.regs.rbp as *const [u64; 2]) }
+    {
+        o.ret2 = ret2;
+    }
+}
+
+/// The state of a map known to be shared (created again when the LRU
+/// evicted it); a state left by a freed map at the same address is reset.
+#[inline(always)]
+fn try_state(key: &MapKey, seed: u32) -> Option<*mut MapState> {
+    let state = match GO_MAP_STATE.get_ptr_mut(key) {
+        Some(s) => s,
+        None => {
+            let zero = SCRATCH_STATE.get_ptr(0)?;
+            if GO_MAP_STATE.insert(key, unsafe { &*zero }, 0).is_err() {
+                count(Counter::GoStateFull);
+            }
+            GO_MAP_STATE.get_ptr_mut(key)?
+        }
+    };
+    let s = unsafe { &mut *state };
+    if s.seed != seed && s.seed != 0 {
+        // Records are only trusted with a goroutine id.
+        s.last_writer.goid = 0;
+        s.prev_writer.goid = 0;
+        s.last_reader.goid = 0;
+    }
+    s.seed = seed;
+    Some(state)
+}
+
+/// The writing marker is set at this entry: the map's last writer, if it
+/// is another goroutine, is inside the map right now with us.
+#[inline(always)]
+fn try_marker_overlap(
+    hit: &Hit,
+    state: &MapState,
+    party: &mut Party,
+    map: u64,
+    ts: u64,
+    stack_taken: bool,
+) -> Option<()> {
+    // The writer may be updating its record on another CPU right now: copy
+    // it out, then check the copy.
+    let first = unsafe { &mut *SCRATCH_FIRST.get_ptr_mut(0)? };
+    *first = state.last_writer;
+    if first.goid == 0 || first.goid == party.goid {
+        return None;
+    }
+    if !stack_taken {
+        fill_stack_at(party, hit);
+    }
+    if first.ts_ns <= ts {
+        report_pair(hit.pid, hit.tid, ts, map, first, party, mode::ENTRY, 1);
+    } else {
+        // The writer entered after our probe took its time: we were first.
+        report_pair(hit.pid, hit.tid, ts, map, party, first, mode::ENTRY, 1);
+    }
+    Some(())
+}
+
+/// A read of a map another goroutine writes: ask userspace, once per call
+/// site, to probe the site's return address, so the read's exit can tell
+/// whether a writer entered meanwhile.
+#[inline(always)]
+fn try_escalate(
+    hit: &Hit,
+    state: &MapState,
+    gr: &Goroutine,
+    map: u64,
+    ret: u64,
+    op: u8,
+) -> Option<()> {
+    let w = state.last_writer.goid;
+    if w == 0 || w == gr.goid || ret == 0 {
+        return None;
+    }
+    let key = SiteKey {
+        pid: hit.pid,
+        _pad: 0,
+        ret,
+    };
+    if unsafe { GO_ESCALATED.get(&key) }.is_some() {
+        return None;
+    }
+    GO_ESCALATED.insert(&key, &1, BPF_NOEXIST).ok()?;
+    count(Counter::GoEscalations);
+    let mut entry = FINDINGS.reserve::<GoEscalate>(0)?;
+    let ev = unsafe { &mut *entry.as_mut_ptr() };
+    ev.header = header(EventKind::GoEscalate, hit.pid, hit.tid, now());
+    ev.map = map;
+    ev.ret = ret;
+    ev.probe_id = cookie::probe_id(hit.cookie);
+    ev.op = op;
+    ev._pad = [0; 5];
+    entry.submit(0);
+    Some(())
+}
+
+/// A `makemap*` RET (planned only when accesses are streamed): the new map
+/// is in RAX.
+#[inline(always)]
+fn try_make_exit(hit: &Hit) -> Option<()> {
+    if hit.cfg.emit_access == 0 {
+        return None;
+    }
+    let map = hit.regs.rax;
+    if map == 0 {
+        return None;
+    }
+    let gr = try_goroutine(hit)?;
+    let ts = now();
+    let party = try_party(hit, &gr, ts, MapOp::Make as u8)?;
+    fill_stack_at(party, hit);
+    emit_access(hit.pid, hit.tid, ts, map, 0, party, true, 0);
+    Some(())
+}
+
+/// An access leaves its map: at a RET of the map function (interval mode)
+/// or at its call site's return address (escalated). If a writer on
+/// another goroutine entered the map after this access entered — or, when
+/// this access is a writer in interval mode, any access — both were inside
+/// at once.
+#[inline(always)]
+fn try_exit(hit: &Hit) -> Option<()> {
+    let gr = try_goroutine(hit)?;
+    let key = MapKey {
+        pid: hit.pid,
+        _pad: 0,
+        map: gr.g,
+    };
+    let cur = unsafe { &mut *GO_CURRENT.get_ptr_mut(&key)? };
+    let callsite = hit.cookie & cookie::CALLSITE != 0;
+    if cur.goid != gr.goid || cur.ts_ns == 0 {
+        return None;
+    }
+    // An escalated site closes only the call it belongs to.
+    if callsite && cur.ret != hit.regs.rip {
+        return None;
+    }
+    let entered = cur.ts_ns;
+    let map = cur.map;
+    let op = cur.op;
+    let probe_id = cur.probe_id;
+    cur.ts_ns = 0;
+
+    let state = unsafe {
+        &*GO_MAP_STATE.get_ptr(&MapKey {
+            pid: hit.pid,
+            _pad: 0,
+            map,
+        })?
+    };
+    let second = unsafe { &mut *SCRATCH_FIRST.get_ptr_mut(0)? };
+    *second = state.last_writer;
+    let mut found = is_inside_after(second, gr.goid, entered);
+    if !found && hit.cfg.mode == mode::INTERVAL && is_mutating(op) {
+        *second = state.last_reader;
+        found = is_inside_after(second, gr.goid, entered);
+    }
+    if !found {
+        return Some(());
+    }
+    let ts = now();
+    let me = unsafe { &mut *SCRATCH_PARTY.get_ptr_mut(0)? };
+    me.ts_ns = entered;
+    me.goid = gr.goid;
+    me.tid = hit.tid;
+    me.probe_id = probe_id;
+    me.op = op;
+    if callsite {
+        // In the caller already: the probed address is the return address.
+        fill_stack_from(me, hit.regs.rip, hit.regs.rbp, hit.cfg.stack_depth);
+    } else {
+        fill_stack_at(me, hit);
+    }
+    let m = if callsite { mode::EXIT } else { mode::INTERVAL };
+    report_pair(hit.pid, hit.tid, ts, map, me, second, m, 0);
+    Some(())
+}
+
+/// `other` (a copy) entered after `entered` on another goroutine.
+#[inline(always)]
+fn is_inside_after(other: &Party, goid: u64, entered: u64) -> bool {
+    other.goid != 0 && other.goid != goid && other.ts_ns > entered
 }
 
 /// Prefix of the runtime's concurrent-map fatal errors ("concurrent map
 /// writes", "concurrent map read and map write", "concurrent map iteration
 /// and map write").
-const CONCURRENT_MAP: &[u8; 14] = b"concurrent map";
+const CONCURRENT_MAP: &[u8; 15] = b"concurrent map ";
+const ITERATION: &[u8; 9] = b"iteration";
 
 /// The runtime is about to die of a concurrent map access it saw itself
-/// (after our entry probe had run, so entry mode may not have reported it).
-/// Name the other side from the per-map state while the process still
-/// exists.
+/// (after our entry probe had run, so the entry may not have reported it).
+/// Name the other side from the per-map state while the process exists.
 #[inline(always)]
-fn on_fatal(
-    _ctx: &ProbeContext,
-    regs: &pt_regs,
-    cfg: &GoTargetConfig,
-    pid: u32,
-    tid: u32,
-    c: u64,
-) -> Option<()> {
+fn try_fatal(hit: &Hit) -> Option<()> {
+    let regs = hit.regs;
     // fatal(s string): RAX = data, RBX = length.
     if regs.rbx < CONCURRENT_MAP.len() as u64 {
         return None;
     }
-    let msg: [u8; 14] = unsafe { bpf_probe_read_user(regs.rax as *const [u8; 14]) }.ok()?;
+    let msg: [u8; 24] = unsafe { bpf_probe_read_user(regs.rax as *const [u8; 24]) }.ok()?;
     let mut i = 0;
-    while i < 14 {
+    while i < CONCURRENT_MAP.len() {
         if msg[i] != CONCURRENT_MAP[i] {
             return None;
         }
         i += 1;
     }
-    let goid =
-        unsafe { bpf_probe_read_user((regs.r14 + cfg.goid_off as u64) as *const u64) }.ok()?;
+    let mut iteration = regs.rbx >= 24;
+    let mut j = 0;
+    while j < ITERATION.len() {
+        if msg[15 + j] != ITERATION[j] {
+            iteration = false;
+        }
+        j += 1;
+    }
+    let gr = try_goroutine(hit)?;
     let rec = unsafe {
         GO_CURRENT.get(&MapKey {
-            pid,
+            pid: hit.pid,
             _pad: 0,
-            map: goid,
+            map: gr.g,
         })
     }
     .copied()?;
-    let (map, op) = (rec.map, rec.op);
-    let state = unsafe { &*GO_MAP_STATE.get_ptr(&MapKey { pid, _pad: 0, map })? };
-    // The other goroutine may be updating these records right now: copy
-    // one out, then check the copy.
+    if rec.goid != gr.goid {
+        return None;
+    }
+    // Iteration is probed once per loop (at its start): the step that
+    // found the writer runs unprobed, so the map is the last iterated one.
+    let (map, op) = if iteration && rec.iter_map != 0 {
+        (rec.iter_map, MapOp::Iterate as u8)
+    } else {
+        (rec.map, rec.op)
+    };
+    let state = unsafe {
+        &*GO_MAP_STATE.get_ptr(&MapKey {
+            pid: hit.pid,
+            _pad: 0,
+            map,
+        })?
+    };
     let first = unsafe { &mut *SCRATCH_FIRST.get_ptr_mut(0)? };
     *first = state.last_writer;
-    if first.goid == 0 || first.goid == goid {
+    if first.goid == 0 || first.goid == gr.goid {
         *first = state.prev_writer;
-        if first.goid == 0 || first.goid == goid {
+        if first.goid == 0 || first.goid == gr.goid {
             return None;
         }
     }
     let ts = now();
-    let party = unsafe { &mut *SCRATCH_PARTY.get_ptr_mut(0)? };
-    party.ts_ns = ts;
-    party.goid = goid;
-    party.tid = tid;
-    party.probe_id = cookie::probe_id(c);
-    party.op = op as u8;
-    fill_stack(party, regs, cfg.stack_depth);
-    emit_overlap(pid, tid, ts, map, first, party, mode::RUNTIME_FATAL, 1);
+    let party = try_party(hit, &gr, ts, op)?;
+    fill_stack(party, regs, hit.cfg.stack_depth);
+    // Not rate-limited: the process is about to exit.
+    emit_overlap(
+        hit.pid,
+        hit.tid,
+        ts,
+        map,
+        first,
+        party,
+        mode::RUNTIME_FATAL,
+        1,
+        0,
+    );
     Some(())
 }
 
-/// A slot is only trusted while its goroutine's current-access record is
-/// still the very entry that filled the slot (same map, same entry time):
-/// the goroutine may have left through a path without a probed RET, or
-/// entered another map since, or the map may have moved (maps on a
-/// goroutine stack move when the stack grows, and the old address is
-/// reused).
+/// Report an overlap unless the same pair of call sites and operations was
+/// reported less than [`PAIR_REPORT_INTERVAL_NS`] ago; held-back ones are
+/// counted and the next report of the pair carries their number.
 #[inline(always)]
-fn still_inside(pid: u32, goid: u64, map: u64, entered: u64) -> bool {
-    match unsafe {
-        GO_CURRENT.get(&MapKey {
-            pid,
-            _pad: 0,
-            map: goid,
-        })
-    } {
-        Some(v) => v.map == map && v.ts_ns == entered,
-        None => false,
+#[allow(clippy::too_many_arguments)]
+fn report_pair(
+    pid: u32,
+    tid: u32,
+    ts: u64,
+    map: u64,
+    first: &Party,
+    second: &Party,
+    m: u32,
+    writing: u8,
+) {
+    let key = PairKey {
+        pid,
+        ops: (first.op as u32) | ((second.op as u32) << 8),
+        first_ret: first.stack[0],
+        second_ret: second.stack[0],
+    };
+    let mut suppressed = 0u64;
+    match GO_PAIRS.get_ptr_mut(&key) {
+        Some(seen) => {
+            let seen = unsafe { &mut *seen };
+            if ts.saturating_sub(seen.reported_ns) < PAIR_REPORT_INTERVAL_NS {
+                seen.suppressed += 1;
+                count(Counter::GoOverlapsSuppressed);
+                return;
+            }
+            suppressed = seen.suppressed;
+            seen.suppressed = 0;
+            seen.reported_ns = ts;
+        }
+        None => {
+            let seen = PairSeen {
+                reported_ns: ts,
+                suppressed: 0,
+            };
+            let _ = GO_PAIRS.insert(&key, &seen, 0);
+        }
     }
+    let suppressed = if suppressed > u32::MAX as u64 {
+        u32::MAX
+    } else {
+        suppressed as u32
+    };
+    emit_overlap(pid, tid, ts, map, first, second, m, writing, suppressed);
 }
 
 /// Per-process loss counters: only touched when a record is lost, so the
@@ -424,9 +873,20 @@ fn fill_stack(party: &mut Party, regs: &pt_regs, depth: u32) {
     let Ok(ret) = (unsafe { bpf_probe_read_user(regs.rsp as *const u64) }) else {
         return;
     };
+    fill_stack_from(party, ret, regs.rbp, depth);
+}
+
+/// The stack whose innermost return address is `ret`, continued from the
+/// frame `fp`.
+#[inline(always)]
+fn fill_stack_from(party: &mut Party, ret: u64, fp: u64, depth: u32) {
+    party.stack_len = 0;
+    if depth == 0 {
+        return;
+    }
     party.stack[0] = ret;
     let mut n: usize = 1;
-    let mut fp = regs.rbp;
+    let mut fp = fp;
     for _ in 1..MAX_STACK {
         if n >= depth as usize || n >= MAX_STACK || fp == 0 {
             break;
@@ -494,6 +954,7 @@ fn emit_overlap(
     second: &Party,
     m: u32,
     writing: u8,
+    suppressed: u32,
 ) {
     count(Counter::GoOverlaps);
     match FINDINGS.reserve::<GoMapOverlap>(0) {
@@ -505,6 +966,8 @@ fn emit_overlap(
             ev.second = *second;
             ev.mode = m;
             ev.writing_seen = writing as u32;
+            ev.suppressed = suppressed;
+            ev._pad = 0;
             entry.submit(0);
         }
         None => {

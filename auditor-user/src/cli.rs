@@ -249,6 +249,13 @@ pub struct GoAuditOptions {
     /// Overlap detection mode.
     #[arg(long, value_enum, default_value_t = DetectMode::Entry)]
     pub detect: DetectMode,
+    /// Probe only map accesses made by these Go packages (comma-separated
+    /// import paths; a path includes the packages below it), or by the main
+    /// module's packages (`main-module`). The calls in their code are
+    /// probed instead of the runtime's map functions, so maps only other
+    /// packages touch cost nothing. Default: every access.
+    #[arg(long, value_name = "PKG[,PKG]|main-module", value_parser = crate::goexe::Scope::parse)]
+    pub scope: Option<crate::goexe::Scope>,
     /// User stack frames to record per access (0-16).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=16))]
     pub stack_depth: u32,

@@ -135,11 +135,13 @@ fn writing_marker_reports_a_reader_entering_while_a_writer_holds_the_marker() {
             )
             .unwrap_or_else(|| panic!("no writing-marker overlap: {:?} {ctx}", audit.pairs()));
         assert_proof(o, &ctx);
+        // The reader may also be inside when the writer enters: once its
+        // call site is escalated, its exit reports that (reader first).
         assert!(
             audit
                 .overlaps
                 .iter()
-                .all(|o| o["detection"] == "writing_marker"),
+                .all(|o| o["detection"] == "writing_marker" || o["detection"] == "exit"),
             "{:?} {ctx}",
             audit.pairs()
         );
@@ -341,6 +343,15 @@ fn overlap_reaches_the_daemon_log_and_tail() {
         );
         std::thread::sleep(Duration::from_millis(100));
     };
+    // The escalated reader's exit may report the same race reader-first.
+    let overlaps: Vec<_> = overlaps
+        .into_iter()
+        .filter(|o| o["detection"] != "exit")
+        .collect();
+    assert!(
+        !overlaps.is_empty(),
+        "only exit-decided overlaps in the log"
+    );
     for o in &overlaps {
         assert_eq!(o["kind"], "overlap", "{o}");
         assert_eq!(o["pid"], pid, "{o}");

@@ -18,6 +18,7 @@ const OPS: &str = include_str!("go/ops.go");
 const RACE: &str = include_str!("go/race.go");
 const SYNCED: &str = include_str!("go/synced.go");
 const STRESS: &str = include_str!("go/stress.go");
+const READMOSTLY: &str = include_str!("go/readmostly.go");
 
 fn auditor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_map-auditor"))
@@ -495,4 +496,125 @@ fn lost_events_name_the_target_and_add_up_to_the_summary() {
     assert!(lost.iter().all(|l| l["pid"] == pid), "{lost:?}");
     let said: u64 = lost.iter().map(|l| l["count"].as_u64().unwrap()).sum();
     assert_eq!(said, dropped, "{lost:?} {s}");
+}
+
+/// `map-auditor run --quiet --format json -- exe args`: the findings-only
+/// session (no access stream), whose events share stdout with the target.
+fn run_findings_only(exe: &Path, args: &[&str]) -> Audit {
+    let out = auditor()
+        .args(["run", "--quiet", "--format", "json", "--"])
+        .arg(exe)
+        .args(args)
+        .output()
+        .expect("start map-auditor");
+    let (events, _) = parse_events(&out.stdout);
+    Audit {
+        events,
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+#[test]
+fn writer_entering_while_a_reader_is_inside_is_reported_at_the_readers_exit() {
+    if !bpf_available("writer_entering_while_a_reader_is_inside_is_reported_at_the_readers_exit") {
+        return;
+    }
+    for (tc, link) in toolchains() {
+        let exe = build_go("readmostly", READMOSTLY, tc, link);
+        let audit = run_findings_only(&exe, &["2000"]);
+        let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
+        // The read site was escalated, and said so in the live log.
+        let escalations = audit.kind("escalation");
+        assert!(
+            escalations
+                .iter()
+                .any(|e| e["function"] == "main.lookup" && e.get("error").is_none()),
+            "{escalations:?} {ctx}"
+        );
+        // Nested runtime calls (Go 1.27's mapaccess1 -> mapaccess2) are part
+        // of the caller's access: never escalated themselves.
+        assert!(
+            escalations
+                .iter()
+                .all(|e| !e["function"].as_str().unwrap().starts_with("runtime.")),
+            "{escalations:?} {ctx}"
+        );
+        let exits: Vec<_> = audit
+            .kind("overlap")
+            .into_iter()
+            .filter(|o| o["detection"] == "exit")
+            .collect();
+        assert!(!exits.is_empty(), "no exit-decided overlap {ctx}");
+        for o in exits {
+            assert_eq!(o["first"]["function"], "main.lookup", "{o} {ctx}");
+            assert_eq!(o["first"]["op"], "read", "{o} {ctx}");
+            assert_eq!(o["second"]["function"], "main.update", "{o} {ctx}");
+            assert_eq!(o["second"]["op"], "write", "{o} {ctx}");
+            assert_ne!(o["first"]["goid"], o["second"]["goid"], "{o}");
+            assert!(o["first"]["goid"].as_u64().unwrap() != 0, "{o}");
+            assert!(
+                o["first"]["ts_ns"].as_u64() <= o["second"]["ts_ns"].as_u64(),
+                "first must have entered first: {o}"
+            );
+            assert!(o["first"]["stack"].as_array().unwrap().len() >= 2, "{o}");
+        }
+        // Identical pairs are rate-limited in the kernel: at most one report
+        // of this pair per second of the run.
+        let pairs = audit
+            .kind("overlap")
+            .into_iter()
+            .filter(|o| o["detection"] == "exit")
+            .count();
+        assert!(pairs <= 4, "{pairs} reports of one pair {ctx}");
+    }
+}
+
+#[test]
+fn scope_probes_only_the_chosen_packages_call_sites() {
+    if !bpf_available("scope_probes_only_the_chosen_packages_call_sites") {
+        return;
+    }
+    for (tc, link) in toolchains() {
+        let exe = build_go("ops", OPS, tc, link);
+        let (audit, out) = run_audit(&exe, &[], &["--scope", "main-module"]);
+        let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
+        assert!(audit.status.success(), "{ctx}");
+        assert!(
+            out.iter().any(|l| l.starts_with("result ")),
+            "{out:?} {ctx}"
+        );
+        // The attach report lists the call sites probed: calls in the
+        // program's own code, on the emulated `call` instruction.
+        let attach = audit.kind("attach");
+        let probes = attach[0]["probes"].as_array().unwrap();
+        let calls: Vec<&Value> = probes
+            .iter()
+            .filter(|p| p.get("call_site").is_some())
+            .collect();
+        assert!(!calls.is_empty(), "{attach:?} {ctx}");
+        assert!(
+            calls
+                .iter()
+                .all(|p| p["call_site"].as_str().unwrap().starts_with("main.")
+                    && p["emulated"] == true),
+            "{calls:?}"
+        );
+        // No probe on a runtime map function's own entry.
+        assert!(
+            probes.iter().all(|p| p.get("call_site").is_some()
+                || p["exit"] == true
+                || p["function"].as_str().unwrap().contains("fatal")
+                || p["function"] == "runtime.throw"),
+            "{probes:?}"
+        );
+        // Accesses are seen, from main's functions only, with their op.
+        let ops = ops_by_function(&audit);
+        assert!(
+            ops.get("main.deleteInts")
+                .is_some_and(|s| s.contains("delete")),
+            "{ops:?} {ctx}"
+        );
+        assert!(ops.keys().all(|f| f.starts_with("main.")), "{ops:?} {ctx}");
+    }
 }

@@ -713,6 +713,8 @@ impl AccessGraph {
                 }
             }
             AuditEvent::Lost(l) => self.ingest_lost(l),
+            // Where tracking went: a live-log notice, nothing to analyse.
+            AuditEvent::Escalation(_) => {}
             AuditEvent::Summary(s) => {
                 if self.summaries.len() < self.limits.max_processes
                     || self.summaries.contains_key(&s.pid)

@@ -80,6 +80,7 @@ pub fn overlap(ts: u64, map: u64, first: OverlapParty, second: OverlapParty) -> 
         detection: DetectionMode::WritingMarker,
         first,
         second,
+        suppressed: 0,
     })
 }
 

@@ -24,7 +24,7 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::{
-    event::{AttachReport, AuditEvent, Lost},
+    event::{AttachReport, AuditEvent, Escalation, Lost},
     goexe::{PlanOptions, ProbePlan, TargetError},
     pipeline::{
         clock::WallClock,
@@ -70,9 +70,11 @@ impl From<ProbeError> for EngineError {
 }
 
 /// How one target is audited.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetOptions {
     pub detect: DetectMode,
+    /// Whose map accesses are probed (`--scope`).
+    pub scope: crate::goexe::Scope,
     /// User stack frames recorded per access (0-16).
     pub stack_depth: u32,
     /// Whether the kernel emits every access or only findings.
@@ -92,6 +94,7 @@ impl Default for TargetOptions {
     fn default() -> Self {
         Self {
             detect: DetectMode::Entry,
+            scope: crate::goexe::Scope::All,
             stack_depth: 8,
             emit_access: true,
             function_start: false,
@@ -115,8 +118,11 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
     let plan = ProbePlan::for_pid_with(
         pid,
         PlanOptions {
+            scope: opts.scope.clone(),
             exit_sites: opts.detect == DetectMode::Interval,
             function_start: opts.function_start,
+            make_exits: opts.emit_access,
+            iter_steps: false,
         },
     )?;
     if plan.sites.is_empty() {
@@ -131,7 +137,7 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
         pid,
         plan,
         bias,
-        opts: *opts,
+        opts: opts.clone(),
         identity,
     })
 }
@@ -171,6 +177,9 @@ pub enum TargetChange {
 }
 
 struct TargetState {
+    /// The plan, kept to place escalated call sites.
+    plan: ProbePlan,
+    bias: u64,
     exe: String,
     identity: ProcessIdentity,
     attachment: Option<GoAttachment>,
@@ -279,7 +288,7 @@ impl GoEngine {
             &mut self.ebpf,
             pid,
             &plan,
-            probe::go::target_config(&plan, opts.detect, opts.stack_depth, opts.emit_access),
+            probe::go::target_config(&plan, opts.detect, opts.stack_depth, opts.emit_access, bias),
             self.multi.as_ref().ok(),
         )?;
         let report = AttachReport::new(self.clock.now_unix_ns(), pid, &plan, &att, opts.detect);
@@ -294,6 +303,8 @@ impl GoEngine {
         self.targets.insert(
             pid,
             TargetState {
+                plan,
+                bias,
                 exe: report.exe.clone(),
                 identity,
                 attachment: Some(att),
@@ -365,6 +376,7 @@ impl GoEngine {
     fn dispatch(&mut self, batch: &mut Vec<Bytes>, out: &mut Vec<AuditEvent>) -> usize {
         let before = out.len();
         self.records_read += batch.len() as u64;
+        let mut escalations = Vec::new();
         for bytes in batch.drain(..) {
             let rec = match decode(&bytes) {
                 Ok(r) => r,
@@ -376,6 +388,10 @@ impl GoEngine {
             let pid = match &rec {
                 RawRecord::GoAccess(a) => a.header.pid,
                 RawRecord::GoOverlap(o) => o.header.pid,
+                RawRecord::GoEscalate(e) => {
+                    escalations.push(*e);
+                    continue;
+                }
                 RawRecord::BpfSyscall(_) | RawRecord::BpfSyscallExit(_) => continue,
             };
             let Some(t) = self.targets.get_mut(&pid) else {
@@ -403,12 +419,69 @@ impl GoEngine {
                     t.stats.overlaps += 1;
                     AuditEvent::Overlap(o)
                 }
-                RawRecord::BpfSyscall(_) | RawRecord::BpfSyscallExit(_) => continue,
+                RawRecord::BpfSyscall(_)
+                | RawRecord::BpfSyscallExit(_)
+                | RawRecord::GoEscalate(_) => continue,
             };
             t.stats.events += 1;
             out.push(ev);
         }
+        for e in escalations {
+            if let Some(ev) = self.escalate(&e) {
+                out.push(AuditEvent::Escalation(ev));
+            }
+        }
         out.len() - before
+    }
+
+    /// The kernel saw a call site read a map another goroutine writes: probe
+    /// the call's return address, so the read's exit can tell whether a
+    /// writer entered meanwhile (`cookie::CALLSITE`).
+    fn escalate(&mut self, e: &auditor_common::go_map::GoEscalate) -> Option<Escalation> {
+        let t = self.targets.get_mut(&e.header.pid)?;
+        let att = t.attachment.as_mut()?;
+        let link_addr = e.ret.wrapping_sub(t.bias);
+        let frame = t.plan.symbolizer.lookup_return_address(link_addr);
+        let mut ev = Escalation {
+            ts_ns: self.clock.to_unix_ns(e.header.ts_ns),
+            pid: e.header.pid,
+            map: e.map,
+            op: auditor_common::go_map::MapOp::from_u8(e.op)
+                .unwrap_or(auditor_common::go_map::MapOp::Read),
+            runtime_fn: t
+                .plan
+                .sites
+                .get(usize::from(e.probe_id))
+                .map(|s| s.function.clone())
+                .unwrap_or_default(),
+            function: frame
+                .as_ref()
+                .map(|f| f.function.clone())
+                .unwrap_or_default(),
+            file: frame.as_ref().map(|f| f.file.clone()).unwrap_or_default(),
+            line: frame.as_ref().map_or(0, |f| f.line),
+            pc: e.ret,
+            instruction: String::new(),
+            emulated: false,
+            error: None,
+        };
+        match t.plan.call_site(link_addr, e.probe_id) {
+            Some(cs) => {
+                ev.instruction = cs.site.instruction.clone();
+                ev.emulated = cs.site.emulated;
+                if let Err(why) = att.attach_site(&mut self.ebpf, &t.plan.exe, &cs.site) {
+                    ev.error = Some(why);
+                }
+            }
+            None => {
+                ev.error = Some(format!(
+                    "return address {:#x} is not in {}",
+                    e.ret,
+                    t.plan.exe.display()
+                ));
+            }
+        }
+        Some(ev)
     }
 
     /// Turn increases of the kernel's drop counters into `lost` events.

@@ -250,7 +250,7 @@ impl GoSession {
         // then only reports findings, which keeps the ring buffer quiet.
         let target = TargetOptions {
             emit_access: !settings.filter.quiet || settings.output.record.is_some(),
-            ..settings.target
+            ..settings.target.clone()
         };
         let planned = engine::plan_target(pid, &target)?;
         let mut engine = GoEngine::new(settings.load.load_options())?;

@@ -54,6 +54,7 @@ struct ConfigFile {
     max_watches: Option<usize>,
     ring_mib: Option<u32>,
     detect: Option<String>,
+    scope: Option<String>,
     stack_depth: Option<u32>,
     scan_interval: Option<String>,
     #[serde(default)]
@@ -148,6 +149,9 @@ pub struct DaemonConfig {
     pub max_watches: usize,
     pub ring_mib: u32,
     pub detect: DetectMode,
+    /// Whose map accesses are probed (`scope = "main-module"` or package
+    /// paths separated by commas).
+    pub scope: crate::goexe::Scope,
     pub stack_depth: u32,
     /// How often /proc is scanned for watched executables and target exits.
     pub scan_interval: Duration,
@@ -170,6 +174,7 @@ impl Default for DaemonConfig {
             max_watches: 16,
             ring_mib: 16,
             detect: DetectMode::Entry,
+            scope: crate::goexe::Scope::All,
             stack_depth: 8,
             scan_interval: Duration::from_millis(500),
             rotation: RotationPolicy::default(),
@@ -248,6 +253,10 @@ impl DaemonConfig {
         }
         if let Some(d) = f.detect {
             c.detect = d.parse().map_err(ConfigError::Invalid)?;
+        }
+        if let Some(s) = f.scope {
+            c.scope = crate::goexe::Scope::parse(&s)
+                .map_err(|e| ConfigError::Invalid(format!("scope: {e}")))?;
         }
         if let Some(v) = f.stack_depth {
             c.stack_depth = v;

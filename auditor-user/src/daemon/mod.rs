@@ -284,7 +284,7 @@ impl Daemon {
             );
         }
         self.planning.insert(pid, origin.clone());
-        let opts = self.target_opts;
+        let opts = self.target_opts.clone();
         let tx = self.plan_tx.clone();
         tokio::task::spawn_blocking(move || {
             let result = engine::plan_target(pid, &opts);
@@ -861,6 +861,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
     let mut d = Daemon {
         target_opts: TargetOptions {
             detect: cfg.detect,
+            scope: cfg.scope.clone(),
             stack_depth: cfg.stack_depth,
             emit_access: true,
             function_start: false,

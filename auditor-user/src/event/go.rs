@@ -75,6 +75,9 @@ pub enum DetectionMode {
     /// `fatal error: concurrent map ...`; the other side comes from the
     /// per-map writer record.
     RuntimeFatal,
+    /// At the exit of an escalated call site: a writer on another goroutine
+    /// entered the map after this access entered and before it returned.
+    Exit,
 }
 
 /// Two goroutines in one map at once, at least one of them mutating.
@@ -88,6 +91,44 @@ pub struct Overlap {
     pub detection: DetectionMode,
     pub first: OverlapParty,
     pub second: OverlapParty,
+    /// Identical overlaps (same call sites and operations) the kernel held
+    /// back since this pair was last reported (at most one report per pair
+    /// and second).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suppressed: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// Exit tracking was escalated at a call site: the kernel saw it read a map
+/// that another goroutine writes, and a probe now sits on the call's return
+/// address, so a writer entering while that read is inside is reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    pub ts_ns: u64,
+    pub pid: u32,
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub map: u64,
+    #[serde(serialize_with = "op_name", deserialize_with = "op_from_name")]
+    pub op: MapOp,
+    /// The map function called at the site.
+    pub runtime_fn: String,
+    /// The calling function and line (the escalated call site).
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    /// Return address the exit probe sits on.
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub pc: u64,
+    /// The probed instruction and whether the kernel emulates it (cheap) or
+    /// single-steps it (~12 µs a hit on our machines).
+    pub instruction: String,
+    pub emulated: bool,
+    /// Why the probe could not be placed, if it could not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 pub(crate) fn op_name<S: Serializer>(op: &MapOp, s: S) -> Result<S::Ok, S::Error> {

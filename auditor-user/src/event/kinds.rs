@@ -21,11 +21,13 @@ pub enum EventKind {
     Summary,
     /// The daemon's record of a target's life.
     Target,
+    /// Exit tracking escalated at a call site.
+    Escalation,
 }
 
 impl EventKind {
     /// Every kind, in the order the schema documents them.
-    pub const ALL: [Self; 8] = [
+    pub const ALL: [Self; 9] = [
         Self::Attach,
         Self::Access,
         Self::Overlap,
@@ -34,6 +36,7 @@ impl EventKind {
         Self::Lost,
         Self::Summary,
         Self::Target,
+        Self::Escalation,
     ];
 
     /// The JSON name.
@@ -47,6 +50,7 @@ impl EventKind {
             Self::Lost => "lost",
             Self::Summary => "summary",
             Self::Target => "target",
+            Self::Escalation => "escalation",
         }
     }
 

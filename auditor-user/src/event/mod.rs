@@ -10,7 +10,7 @@ pub mod target;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use bpf::{Alert, AlertRule, BpfMapEvent, ConcurrentWriter, MAP_DESTROYED};
-pub use go::{Access, DetectionMode, Frame, Overlap, OverlapParty};
+pub use go::{Access, DetectionMode, Escalation, Frame, Overlap, OverlapParty};
 pub use kinds::EventKind;
 pub use target::{AttachReport, AttachedProbe, FindingGroup, Lost, Summary, TargetEvent};
 
@@ -29,6 +29,7 @@ pub enum AuditEvent {
     Alert(Alert),
     Lost(Lost),
     Summary(Summary),
+    Escalation(Escalation),
 }
 
 impl AuditEvent {
@@ -42,6 +43,7 @@ impl AuditEvent {
             Self::Alert(_) => EventKind::Alert,
             Self::Lost(_) => EventKind::Lost,
             Self::Summary(_) => EventKind::Summary,
+            Self::Escalation(_) => EventKind::Escalation,
         }
     }
 
@@ -54,6 +56,7 @@ impl AuditEvent {
             Self::Alert(x) => x.pid,
             Self::Lost(x) => x.pid,
             Self::Summary(x) => x.pid,
+            Self::Escalation(x) => x.pid,
         }
     }
 
@@ -66,6 +69,7 @@ impl AuditEvent {
             Self::Alert(a) => a.ts_ns,
             Self::Lost(l) => l.ts_ns,
             Self::Summary(s) => s.ts_ns,
+            Self::Escalation(e) => e.ts_ns,
         }
     }
 }

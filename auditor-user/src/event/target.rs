@@ -27,6 +27,10 @@ pub struct AttachedProbe {
     pub emulated: bool,
     /// A RET site (exit probe).
     pub exit: bool,
+    /// `--scope`: the call instruction probed (`main.handler+0x4d`), in the
+    /// program's own code, calling `function`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub call_site: Option<String>,
 }
 
 /// What was attached to a target, and how.
@@ -85,6 +89,7 @@ impl AttachReport {
                     instruction: a.site.instruction.clone(),
                     emulated: a.site.emulated,
                     exit: a.site.exit,
+                    call_site: a.site.call_site.clone(),
                 })
                 .collect(),
             missing: plan.missing.clone(),

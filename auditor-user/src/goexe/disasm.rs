@@ -201,12 +201,13 @@ pub fn function_start_site(code: &[u8], ip: u64) -> Option<Placement> {
     })
 }
 
-/// Targets of direct `call rel32` instructions in the function's code.
-pub fn direct_calls(code: &[u8], ip: u64) -> Vec<u64> {
+/// Direct `call rel32` instructions in the function's code, as (return
+/// address, target).
+pub fn direct_call_sites(code: &[u8], ip: u64) -> Vec<(u64, u64)> {
     Decoder::with_ip(64, code, ip, DecoderOptions::NONE)
         .into_iter()
         .filter(|i| i.mnemonic() == Mnemonic::Call && i.op0_kind() == OpKind::NearBranch64)
-        .map(|i| i.near_branch_target())
+        .map(|i| (i.next_ip(), i.near_branch_target()))
         .collect()
 }
 
@@ -294,7 +295,10 @@ mod tests {
     fn direct_call_targets_are_absolute() {
         // call +0 (to 0x1005); call rax; call -0x10
         let code = [0xe8, 0, 0, 0, 0, 0xff, 0xd0, 0xe8, 0xf0, 0xff, 0xff, 0xff];
-        assert_eq!(direct_calls(&code, 0x1000), vec![0x1005, 0xffc]);
+        assert_eq!(
+            direct_call_sites(&code, 0x1000),
+            vec![(0x1005, 0x1005), (0x100c, 0xffc)]
+        );
     }
 
     #[test]

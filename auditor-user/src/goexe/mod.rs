@@ -20,7 +20,7 @@ mod catalogue;
 mod disasm;
 mod elf;
 mod globals;
-mod offsets;
+pub(crate) mod offsets;
 mod pclntab;
 mod plan;
 mod symbolize;
@@ -35,7 +35,7 @@ pub use catalogue::{Family, MAP_FUNCTIONS, MapFunction, by_name};
 pub use disasm::kernel_emulates;
 pub use globals::GlobalIndex;
 pub use pclntab::{PcLnTab, PclnError, PclnVersion};
-pub use plan::{PlanOptions, load_bias};
+pub use plan::{CallSite, PlanOptions, Scope, load_bias, package_of};
 pub use symbolize::Symbolizer;
 pub use typename::TypeNamer;
 
@@ -102,6 +102,11 @@ pub struct ProbeSite {
     /// True when the kernel emulates the instruction (cheap), false when it
     /// must single-step it (expensive).
     pub emulated: bool,
+    /// Other map functions call this one (see `ProbePlan::nested_rets`).
+    pub nested_callee: bool,
+    /// Scoped plans: the probe sits on the `call` to `function` in this
+    /// function of the program (`main.handler+0x4d`), not on its entry.
+    pub call_site: Option<String>,
 }
 
 /// Everything needed to probe one Go executable.
@@ -141,6 +146,12 @@ pub struct ProbePlan {
     /// calls the callee directly: one access then hits both probes (same
     /// goroutine, same map, callee inside caller).
     pub nested: Vec<(String, String)>,
+    /// Link-time return addresses of those calls (where the callee's entry
+    /// probe sees the caller's access again).
+    pub nested_rets: Vec<u64>,
+    /// Loadable segments (link-time address to file offset), for probes
+    /// placed after planning (escalated call sites).
+    pub segments: Vec<elf::Segment>,
 }
 
 impl std::fmt::Display for GoVersion {

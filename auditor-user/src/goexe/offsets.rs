@@ -51,6 +51,15 @@ pub fn from_table(v: GoVersion, swiss: bool) -> Option<RuntimeOffsets> {
     })
 }
 
+/// Offset of the map's hash seed in its header: classic `hmap.hash0`
+/// (after `count`, `flags`, `B`, `noverflow`), Swiss `maps.Map.seed`
+/// (after `used`). Both layouts are the same in every version of their
+/// family; the kernel compares the low 32 bits to tell a new map at a freed
+/// map's address from the old one.
+pub const fn seed_offset(swiss: bool) -> u32 {
+    if swiss { 8 } else { 12 }
+}
+
 /// Newest Go minor version whose offsets were measured for the table.
 pub const TABLE_NEWEST_MINOR: u32 = 27;
 

@@ -21,12 +21,92 @@ use super::{
     typename::{self, TypeNamer},
 };
 
+/// An exit probe site on a call site's return address, with the map
+/// function called there.
+#[derive(Clone, Debug)]
+pub struct CallSite {
+    pub site: ProbeSite,
+    pub runtime_fn: String,
+}
+
+/// Which code's map accesses are probed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Every map access in the program: probes on the runtime's map
+    /// functions.
+    #[default]
+    All,
+    /// Only accesses made by functions of these packages (a package and the
+    /// packages below its path): probes on their call instructions to the
+    /// runtime's map functions, which the kernel emulates. Maps only other
+    /// packages touch cost nothing.
+    Packages(Vec<String>),
+    /// The packages of the main module named in the build info, and `main`.
+    MainModule,
+}
+
+impl Scope {
+    /// Parse `--scope`: `main-module`, or packages separated by commas.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        if s == "main-module" {
+            return Ok(Self::MainModule);
+        }
+        let pkgs: Vec<String> = s
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if pkgs.is_empty() {
+            return Err(
+                "--scope needs `main-module` or Go package paths separated by commas, e.g. main,example.com/app/cache"
+                    .to_owned(),
+            );
+        }
+        if let Some(bad) = pkgs.iter().find(|p| p.contains(char::is_whitespace)) {
+            return Err(format!("--scope: {bad:?} is not a Go package path"));
+        }
+        Ok(Self::Packages(pkgs))
+    }
+}
+
+/// The package of a Go function symbol: everything before the first `.`
+/// after the last `/` (`net/http.(*conn).serve` is in `net/http`).
+pub fn package_of(function: &str) -> &str {
+    let start = function.rfind('/').map_or(0, |i| i + 1);
+    match function[start..].find('.') {
+        Some(dot) => &function[..start + dot],
+        None => function,
+    }
+}
+
+fn in_packages(pkg: &str, pkgs: &[String]) -> bool {
+    pkgs.iter().any(|p| {
+        pkg == p
+            || (pkg.len() > p.len()
+                && pkg.starts_with(p.as_str())
+                && pkg.as_bytes()[p.len()] == b'/')
+    })
+}
+
 /// Choices that change which probe sites a plan contains.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PlanOptions {
+    /// Whose map accesses to probe.
+    pub scope: Scope,
     /// Also probe every RET of every non-creation map function (interval
-    /// detection). Creation functions are always probed at their RETs.
+    /// detection).
     pub exit_sites: bool,
+    /// Probe the RETs of `makemap*` (the new map is the result). RETs are
+    /// single-stepped and services make maps on every request, so only a
+    /// session that streams accesses (and shows `make`) asks for them.
+    pub make_exits: bool,
+    /// Probe every step of an iteration (`mapiternext`/`mapIterNext`), not
+    /// only its start. A step per element is the dearest probe of a
+    /// service; the runtime's own check plus the fatal-error probe still
+    /// catch a writer during the loop.
+    pub iter_steps: bool,
     /// Probe each entry on the function's first instruction instead of the
     /// cheapest one (single-stepped: ~30x dearer here). For benchmarks.
     pub function_start: bool,
@@ -160,6 +240,53 @@ fn locate(
     from_tab
 }
 
+/// Probe sites on the calls to runtime map functions made by functions of
+/// `pkgs`: the `call` instruction is emulated by the kernel, and the
+/// registers hold the map function's arguments there.
+fn scoped_call_sites(
+    img: &ExeImage,
+    tab: &PcLnTab,
+    pkgs: &[String],
+    callees: &HashMap<u64, &'static super::MapFunction>,
+    sites: &mut Vec<ProbeSite>,
+    warnings: &mut Vec<String>,
+) {
+    for func in tab.funcs() {
+        let Some(name) = tab.name(func) else {
+            continue;
+        };
+        if !in_packages(package_of(name), pkgs) {
+            continue;
+        }
+        let Some(code) = img.bytes_at(func.entry, func.end - func.entry) else {
+            continue;
+        };
+        for (ret, target) in disasm::direct_call_sites(code, func.entry) {
+            let Some(&f) = callees.get(&target) else {
+                continue;
+            };
+            // `call rel32` is five bytes.
+            let addr = ret - 5;
+            let p = Placement {
+                addr,
+                stackcheck: false,
+                instruction: format!("call {}", f.name),
+                emulated: true,
+            };
+            let id = sites.len();
+            // `func_addr` is the calling function's: offsets in the attach
+            // report are from there.
+            match site(id, f, func.entry, p, false, f.map_arg, img) {
+                Some(mut s) => {
+                    s.call_site = Some(format!("{name}+{:#x}", addr - func.entry));
+                    sites.push(s);
+                }
+                None => warnings.push(format!("{name}: call site {addr:#x} could not be placed")),
+            }
+        }
+    }
+}
+
 fn site(
     id: usize,
     f: &super::MapFunction,
@@ -182,6 +309,8 @@ fn site(
         stackcheck: p.stackcheck,
         instruction: p.instruction,
         emulated: p.emulated,
+        nested_callee: false,
+        call_site: None,
     })
 }
 
@@ -272,6 +401,9 @@ impl ProbePlan {
         let mut sites = Vec::new();
         let mut found = Vec::new();
         let mut missing = Vec::new();
+        let scoped = opts.scope != Scope::All;
+        // Scoped plans probe calls to these instead of their entries.
+        let mut callees: HashMap<u64, &'static super::MapFunction> = HashMap::new();
         for f in MAP_FUNCTIONS.iter().filter(|f| f.in_family(swiss)) {
             let Some((addr, size)) = locate(&symbols, &tab, &name_index, f.name) else {
                 missing.push(f.name.to_owned());
@@ -295,9 +427,19 @@ impl ProbePlan {
                 }
             };
             if f.is_make() {
-                for p in disasm::ret_sites(code, addr) {
-                    add(p, true, MapArg::Rax);
+                // A scoped plan cannot tell whose code made a map.
+                if opts.make_exits && !scoped {
+                    for p in disasm::ret_sites(code, addr) {
+                        add(p, true, MapArg::Rax);
+                    }
                 }
+                continue;
+            }
+            if f.map_arg == MapArg::IterInRax && !opts.iter_steps {
+                continue;
+            }
+            if scoped {
+                callees.insert(addr, f);
                 continue;
             }
             let entry = if opts.function_start {
@@ -316,6 +458,18 @@ impl ProbePlan {
                     add(p, true, MapArg::None);
                 }
             }
+        }
+
+        if scoped {
+            let pkgs = match &opts.scope {
+                Scope::Packages(p) => p.clone(),
+                _ => {
+                    let mut p = vec!["main".to_owned()];
+                    p.extend(bi.module_path.clone());
+                    p
+                }
+            };
+            scoped_call_sites(&img, &tab, &pkgs, &callees, &mut sites, &mut warnings);
         }
 
         // The runtime's own concurrent-map check runs after our entry probe;
@@ -349,10 +503,21 @@ impl ProbePlan {
         // Wrappers: an access through one of these also hits the probe of
         // the function it calls (Swiss `mapaccess1_faststr` calls
         // `mapaccess2_faststr`), so the pipeline can merge the pair.
-        let nested = nested_calls(&sites, &found, |f| {
+        let (nested, nested_rets) = nested_calls(&sites, &found, |f| {
             let (addr, size) = locate(&symbols, &tab, &name_index, f)?;
             Some((addr, img.bytes_at(addr, size)?))
         });
+
+        for s in &mut sites {
+            s.nested_callee = !s.exit && nested.iter().any(|(_, callee)| *callee == s.function);
+        }
+        if nested_rets.len() > auditor_common::go_map::NESTED_RETS {
+            warnings.push(format!(
+                "{} calls between map functions, only {} can be told apart from direct calls",
+                nested_rets.len(),
+                auditor_common::go_map::NESTED_RETS
+            ));
+        }
 
         let table = offsets::from_table(go_version, swiss);
         let dwarf = offsets::from_dwarf(&object::File::Elf64(img.object()));
@@ -388,6 +553,55 @@ impl ProbePlan {
             type_names,
             globals: super::GlobalIndex::from_image(&img),
             nested,
+            nested_rets,
+            segments: img.segments.clone(),
+        })
+    }
+
+    /// A probe site on the return address of a call to a map function in
+    /// the program's own code (`ret_addr` as linked): where an escalated
+    /// access's exit is seen. `map_fn` is the probe id of the map function
+    /// called there. Reads the instruction from the executable.
+    pub fn call_site(&self, ret_addr: u64, map_fn: u16) -> Option<CallSite> {
+        let seg = self
+            .segments
+            .iter()
+            .find(|s| ret_addr >= s.vaddr && ret_addr - s.vaddr < s.filesz)?;
+        let file_offset = seg.offset + (ret_addr - seg.vaddr);
+        let mut code = [0u8; 16];
+        {
+            use std::io::{Read, Seek, SeekFrom};
+            let mut f = std::fs::File::open(&self.exe).ok()?;
+            f.seek(SeekFrom::Start(file_offset)).ok()?;
+            let n = f.read(&mut code).ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+        let p = disasm::function_start_site(&code, ret_addr)?;
+        let callee = self.sites.get(map_fn as usize)?;
+        let frame = self.symbolizer.lookup_return_address(ret_addr);
+        Some(CallSite {
+            site: ProbeSite {
+                id: map_fn,
+                function: frame
+                    .as_ref()
+                    .map(|f| f.function.clone())
+                    .unwrap_or_else(|| format!("{ret_addr:#x}")),
+                op: callee.op,
+                map_arg: MapArg::None,
+                func_addr: ret_addr,
+                addr: ret_addr,
+                file_offset,
+                exit: true,
+                fatal: false,
+                stackcheck: false,
+                instruction: p.instruction,
+                emulated: p.emulated,
+                nested_callee: false,
+                call_site: None,
+            },
+            runtime_fn: callee.function.clone(),
         })
     }
 
@@ -449,8 +663,9 @@ fn nested_calls<'a>(
     sites: &[ProbeSite],
     found: &[String],
     code_of: impl Fn(&str) -> Option<(u64, &'a [u8])>,
-) -> Vec<(String, String)> {
+) -> (Vec<(String, String)>, Vec<u64>) {
     let mut nested: Vec<(String, String)> = Vec::new();
+    let mut rets = Vec::new();
     let entries: HashMap<u64, &str> = sites
         .iter()
         .map(|s| (s.func_addr, s.function.as_str()))
@@ -459,16 +674,20 @@ fn nested_calls<'a>(
         let Some((addr, code)) = code_of(f) else {
             continue;
         };
-        for target in disasm::direct_calls(code, addr) {
-            if let Some(&callee) = entries.get(&target)
-                && callee != f
-                && !nested.iter().any(|(a, b)| a == f && b == callee)
-            {
+        for (ret, target) in disasm::direct_call_sites(code, addr) {
+            let Some(&callee) = entries.get(&target) else {
+                continue;
+            };
+            if callee == f {
+                continue;
+            }
+            rets.push(ret);
+            if !nested.iter().any(|(a, b)| a == f && b == callee) {
                 nested.push((f.clone(), callee.to_owned()));
             }
         }
     }
-    nested
+    (nested, rets)
 }
 
 /// Runtime struct offsets: DWARF when it has every member (warning when it
@@ -701,12 +920,42 @@ mod tests {
             stackcheck: true,
             instruction: "jbe".into(),
             emulated: true,
+            nested_callee: false,
+            call_site: None,
         };
         let sites = [site("outer", 0x1000), site("inner", 0x2000)];
         let found = ["outer".to_owned(), "inner".to_owned()];
-        let nested = nested_calls(&sites, &found, |f| {
+        let (nested, rets) = nested_calls(&sites, &found, |f| {
             (f == "outer").then_some((0x1000, &code[..]))
         });
+        assert!(!rets.is_empty());
         assert_eq!(nested, [("outer".to_owned(), "inner".to_owned())]);
+    }
+
+    #[test]
+    fn scope_names_packages_or_the_main_module() {
+        assert_eq!(Scope::parse("main-module").unwrap(), Scope::MainModule);
+        assert_eq!(
+            Scope::parse("main, example.com/app/cache").unwrap(),
+            Scope::Packages(vec!["main".into(), "example.com/app/cache".into()])
+        );
+        let err = Scope::parse(" , ").unwrap_err();
+        assert!(err.contains("main-module"), "{err}");
+    }
+
+    #[test]
+    fn a_function_belongs_to_the_package_before_its_first_dot() {
+        assert_eq!(package_of("main.main"), "main");
+        assert_eq!(package_of("net/http.(*conn).serve"), "net/http");
+        assert_eq!(
+            package_of("example.com/app/cache.(*Cache).Get"),
+            "example.com/app/cache"
+        );
+        assert_eq!(package_of("main.main.func1"), "main");
+        let pkgs = ["example.com/app".to_owned()];
+        assert!(in_packages("example.com/app", &pkgs));
+        assert!(in_packages("example.com/app/cache", &pkgs));
+        assert!(!in_packages("example.com/apple", &pkgs));
+        assert!(!in_packages("net/http", &pkgs));
     }
 }

@@ -78,6 +78,36 @@ impl<W: Write> LiveLog<W> {
                 AuditEvent::Attach(r) => self.attach(r),
                 AuditEvent::Access(a) => self.access(a),
                 AuditEvent::Overlap(o) => self.overlap(o),
+                AuditEvent::Escalation(e) => {
+                    let (d, r) = (self.paint(DIM), self.paint(RESET));
+                    let cost = if e.emulated {
+                        "emulated"
+                    } else {
+                        "single-stepped"
+                    };
+                    match &e.error {
+                        None => writeln!(
+                            self.out,
+                            "{d}{} escalated: {} {} ({}:{}) reads map {:#x} that another goroutine writes; its exits are now tracked (probe on `{}` at {:#x}, {cost}){r}",
+                            clock_time(e.ts_ns),
+                            e.function,
+                            e.runtime_fn,
+                            e.file,
+                            e.line,
+                            e.map,
+                            e.instruction,
+                            e.pc
+                        ),
+                        Some(why) => writeln!(
+                            self.out,
+                            "{d}{} escalation of {} ({}:{}) failed: {why}{r}",
+                            clock_time(e.ts_ns),
+                            e.function,
+                            e.file,
+                            e.line
+                        ),
+                    }
+                }
                 AuditEvent::Lost(l) => {
                     let (y, r) = (self.paint(YELLOW), self.paint(RESET));
                     let whose = if l.pid == 0 {
@@ -237,6 +267,7 @@ impl<W: Write> LiveLog<W> {
                 crate::event::DetectionMode::WritingMarker => "writing marker set",
                 crate::event::DetectionMode::Interval => "intervals overlap",
                 crate::event::DetectionMode::RuntimeFatal => "runtime fatal error",
+                crate::event::DetectionMode::Exit => "writer entered while this access was inside",
             }
         )?;
         self.party("first ", YELLOW, &o.first)?;

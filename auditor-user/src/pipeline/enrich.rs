@@ -278,10 +278,12 @@ impl<R: FrameResolver> GoEnricher<R> {
             detection: match o.mode {
                 mode::INTERVAL => DetectionMode::Interval,
                 mode::RUNTIME_FATAL => DetectionMode::RuntimeFatal,
+                mode::EXIT => DetectionMode::Exit,
                 _ => DetectionMode::WritingMarker,
             },
             first: self.party(&o.first),
             second: self.party(&o.second),
+            suppressed: u64::from(o.suppressed),
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::num::NonZeroU32;
 
 use auditor_common::go_map::{
-    CURRENT_MAP, CurrentAccess, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, PID_LOSSES_MAP,
-    PidLosses, TARGETS_MAP, cookie, mode,
+    CURRENT_MAP, CurrentAccess, ESCALATED_MAP, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState,
+    PAIRS_MAP, PID_LOSSES_MAP, PairKey, PairSeen, PidLosses, SiteKey, TARGETS_MAP, cookie, mode,
 };
 use aya::{
     Ebpf,
@@ -53,6 +53,8 @@ pub struct GoAttachment {
     /// Sites the kernel refused, with its error.
     pub failed: Vec<FailedSite>,
     links: Links,
+    /// Escalated call sites, placed one by one after the attach.
+    escalated: Vec<UProbeLinkId>,
 }
 
 /// Load the program and, where the kernel allows it, its `uprobe_multi`
@@ -91,6 +93,12 @@ pub fn site_cookie(site: &ProbeSite) -> u64 {
     }
     if site.fatal {
         flags |= cookie::FATAL;
+    }
+    if site.nested_callee {
+        flags |= cookie::NESTED;
+    }
+    if site.call_site.is_some() {
+        flags |= cookie::CALL_INSN;
     }
     cookie::encode(site.op as u8, site.id, flags, site.map_arg as u8)
 }
@@ -136,6 +144,7 @@ pub fn attach(
                     .collect(),
                 failed: Vec::new(),
                 links: Links::Multi(link),
+                escalated: Vec::new(),
             });
         }
     }
@@ -145,6 +154,7 @@ pub fn attach(
         attached: Vec::new(),
         failed: Vec::new(),
         links: Links::PerSite(Vec::new()),
+        escalated: Vec::new(),
     };
     let mut links = Vec::new();
     for site in &plan.sites {
@@ -184,7 +194,12 @@ pub fn target_config(
     detect: DetectMode,
     stack_depth: u32,
     emit_access: bool,
+    bias: u64,
 ) -> GoTargetConfig {
+    let mut nested_rets = [0u64; auditor_common::go_map::NESTED_RETS];
+    for (slot, ret) in nested_rets.iter_mut().zip(&plan.nested_rets) {
+        *slot = ret.wrapping_add(bias);
+    }
     GoTargetConfig {
         goid_off: plan.offsets.goid,
         writing_off: plan.offsets.writing,
@@ -196,7 +211,11 @@ pub fn target_config(
         },
         stack_depth,
         emit_access: emit_access as u32,
+        seed_off: crate::goexe::offsets::seed_offset(plan.swiss_maps),
+        // Interval mode probes every RET already.
+        escalate: (detect == DetectMode::Entry) as u32,
         _pad: 0,
+        nested_rets,
     }
 }
 
@@ -206,8 +225,44 @@ impl GoAttachment {
         matches!(self.links, Links::Multi(_))
     }
 
+    /// Place one more site on this process (an escalated call site).
+    pub fn attach_site(
+        &mut self,
+        ebpf: &mut Ebpf,
+        exe: &std::path::Path,
+        site: &ProbeSite,
+    ) -> Result<(), String> {
+        let nz = NonZeroU32::new(self.pid).ok_or("pid 0")?;
+        let prog = program(ebpf).map_err(|e| e.to_string())?;
+        let mut flags = cookie::EXIT | cookie::CALLSITE;
+        if site.stackcheck {
+            flags |= cookie::STACKCHECK;
+        }
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
+            cookie: Some(cookie::encode(
+                site.op as u8,
+                site.id,
+                flags,
+                site.map_arg as u8,
+            )),
+        };
+        let link = prog
+            .attach(point, exe, UProbeScope::OneProcess(nz))
+            .map_err(|e| e.to_string())?;
+        self.attached.push(AttachedSite { site: site.clone() });
+        self.escalated.push(link);
+        Ok(())
+    }
+
     /// Remove every probe of this process and forget its kernel state.
     pub fn detach(self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
+        if !self.escalated.is_empty() {
+            let prog = program(ebpf)?;
+            for link in self.escalated {
+                let _ = prog.detach(link);
+            }
+        }
         match self.links {
             Links::Multi(link) => link.detach(),
             Links::PerSite(links) => {
@@ -225,6 +280,8 @@ impl GoAttachment {
         }
         forget_pid::<MapState>(ebpf, MAP_STATE_MAP, self.pid);
         forget_pid::<CurrentAccess>(ebpf, CURRENT_MAP, self.pid);
+        forget_where::<SiteKey, u8>(ebpf, ESCALATED_MAP, |k| k.pid == self.pid);
+        forget_where::<PairKey, PairSeen>(ebpf, PAIRS_MAP, |k| k.pid == self.pid);
 
         Ok(())
     }
@@ -243,16 +300,21 @@ pub fn forget_losses(ebpf: &mut Ebpf, pid: u32) {
 /// Remove every entry of `pid` from a per-process kernel table (keyed by
 /// [`MapKey`]), so a detached target leaves no state behind.
 fn forget_pid<V: aya::Pod>(ebpf: &mut Ebpf, name: &str, pid: u32) {
+    forget_where::<MapKey, V>(ebpf, name, |k| k.pid == pid);
+}
+
+/// Remove the entries of a kernel hash table whose key matches.
+fn forget_where<K: aya::Pod, V: aya::Pod>(ebpf: &mut Ebpf, name: &str, pick: impl Fn(&K) -> bool) {
     let Some(map) = ebpf.map_mut(name) else {
         return;
     };
-    let Ok(mut table) = HashMap::<_, MapKey, V>::try_from(map) else {
+    let Ok(mut table) = HashMap::<_, K, V>::try_from(map) else {
         return;
     };
-    let keys: Vec<MapKey> = table
+    let keys: Vec<K> = table
         .keys()
         .filter_map(Result::ok)
-        .filter(|k| k.pid == pid)
+        .filter(|k| pick(k))
         .collect();
     for k in keys {
         let _ = table.remove(&k);
