@@ -94,12 +94,29 @@ fn request(stream: &mut UnixStream, body: Value) -> Result<(Response, BufReader<
         read.context("the daemon closed the connection")?;
         bail!("the daemon closed the connection without answering");
     }
-    let resp: Response = serde_json::from_str(&resp)
-        .with_context(|| format!("unexpected answer from the daemon: {}", resp.trim()))?;
-    if let Some(e) = &resp.error {
-        bail!("daemon refused: {}", e.message);
+    Ok((answer(&resp)?, reader))
+}
+
+/// Read the daemon's answer line: a refusal, an answer in another protocol
+/// version or a line that is not an answer becomes an error that reads as
+/// a sentence.
+fn answer(line: &str) -> Result<Response> {
+    let line = line.trim();
+    let value: Value = serde_json::from_str(line)
+        .with_context(|| format!("the daemon's answer is not JSON: {line}"))?;
+    match value.get("v").and_then(Value::as_u64) {
+        Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+        Some(v) => bail!(
+            "the daemon speaks protocol version {v} and this client speaks version {PROTOCOL_VERSION}: use the map-auditor of the daemon's release"
+        ),
+        None => bail!("the daemon's answer has no protocol version: {line}"),
     }
-    Ok((resp, reader))
+    let resp: Response = serde_json::from_value(value)
+        .with_context(|| format!("the daemon's answer is not one this client knows: {line}"))?;
+    if let Some(e) = &resp.error {
+        bail!("the daemon refused the request: {}", e.message);
+    }
+    Ok(resp)
 }
 
 fn target_body(op: &str, t: &TargetSpec) -> Value {
@@ -528,4 +545,31 @@ pub fn is_daemon_report(args: &ReportSettings) -> bool {
 /// Default log directory for clients.
 pub fn default_log_dir() -> PathBuf {
     PathBuf::from(super::config::DEFAULT_LOG_DIR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn answers_that_cannot_be_used_read_as_sentences() {
+        let e = answer(r#"{"v":2,"ok":true,"result":{}}"#).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the daemon speaks protocol version 2 and this client speaks version 1: use the map-auditor of the daemon's release"
+        );
+        let e = answer(
+            r#"{"v":1,"ok":false,"error":{"code":"unsupported_version","message":"protocol version 2 is not supported"}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "the daemon refused the request: protocol version 2 is not supported"
+        );
+        let e = answer("garbage").unwrap_err();
+        assert_eq!(e.to_string(), "the daemon's answer is not JSON: garbage");
+        let e = answer(r#"{"ok":true}"#).unwrap_err();
+        assert!(e.to_string().contains("has no protocol version"), "{e}");
+        assert!(answer(r#"{"v":1,"ok":true,"result":[]}"#).unwrap().ok);
+    }
 }

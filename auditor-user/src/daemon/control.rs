@@ -267,7 +267,9 @@ async fn connection(stream: UnixStream, peer: Peer, tx: mpsc::Sender<ControlMsg>
             // The rest of the line cannot be skipped safely: close.
             let e = ProtocolError::new(
                 ErrorCode::TooLarge,
-                format!("request longer than {MAX_REQUEST_BYTES} bytes: connection closed"),
+                format!(
+                    "the request is longer than {MAX_REQUEST_BYTES} bytes, so the connection is closed: send a shorter one"
+                ),
             );
             let _ = send(&mut wr, &Response::err(None, e).line()).await;
             return;

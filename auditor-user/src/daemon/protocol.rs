@@ -179,6 +179,20 @@ fn one_target(pid: Option<u32>, exe: Option<PathBuf>) -> Result<TargetSpec, Prot
     }
 }
 
+/// Why a request's `v` was refused, as a sentence naming the version the
+/// client sent (as it was written) and the one this daemon speaks.
+fn version_error(v: &Value) -> ProtocolError {
+    let message = match v.as_u64() {
+        Some(n) => format!(
+            "protocol version {n} is not supported: this daemon speaks version {PROTOCOL_VERSION}; use a client of the same map-auditor release"
+        ),
+        None => format!(
+            "the protocol version must be a whole number, not {v}: send \"v\":{PROTOCOL_VERSION}"
+        ),
+    };
+    ProtocolError::new(ErrorCode::UnsupportedVersion, message)
+}
+
 /// Parse one request line. Returns the request id (when the line had one,
 /// so even a refusal can name it) and the request or why it was refused.
 pub fn parse_request(line: &[u8]) -> (Option<u64>, Result<Request, ProtocolError>) {
@@ -187,43 +201,43 @@ pub fn parse_request(line: &[u8]) -> (Option<u64>, Result<Request, ProtocolError
             None,
             Err(ProtocolError::new(
                 ErrorCode::TooLarge,
-                format!("request longer than {MAX_REQUEST_BYTES} bytes"),
+                format!("the request is longer than {MAX_REQUEST_BYTES} bytes: send a shorter one"),
             )),
         );
     }
     let mut v: Value = match serde_json::from_slice(line) {
         Ok(v) => v,
-        Err(e) => return (None, Err(ProtocolError::bad(format!("not JSON: {e}")))),
+        Err(e) => {
+            return (
+                None,
+                Err(ProtocolError::bad(format!("the request is not JSON ({e})"))),
+            );
+        }
     };
     let Some(obj) = v.as_object_mut() else {
         return (None, Err(ProtocolError::bad("a request is a JSON object")));
     };
     let id = obj.remove("id").and_then(|i| i.as_u64());
-    match obj.remove("v").map(|v| v.as_u64()) {
+    match obj.remove("v") {
         None => {
             return (
                 id,
                 Err(ProtocolError::bad(format!(
-                    "missing protocol version: add \"v\":{PROTOCOL_VERSION}"
+                    "the request has no protocol version: add \"v\":{PROTOCOL_VERSION}"
                 ))),
             );
         }
-        Some(Some(n)) if n == u64::from(PROTOCOL_VERSION) => {}
-        Some(other) => {
-            return (
-                id,
-                Err(ProtocolError::new(
-                    ErrorCode::UnsupportedVersion,
-                    format!(
-                        "protocol version {other:?} not supported: this daemon speaks {PROTOCOL_VERSION}"
-                    ),
-                )),
-            );
-        }
+        Some(v) if v.as_u64() == Some(u64::from(PROTOCOL_VERSION)) => {}
+        Some(v) => return (id, Err(version_error(&v))),
     }
     let wire: Wire = match serde_json::from_value(v) {
         Ok(w) => w,
-        Err(e) => return (id, Err(ProtocolError::bad(e.to_string()))),
+        Err(e) => {
+            return (
+                id,
+                Err(ProtocolError::bad(format!("the request is not valid: {e}"))),
+            );
+        }
     };
     let req = match wire {
         Wire::Attach { pid, exe } => one_target(pid, exe).map(Request::Attach),
@@ -282,14 +296,17 @@ mod tests {
     #[test]
     fn malformed_requests_are_refused_with_a_reason() {
         for (line, needle) in [
-            ("not json", "not JSON"),
+            ("not json", "the request is not JSON ("),
             ("[1,2]", "JSON object"),
-            (r#"{"op":"list"}"#, "missing protocol version"),
+            (r#"{"op":"list"}"#, "has no protocol version"),
             (r#"{"v":1,"op":"attach"}"#, "exactly one"),
             (r#"{"v":1,"op":"attach","pid":1,"exe":"/x"}"#, "exactly one"),
             (r#"{"v":1,"op":"attach","pid":0}"#, "out of range"),
             (r#"{"v":1,"op":"attach","exe":"relative"}"#, "absolute"),
-            (r#"{"v":1,"op":"run","cmd":"sh"}"#, "unknown variant"),
+            (
+                r#"{"v":1,"op":"run","cmd":"sh"}"#,
+                "the request is not valid: unknown variant",
+            ),
             (
                 r#"{"v":1,"op":"list","path":"/etc/shadow"}"#,
                 "unknown field",
@@ -303,9 +320,17 @@ mod tests {
             assert_eq!(e.code, ErrorCode::BadRequest, "{line}");
             assert!(e.message.contains(needle), "{line}: {}", e.message);
         }
+        let e = parse(r#"{"v":2,"op":"list"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedVersion);
         assert_eq!(
-            parse(r#"{"v":2,"op":"list"}"#).unwrap_err().code,
-            ErrorCode::UnsupportedVersion
+            e.message,
+            "protocol version 2 is not supported: this daemon speaks version 1; use a client of the same map-auditor release"
+        );
+        let e = parse(r#"{"v":"one","op":"list"}"#).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnsupportedVersion);
+        assert_eq!(
+            e.message,
+            r#"the protocol version must be a whole number, not "one": send "v":1"#
         );
         let big = format!(
             r#"{{"v":1,"op":"list","x":"{}"}}"#,
