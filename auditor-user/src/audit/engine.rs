@@ -211,6 +211,11 @@ pub struct GoEngine {
     last_counters: CounterSnapshot,
     /// Per-process losses as of the last check.
     last_pid_losses: HashMap<u32, PidLosses>,
+    /// Per-process totals of targets already detached (their kernel
+    /// entries are removed, their losses stay in the global counters).
+    forgotten_pid_losses: PidLosses,
+    /// Global losses charged to no process, reported so far.
+    remainder_reported: PidLosses,
     decode_errors: u64,
     /// Records of a PID no longer (or not yet) attached: late records of a
     /// detached target.
@@ -247,6 +252,8 @@ impl GoEngine {
             unattributed: 0,
             unattributed_drops: 0,
             last_pid_losses: HashMap::new(),
+            forgotten_pid_losses: PidLosses::default(),
+            remainder_reported: PidLosses::default(),
             ring_bytes: u64::from(load.ring_bytes.max(4096).next_power_of_two()),
             gauge,
             batch: Vec::with_capacity(1024),
@@ -338,7 +345,11 @@ impl GoEngine {
         // Its last losses, while it is still a target to attribute them to.
         self.check_losses(out);
         probe::go::forget_losses(&mut self.ebpf, pid);
-        self.last_pid_losses.remove(&pid);
+        if let Some(gone) = self.last_pid_losses.remove(&pid) {
+            // Still part of the global totals the remainder is taken from.
+            self.forgotten_pid_losses.access_dropped += gone.access_dropped;
+            self.forgotten_pid_losses.overlap_dropped += gone.overlap_dropped;
+        }
         let t = self.targets.remove(&pid)?;
         Some(TargetInfo {
             pid,
@@ -492,15 +503,18 @@ impl GoEngine {
     pub fn check_losses(&mut self, out: &mut Vec<AuditEvent>) {
         // Lost records are also counted per process in the kernel, so each
         // target is told what it lost; the global counters cover the rest.
-        // Per-process first: the global totals read after them are never
-        // behind them.
-        let per_pid = self.read_pid_losses();
+        // The kernel bumps the global counter before the per-process one,
+        // so the global totals are read first: what they hold beyond the
+        // per-process totals read after them is never more than what no
+        // process was charged with. The remainder is reported from
+        // cumulative totals, so a loss counted globally in one check and
+        // per process in the next is never said twice.
         let now = self.counters.read();
+        let per_pid = self.read_pid_losses();
         let prev = self.last_counters;
         let sole = (self.targets.len() == 1)
             .then(|| self.targets.keys().next().copied())
             .flatten();
-        let mut attributed = (0u64, 0u64);
         if let Some(per_pid) = &per_pid {
             for (&pid, l) in per_pid {
                 let before = self.last_pid_losses.get(&pid).copied().unwrap_or_default();
@@ -523,11 +537,6 @@ impl GoEngine {
                         Some(t) => t.stats.dropped += delta,
                         None => self.unattributed_drops += delta,
                     }
-                    if what == "access" {
-                        attributed.0 += delta;
-                    } else {
-                        attributed.1 += delta;
-                    }
                     out.push(AuditEvent::Lost(Lost {
                         ts_ns: self.clock.now_unix_ns(),
                         pid,
@@ -539,13 +548,27 @@ impl GoEngine {
             }
         }
         for LossCounter { counter: c, what } in GO_LOSSES {
-            let mut delta = now.get(c).saturating_sub(prev.get(c));
-            // What the per-process table already reported.
-            match c {
-                Counter::GoAccessDropped => delta = delta.saturating_sub(attributed.0),
-                Counter::GoOverlapDropped => delta = delta.saturating_sub(attributed.1),
-                _ => {}
-            }
+            let charged = |l: &PidLosses| match c {
+                Counter::GoAccessDropped => Some(l.access_dropped),
+                Counter::GoOverlapDropped => Some(l.overlap_dropped),
+                _ => None,
+            };
+            let delta = match (&per_pid, charged(&self.forgotten_pid_losses)) {
+                (Some(per_pid), Some(forgotten)) => {
+                    let per_process: u64 =
+                        forgotten + per_pid.values().filter_map(charged).sum::<u64>();
+                    let remainder = now.get(c).saturating_sub(per_process);
+                    let slot = if c == Counter::GoAccessDropped {
+                        &mut self.remainder_reported.access_dropped
+                    } else {
+                        &mut self.remainder_reported.overlap_dropped
+                    };
+                    let delta = remainder.saturating_sub(*slot);
+                    *slot += delta;
+                    delta
+                }
+                _ => now.get(c).saturating_sub(prev.get(c)),
+            };
             if delta == 0 {
                 continue;
             }

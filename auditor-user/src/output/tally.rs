@@ -92,6 +92,7 @@ mod tests {
             detection: DetectionMode::Interval,
             first,
             second,
+            suppressed: 0,
         }
     }
 
