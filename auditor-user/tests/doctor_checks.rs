@@ -25,6 +25,7 @@ fn every_check_is_reported_once_with_a_detail() {
         "tracefs",
         "bpffs",
         "uprobes",
+        "uprobe_attach",
         "bpf_syscall_tracepoints",
         "ringbuf",
         "memlock",
@@ -131,4 +132,58 @@ fn json_form_round_trips() {
     let back: Vec<Check> = serde_json::from_str(&json).unwrap();
     assert_eq!(back, checks);
     assert!(json.starts_with('['));
+}
+
+/// `doctor` run with only the capabilities in `caps` (root uid, the
+/// bounding set cut down, as a systemd unit or a container grants them).
+fn doctor_with_caps(caps: &str) -> Option<Vec<Check>> {
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        assert!(
+            std::env::var_os("MAP_AUDITOR_REQUIRE_BPF").is_none(),
+            "MAP_AUDITOR_REQUIRE_BPF is set but this test needs root and setpriv"
+        );
+        return None;
+    }
+    let out = std::process::Command::new("setpriv")
+        .arg(format!("--bounding-set=-all,{caps}"))
+        .arg("--inh-caps=-all")
+        .arg(env!("CARGO_BIN_EXE_map-auditor"))
+        .args(["doctor", "--json"])
+        .output()
+        .unwrap();
+    Some(serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "{e}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    }))
+}
+
+#[test]
+fn doctor_opens_a_real_uprobe_with_the_documented_capabilities() {
+    // The set README and docs/security.md name works.
+    let Some(checks) = doctor_with_caps("+bpf,+perfmon,+sys_ptrace,+sys_admin") else {
+        return;
+    };
+    let c = find(&checks, "uprobe_attach");
+    assert_eq!(c.status, Status::Ok, "{c:?}");
+    assert!(find(&checks, "privileges").status == Status::Ok);
+    // Without CAP_SYS_ADMIN the answer comes from the kernel, not from the
+    // capability list: either the uprobe opens, or doctor says it cannot
+    // run and names the errno.
+    let checks = doctor_with_caps("+bpf,+perfmon,+sys_ptrace").unwrap();
+    let c = find(&checks, "uprobe_attach");
+    match c.status {
+        Status::Ok => {}
+        Status::Missing => {
+            assert!(
+                c.detail.contains("failed: EACCES") || c.detail.contains("failed: EPERM"),
+                "{c:?}"
+            );
+            assert!(c.fix.as_deref().unwrap().contains("CAP_SYS_ADMIN"), "{c:?}");
+            assert!(!doctor::can_run(&checks));
+        }
+        s => panic!("unexpected {s:?}: {c:?}"),
+    }
 }

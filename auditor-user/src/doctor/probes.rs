@@ -77,6 +77,7 @@ pub fn all() -> Vec<Check> {
         tracefs,
         bpffs(),
         uprobes(),
+        uprobe_attach(),
         syscall_tracepoints(tracefs_point.as_deref()),
         ringbuf(&machine),
         memlock(&machine),
@@ -115,19 +116,31 @@ fn privileges(m: &Machine) -> Check {
     };
     if missing.is_empty() {
         let via = if m.has(cap::BPF) && m.has(cap::PERFMON) {
-            "CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE"
+            "CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE, CAP_SYS_ADMIN"
         } else {
             "CAP_SYS_ADMIN, CAP_SYS_PTRACE"
         };
+        if !m.has(cap::SYS_ADMIN) {
+            // Some kernels refuse uprobe perf events without CAP_SYS_ADMIN;
+            // `uprobe_attach` tries one and says.
+            return Check::new(
+                "privileges",
+                Status::Warn,
+                format!(
+                    "{who} with CAP_BPF, CAP_PERFMON, CAP_SYS_PTRACE but not CAP_SYS_ADMIN: see uprobe_attach"
+                ),
+            )
+            .with_fix("if uprobe_attach fails, grant CAP_SYS_ADMIN too");
+        }
         return Check::ok("privileges", format!("{who} with {via}"));
     }
     let detail = format!("{who} lacks {}", missing.join(", "));
     let fix = if m.euid == 0 {
         "root without these capabilities (a restricted container?): run with them granted, \
-         e.g. `docker run --privileged` or `--cap-add BPF,PERFMON,SYS_PTRACE`"
+         e.g. `docker run --privileged` or `--cap-add BPF,PERFMON,SYS_PTRACE,SYS_ADMIN`"
             .to_string()
     } else {
-        "run as root (sudo), or `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace+ep $(command -v map-auditor)`"
+        "run as root (sudo), or `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_sys_admin+ep $(command -v map-auditor)`"
             .to_string()
     };
     Check::new("privileges", Status::Missing, detail).with_fix(fix)
@@ -224,6 +237,102 @@ fn uprobes() -> Check {
         ),
         Err(_) => Check::new("uprobes", Status::Missing, format!("{path} does not exist"))
             .with_fix("use a kernel built with CONFIG_UPROBES=y and CONFIG_UPROBE_EVENTS=y"),
+    }
+}
+
+/// Never called: the function `uprobe_attach` places (and removes) a uprobe on.
+#[inline(never)]
+#[unsafe(no_mangle)]
+pub extern "C" fn map_auditor_doctor_probe_point() -> u64 {
+    std::hint::black_box(7)
+}
+
+/// The file offset of `addr` in this process's executable, from /proc/self/maps.
+fn own_file_offset(addr: u64) -> Option<(String, u64)> {
+    let maps = std::fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines().find_map(|line| {
+        let mut f = line.split_whitespace();
+        let (range, _perms, offset) = (f.next()?, f.next()?, f.next()?);
+        let path = f.nth(2)?;
+        let (lo, hi) = range.split_once('-')?;
+        let (lo, hi) = (
+            u64::from_str_radix(lo, 16).ok()?,
+            u64::from_str_radix(hi, 16).ok()?,
+        );
+        let offset = u64::from_str_radix(offset, 16).ok()?;
+        (lo <= addr && addr < hi && path.starts_with('/'))
+            .then(|| (path.to_string(), addr - lo + offset))
+    })
+}
+
+/// Open a uprobe perf event on `offset` of `path` for this process alone,
+/// the way `attach` opens one per call site, and close it at once.
+pub fn open_uprobe(path: &str, offset: u64) -> std::io::Result<()> {
+    let pmu: u32 = std::fs::read_to_string("/sys/bus/event_source/devices/uprobe/type")?
+        .trim()
+        .parse()
+        .map_err(|_| std::io::Error::from_raw_os_error(libc::ENOENT))?;
+    let path = std::ffi::CString::new(path)?;
+    // struct perf_event_attr, 128 bytes: type and size, then config at
+    // word 1, the flag bits at word 5, config1 (uprobe_path) at word 7 and
+    // config2 (probe_offset) at word 8.
+    let mut attr = [0u64; 16];
+    attr[0] = u64::from(pmu) | (128u64 << 32);
+    attr[5] = 1; // disabled
+    attr[7] = path.as_ptr() as u64;
+    attr[8] = offset;
+    // SAFETY: attr is a zero-padded perf_event_attr of the size given and
+    // path outlives the call; a returned fd is closed at once.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_perf_event_open,
+            attr.as_ptr(),
+            0 as libc::pid_t,
+            -1 as libc::c_int,
+            -1 as libc::c_int,
+            8 as libc::c_ulong, // PERF_FLAG_FD_CLOEXEC
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd was just returned to us and is closed once.
+    unsafe { libc::close(fd as libc::c_int) };
+    Ok(())
+}
+
+/// What `attach` really needs: a uprobe on a function of an executable,
+/// opened for one process. Capabilities alone do not tell (on some kernels
+/// CAP_BPF+CAP_PERFMON+CAP_SYS_PTRACE still get EACCES here).
+fn uprobe_attach() -> Check {
+    let name = "uprobe_attach";
+    let addr = map_auditor_doctor_probe_point as *const () as usize as u64;
+    let Some((exe, offset)) = own_file_offset(addr) else {
+        return Check::new(
+            name,
+            Status::Warn,
+            "cannot find this executable's mapping in /proc/self/maps: not tested",
+        );
+    };
+    match open_uprobe(&exe, offset) {
+        Ok(()) => Check::ok(
+            name,
+            format!("a uprobe on {exe}+{offset:#x} opens (perf_event_open)"),
+        ),
+        Err(e) => {
+            let errno = errno_name(&e);
+            let fix = if matches!(e.raw_os_error(), Some(libc::EACCES | libc::EPERM)) {
+                "run as root, or grant CAP_SYS_ADMIN as well as CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE (see docs/security.md)"
+            } else {
+                "check that the kernel has CONFIG_UPROBE_EVENTS=y and that tracefs is mounted"
+            };
+            Check::new(
+                name,
+                Status::Missing,
+                format!("perf_event_open of a uprobe on {exe}+{offset:#x} failed: {errno} ({e})"),
+            )
+            .with_fix(fix)
+        }
     }
 }
 
@@ -371,5 +480,26 @@ fn fentry(m: &Machine) -> Check {
                 format!("unavailable ({why}): tracepoint fallback used"),
             )
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_uprobe_check_opens_a_real_uprobe_or_names_the_errno() {
+        let c = uprobe_attach();
+        let root = unsafe { libc::geteuid() } == 0;
+        if root && std::env::var_os("MAP_AUDITOR_REQUIRE_BPF").is_some() {
+            assert_eq!(c.status, Status::Ok, "{c:?}");
+        }
+        match c.status {
+            Status::Ok => assert!(c.detail.contains("opens"), "{c:?}"),
+            _ => assert!(c.detail.contains("failed: E") && c.fix.is_some(), "{c:?}"),
+        }
+        // A file that is not an executable mapping: the kernel's errno is named.
+        let e = open_uprobe("/nonexistent/map-auditor", 0).unwrap_err();
+        assert_eq!(errno_name(&e), "ENOENT");
     }
 }

@@ -98,7 +98,12 @@ impl AttachReport {
                 .iter()
                 .map(|f| {
                     let s = &f.site;
-                    format!("{}+{:#x}: {}", s.function, s.addr - s.func_addr, f.error)
+                    format!(
+                        "{}+{:#x}: {}",
+                        s.function,
+                        s.addr - s.func_addr,
+                        crate::probe::error_chain(&f.error)
+                    )
                 })
                 .collect(),
         }

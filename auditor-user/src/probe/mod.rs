@@ -34,7 +34,10 @@ pub enum ProbeError {
         #[source]
         source: Box<aya::programs::ProgramError>,
     },
-    #[error("cannot attach uprobe to {function} at {exe}+{offset:#x}: {source}")]
+    #[error(
+        "cannot attach uprobe to {function} at {exe}+{offset:#x}: {}; run `map-auditor doctor`",
+        error_chain(source.as_ref())
+    )]
     Attach {
         function: String,
         exe: String,
@@ -57,6 +60,22 @@ pub enum ProbeError {
         #[source]
         source: Box<aya::maps::MapError>,
     },
+}
+
+/// An error and every cause under it, joined by ": ", so the kernel's errno
+/// (kept by aya as the source of `perf_event_open failed`) is shown.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// Sizes chosen at load time.
@@ -159,6 +178,24 @@ mod tests {
     use object::{Object, ObjectSection};
 
     use super::*;
+
+    #[test]
+    fn attach_errors_carry_the_kernels_errno() {
+        let e = ProbeError::Attach {
+            function: "runtime.mapaccess1".into(),
+            exe: "/bin/svc".into(),
+            offset: 0x40,
+            source: Box::new(aya::programs::ProgramError::SyscallError(
+                aya::sys::SyscallError {
+                    call: "perf_event_open",
+                    io_error: std::io::Error::from_raw_os_error(libc::EACCES),
+                },
+            )),
+        };
+        let text = e.to_string();
+        assert!(text.contains("perf_event_open"), "{text}");
+        assert!(text.contains("Permission denied (os error 13)"), "{text}");
+    }
 
     #[test]
     fn embedded_object_speaks_this_abi() {
