@@ -73,10 +73,18 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             .arg(&recording),
     )
     .context("rendering the HTML report")?;
-    process::run(Command::new(&auditor).arg("report").arg(&recording))
+    // The text report is the demo's result: on the terminal, not in the log.
+    let status = Command::new(&auditor)
+        .arg("report")
+        .arg(&recording)
+        .status()
         .context("rendering the text report")?;
+    if !status.success() {
+        bail!("`map-auditor report` ended with {status}: see its message above");
+    }
     println!("HTML report: {}", report.display());
     println!("recording:   {}", recording.display());
+    println!("set-up and build output: {}", setup::log_file().display());
     Ok(())
 }
 

@@ -1,6 +1,12 @@
 //! Running external commands with failures that name the command.
 
-use std::process::{Command, Stdio};
+use std::{
+    fs::{File, OpenOptions},
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::OnceLock,
+};
 
 use anyhow::{Context as _, Result, bail};
 
@@ -14,9 +20,56 @@ pub fn display(cmd: &Command) -> String {
     s
 }
 
-/// Run with inherited stdio; fail unless it exits 0.
+/// Where [`run`] sends the output of the commands it runs, once set.
+static LOG: OnceLock<PathBuf> = OnceLock::new();
+
+/// From now on [`run`] appends each command's stdout and stderr to `path`
+/// (emptied first) instead of the terminal; returns the path.
+pub fn log_to(path: &Path) -> Result<&'static Path> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    File::create(path).with_context(|| format!("cannot create the log {}", path.display()))?;
+    Ok(LOG.get_or_init(|| path.to_path_buf()))
+}
+
+/// The log set by [`log_to`], if any.
+pub fn log_path() -> Option<&'static Path> {
+    LOG.get().map(PathBuf::as_path)
+}
+
+/// The last `n` lines of a file, for failure messages.
+fn tail(path: &Path, n: usize) -> String {
+    let Ok(f) = File::open(path) else {
+        return String::new();
+    };
+    let lines: Vec<String> = BufReader::new(f).lines().map_while(Result::ok).collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Run; fail unless it exits 0. Output goes to the terminal, or to the
+/// log set by [`log_to`] (then a failure quotes the log's last lines).
 pub fn run(cmd: &mut Command) -> Result<()> {
     let line = display(cmd);
+    if let Some(log) = log_path() {
+        let out = OpenOptions::new().append(true).open(log)?;
+        use std::io::Write as _;
+        writeln!(&out, "$ {line}")?;
+        cmd.stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out);
+        let status = cmd
+            .status()
+            .with_context(|| format!("could not start `{line}`"))?;
+        if !status.success() {
+            bail!(
+                "`{line}` failed ({status}); its output is in {}; last lines:\n{}",
+                log.display(),
+                tail(log, 20)
+            );
+        }
+        return Ok(());
+    }
     let status = cmd
         .status()
         .with_context(|| format!("could not start `{line}`"))?;
@@ -54,10 +107,17 @@ pub fn succeeds(cmd: &mut Command) -> bool {
 
 /// Build `map-auditor` in release mode and return its path.
 pub fn build_auditor(root: &std::path::Path) -> Result<std::path::PathBuf> {
+    let started = std::time::Instant::now();
     run(Command::new("cargo")
         .current_dir(root)
         .args(["build", "--release", "-p", "auditor-user"]))
     .context("building map-auditor failed")?;
+    if log_path().is_some() {
+        println!(
+            "built: map-auditor (release, {:.1} s)",
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(root.join("target/release/map-auditor"))
 }
 
@@ -87,4 +147,28 @@ pub fn go_build(
         cmd.arg("-race");
     }
     run(cmd.arg("-o").arg(exe).arg("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logged_commands_write_to_the_log_not_the_terminal() {
+        let dir = std::env::temp_dir().join(format!("xtask-log-{}", std::process::id()));
+        let log = log_to(&dir.join("setup.log")).unwrap();
+        run(Command::new("sh").args(["-c", "echo to-stdout; echo to-stderr >&2"])).unwrap();
+        let text = std::fs::read_to_string(log).unwrap();
+        assert!(
+            text.contains("to-stdout") && text.contains("to-stderr"),
+            "{text}"
+        );
+        let e = run(Command::new("sh").args(["-c", "echo why-it-failed; exit 3"])).unwrap_err();
+        let e = e.to_string();
+        assert!(
+            e.contains("why-it-failed") && e.contains(&log.display().to_string()),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -50,8 +50,7 @@ pub fn ensure() -> Result<Vec<Outcome>> {
             .context("apt-get update failed: check that Debian's package mirror is reachable")?;
         process::run(
             Command::new("apt-get")
-                .args(["install", "-y", "-q", "--no-install-recommends"])
-                .args(missing.iter().map(|p| p.name))
+                .args(install_args(&missing))
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
         .with_context(|| format!("apt-get could not install {}", names(&missing)))?;
@@ -77,10 +76,45 @@ pub fn ensure() -> Result<Vec<Outcome>> {
         .collect()
 }
 
+/// `apt-get` arguments installing exactly `packages`: nothing recommended,
+/// and no package already installed is upgraded.
+fn install_args<'a>(packages: &[&'a DebianPackage]) -> Vec<&'a str> {
+    let mut args = vec![
+        "install",
+        "-y",
+        "-q",
+        "--no-install-recommends",
+        "--no-upgrade",
+    ];
+    args.extend(packages.iter().map(|p| p.name));
+    args
+}
+
 fn names(packages: &[&DebianPackage]) -> String {
     packages
         .iter()
         .map(|p| p.name)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn install_names_only_the_missing_packages_and_upgrades_nothing() {
+        let missing: Vec<&DebianPackage> = PACKAGES.iter().take(2).collect();
+        let args = install_args(&missing);
+        assert_eq!(args[0], "install");
+        assert!(args.contains(&"--no-upgrade"), "{args:?}");
+        assert!(!args.iter().any(|a| *a == "upgrade" || *a == "dist-upgrade"));
+        let packages: Vec<&str> = args
+            .iter()
+            .filter(|a| !a.starts_with('-'))
+            .skip(1)
+            .copied()
+            .collect();
+        assert_eq!(packages, missing.iter().map(|p| p.name).collect::<Vec<_>>());
+    }
 }

@@ -26,12 +26,30 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn print(&self) {
+    fn line(&self, took: std::time::Duration) -> String {
+        let took = took.as_secs_f64();
         match self {
-            Outcome::Present(what) => println!("ok: {what} (already present)"),
-            Outcome::Installed(what) => println!("installed: {what}"),
+            Outcome::Present(what) => format!("ok: {what} (already present, {took:.1} s)"),
+            Outcome::Installed(what) => format!("installed: {what} ({took:.1} s)"),
         }
     }
+}
+
+/// Run one step (which may yield several outcomes) and print one line per
+/// outcome with the step's duration.
+fn step<T: IntoIterator<Item = Outcome>>(f: impl FnOnce() -> Result<T>) -> Result<()> {
+    let started = Instant::now();
+    let outcomes = f()?;
+    let took = started.elapsed();
+    for o in outcomes {
+        println!("{}", o.line(took));
+    }
+    Ok(())
+}
+
+/// The file the output of setup's and the demo's commands goes to.
+pub fn log_file() -> PathBuf {
+    paths::workspace_root().join("target/xtask-setup.log")
 }
 
 /// The Go toolchains the tests build their target programs with.
@@ -67,20 +85,41 @@ pub fn all_go() -> Vec<(String, PathBuf)> {
 /// Run every step in order; stop at the first failure.
 pub fn run() -> Result<GoToolchains> {
     let started = Instant::now();
-    rust_src::ensure()?.print();
-    bpf_linker::ensure()?.print();
-    for outcome in apt::ensure()? {
-        outcome.print();
+    if crate::process::log_path().is_none() {
+        crate::process::log_to(&log_file())?;
     }
+    step(|| rust_src::ensure().map(Some))?;
+    step(|| bpf_linker::ensure().map(Some))?;
+    step(apt::ensure)?;
     for version in go_wheel::VERSIONS {
-        go_wheel::ensure(version)?.print();
+        step(|| go_wheel::ensure(version).map(Some))?;
     }
-    for outcome in mounts::ensure()? {
-        outcome.print();
-    }
-    println!("setup done in {:.1} s", started.elapsed().as_secs_f64());
+    step(mounts::ensure)?;
+    println!(
+        "setup done in {:.1} s; commands' output: {}",
+        started.elapsed().as_secs_f64(),
+        log_file().display()
+    );
     Ok(GoToolchains {
         classic: PathBuf::from(paths::GO_CLASSIC),
         swiss: paths::go_wheel_binary(go_wheel::SWISS_DEFAULT),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_step_is_one_line_with_its_duration() {
+        let d = std::time::Duration::from_millis(1250);
+        assert_eq!(
+            Outcome::Installed("gcc (/usr/bin/gcc)".into()).line(d),
+            "installed: gcc (/usr/bin/gcc) (1.2 s)"
+        );
+        assert_eq!(
+            Outcome::Present("bpffs".into()).line(d),
+            "ok: bpffs (already present, 1.2 s)"
+        );
+    }
 }
