@@ -145,14 +145,18 @@ impl Daemon {
         serde_json::from_str(&l).into_iter().collect()
     }
 
-    /// Every logged event, over the rotated files in order.
+    /// Every logged event, over the rotated files in order. A last line
+    /// without its newline is still being written by the daemon (its
+    /// buffered writer flushes whole buffers, not whole lines): not yet an
+    /// event.
     fn events(&self) -> Vec<Value> {
         log_files(&self.log_dir())
             .iter()
             .flat_map(|p| {
                 std::fs::read_to_string(p)
                     .unwrap()
-                    .lines()
+                    .split_inclusive('\n')
+                    .filter_map(|l| l.strip_suffix('\n'))
                     .map(|l| serde_json::from_str::<Value>(l).expect(l))
                     .collect::<Vec<_>>()
             })
