@@ -4,6 +4,9 @@ use aya_build::{Package, Toolchain};
 /// Compile the kernel programs (auditor-ebpf) for the BPF target with the
 /// nightly toolchain; the object is embedded in the binary.
 fn main() -> anyhow::Result<()> {
+    // The object embeds the shared ABI: a change there must rebuild it
+    // (aya-build only watches the kernel crate itself).
+    println!("cargo:rerun-if-changed=../auditor-common/src");
     let meta = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

@@ -269,7 +269,7 @@ pub mod mode {
 
 /// Per-target configuration, written by userspace before attaching.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GoTargetConfig {
     /// Offset of `goid` in `runtime.g`.
     pub goid_off: u32,
@@ -296,8 +296,18 @@ pub struct GoTargetConfig {
     pub nested_rets: [u64; NESTED_RETS],
 }
 
-/// Slots of [`GoTargetConfig::nested_rets`].
-pub const NESTED_RETS: usize = 16;
+/// Slots of [`GoTargetConfig::nested_rets`]. Go 1.19's classic maps have
+/// 30 calls from one map function to another; the rest is headroom.
+pub const NESTED_RETS: usize = 48;
+
+impl Default for GoTargetConfig {
+    fn default() -> Self {
+        // Written out: `Default` is not derived for arrays this long.
+        // SAFETY: every field is an integer or an array of integers, for
+        // which all-zero bytes are the default value.
+        unsafe { core::mem::zeroed() }
+    }
+}
 
 /// Key of the per-map state: a map is identified by its process and address.
 #[repr(C)]

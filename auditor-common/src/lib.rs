@@ -176,7 +176,7 @@ const _: () = {
     assert!(size_of::<EventHeader>() == 24);
     assert!(size_of::<GoMapAccess>() == 200);
     assert!(size_of::<GoMapOverlap>() == 352);
-    assert!(size_of::<GoTargetConfig>() == 168);
+    assert!(size_of::<GoTargetConfig>() == 424);
     assert!(size_of::<MapKey>() == 16);
     assert!(size_of::<Party>() == 152);
     assert!(size_of::<CurrentAccess>() == 48);

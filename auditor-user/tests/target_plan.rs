@@ -83,16 +83,44 @@ fn build(tc: GoToolchain, link: Link) -> PathBuf {
     build_go("mapprog", PROG, tc, link)
 }
 
+/// The plan of a session that streams accesses: `make` RETs and every
+/// iteration step probed, and every RET too with `exit_sites`.
 fn plan(tc: GoToolchain, link: Link, exit_sites: bool) -> ProbePlan {
-    let exe = build(tc, link);
-    ProbePlan::for_exe_with(
-        &exe,
+    plan_with(
+        tc,
+        link,
         PlanOptions {
             exit_sites,
+            make_exits: true,
+            iter_steps: true,
             ..PlanOptions::default()
         },
     )
-    .unwrap_or_else(|e| panic!("{tc:?} {link:?}: {e}"))
+}
+
+fn plan_with(tc: GoToolchain, link: Link, options: PlanOptions) -> ProbePlan {
+    let exe = build(tc, link);
+    ProbePlan::for_exe_with(&exe, options).unwrap_or_else(|e| panic!("{tc:?} {link:?}: {e}"))
+}
+
+#[test]
+fn findings_only_plan_has_no_single_stepped_site_on_a_request_path() {
+    for (tc, link) in ALL {
+        let p = plan_with(tc, link, PlanOptions::default());
+        let iter_next = if tc == GoToolchain::Swiss {
+            "runtime.mapIterNext"
+        } else {
+            "runtime.mapiternext"
+        };
+        // No makemap RET (maps are learnt at their first access), no probe
+        // per iteration step, and every site but the fatal-error one emulated.
+        assert!(!p.sites.iter().any(|s| s.exit), "{tc:?} {link:?}");
+        assert!(p.entry_site(iter_next).is_none(), "{tc:?} {link:?}");
+        assert!(
+            p.sites.iter().filter(|s| !s.fatal).all(|s| s.emulated),
+            "{tc:?} {link:?}"
+        );
+    }
 }
 
 fn file_bytes(path: &Path, offset: u64, len: usize) -> Vec<u8> {

@@ -666,8 +666,11 @@ fn nested_calls<'a>(
 ) -> (Vec<(String, String)>, Vec<u64>) {
     let mut nested: Vec<(String, String)> = Vec::new();
     let mut rets = Vec::new();
+    // Map functions only: the fatal-error function is called by every map
+    // function but is not an access of its own.
     let entries: HashMap<u64, &str> = sites
         .iter()
+        .filter(|s| !s.fatal)
         .map(|s| (s.func_addr, s.function.as_str()))
         .collect();
     for f in found {
