@@ -40,6 +40,26 @@ fn bpf(c: u32, attr: &mut [u8]) -> std::io::Result<i64> {
     }
 }
 
+/// A bpf(2) command that returns a new file descriptor (map or program
+/// creation, link creation), with `attr` a `repr(C)` prefix of `bpf_attr`.
+pub(crate) fn bpf_fd<T>(c: libc::c_long, attr: &mut T) -> std::io::Result<OwnedFd> {
+    // SAFETY: `attr` is a live, initialised `repr(C)` prefix of `bpf_attr`
+    // of the size passed; every pointer in it outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            c,
+            attr as *mut T as *mut libc::c_void,
+            std::mem::size_of::<T>() as libc::c_uint,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: on success these commands return a new descriptor we own.
+    Ok(unsafe { OwnedFd::from_raw_fd(r as libc::c_int) })
+}
+
 /// The map id after `start` (0 starts the walk), or None at the end.
 pub fn next_map_id(start: u32) -> std::io::Result<Option<u32>> {
     let mut attr = [0u8; 12];

@@ -3,7 +3,6 @@
 //! a trivial fentry program.
 
 use std::io;
-use std::os::fd::{FromRawFd as _, OwnedFd};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_PROG_LOAD: libc::c_long = 5;
@@ -50,23 +49,7 @@ struct ProgLoadAttr {
     attach_prog_fd: u32,
 }
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
-    // SAFETY: attr is a live, initialised repr(C) prefix of union bpf_attr
-    // and the size passed is its own; the kernel only reads that many bytes.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: on success both commands return a new file descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(ret as libc::c_int) })
-}
+use crate::bpf::sys::bpf_fd as sys_bpf;
 
 /// Create (and, by dropping the descriptor, free) a one-page ring buffer map.
 pub fn create_ringbuf() -> io::Result<()> {

@@ -21,7 +21,7 @@ use std::{
     collections::HashSet,
     ffi::CString,
     io,
-    os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{AsFd, AsRawFd, OwnedFd},
     path::Path,
 };
 
@@ -73,23 +73,7 @@ struct UprobeMultiLinkAttr {
     _pad: u32,
 }
 
-fn sys_bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a live, initialised `repr(C)` prefix of `bpf_attr`
-    // of the size passed; every pointer in it outlives the call.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            std::mem::size_of::<T>() as libc::c_uint,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new file descriptor we now own.
-    Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-}
+use crate::bpf::sys::bpf_fd as sys_bpf;
 
 /// The kernel program loaded a second time, for `uprobe_multi` links.
 #[derive(Debug)]
