@@ -28,3 +28,9 @@ pub mod pipeline;
 pub mod probe;
 pub mod proc;
 pub mod settings;
+
+/// The build script's sorting of the inner eBPF build's output, tested here
+/// (build scripts have no test harness of their own).
+#[cfg(test)]
+#[path = "../build/inner_log.rs"]
+mod ebpf_build_log;

@@ -1,6 +1,6 @@
 //! The nightly toolchain and its `rust-src` component.
 //!
-//! aya-build compiles auditor-ebpf with `+nightly -Z build-std=core`, which
+//! auditor-user/build.rs compiles auditor-ebpf with `+nightly -Z build-std=core`, which
 //! needs the standard library's source.
 
 use std::process::Command;
