@@ -190,7 +190,7 @@ pub struct MapInfo {
     /// Package-level variable holding it, e.g. `main.sessions`, set by enrichment.
     pub global: Option<String>,
     pub ops: OpCounts,
-    /// Overlap events on this map.
+    /// Overlaps on this map (identical ones the kernel held back included).
     pub overlaps: u64,
     pub first_ts_ns: u64,
     pub last_ts_ns: u64,
@@ -248,7 +248,13 @@ pub struct SiteInfo {
     pub ops: OpCounts,
 }
 
-/// Overlaps on one map between the same two call sites.
+/// One race: a map, and the two (call site, operation) sides in sorted
+/// order, so "A while B" and "B while A" are one key.
+type OverlapKey = (u32, (u32, MapOp), (u32, MapOp));
+
+/// Overlaps on one map between the same two call sites doing the same two
+/// operations, whichever side was inside first. `first` is the side that
+/// was inside in the group's first overlap (the `example`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct OverlapGroup {
     pub map: MapId,
@@ -315,7 +321,7 @@ pub struct ProcessGraph {
     site_index: FxHashMap<Box<str>, Vec<u32>>,
     goroutine_edges: FxHashMap<(u32, u32), OpCounts>,
     site_edges: FxHashMap<(u32, u32), OpCounts>,
-    overlap_index: FxHashMap<(u32, u32, u32), usize>,
+    overlap_index: FxHashMap<OverlapKey, usize>,
     overlap_groups: Vec<OverlapGroup>,
 }
 
@@ -535,7 +541,7 @@ impl ProcessGraph {
             b.truncation.overlap_groups += 1;
             return;
         };
-        self.maps[m as usize].overlaps += 1;
+        self.maps[m as usize].overlaps += 1 + o.suppressed;
         let (f, s) = (&o.first, &o.second);
         let first = self.site_id(&f.function, &f.file, f.line, &f.runtime_fn, b, room);
         let second = self.site_id(&s.function, &s.file, s.line, &s.runtime_fn, b, room);
@@ -543,7 +549,12 @@ impl ProcessGraph {
             b.truncation.overlap_groups += 1;
             return;
         };
-        let key = (m, first, second);
+        let (a, b_side) = ((first, f.op), (second, s.op));
+        let key = if a <= b_side {
+            (m, a, b_side)
+        } else {
+            (m, b_side, a)
+        };
         let idx = match self.overlap_index.get(&key) {
             Some(&i) => i,
             None if room => {
@@ -572,7 +583,14 @@ impl ProcessGraph {
             }
         };
         let g = &mut self.overlap_groups[idx];
-        g.count += 1;
+        // Orient this overlap the way its group was first seen.
+        let (f, s) = if (g.first_site.0, g.example.first.op) == (first, f.op) {
+            (f, s)
+        } else {
+            (s, f)
+        };
+        // Identical overlaps the kernel held back are instances of this one.
+        g.count += 1 + o.suppressed;
         g.first_ts_ns = g.first_ts_ns.min(o.ts_ns);
         g.last_ts_ns = g.last_ts_ns.max(o.ts_ns);
         g.first_ops.insert(f.op);

@@ -49,20 +49,54 @@ fn repeated_overlaps_between_same_sites_group_with_counts_and_times() {
             party(10_000 * i, 31, Read, "main.(*Cache).Get", 22),
         ));
     }
-    // Same sites but the other way round is a different finding.
+    // The same race the other way round (the reader was inside first) is
+    // the same finding, oriented as first seen.
     events.push(overlap(
         50_000,
         CACHE,
-        party(50_000, 31, Read, "main.(*Cache).Get", 22),
-        party(50_000, 17, Write, "main.(*Cache).Set", 30),
+        party(50_000, 32, Read, "main.(*Cache).Get", 22),
+        party(50_000, 42, Write, "main.(*Cache).Set", 30),
+    ));
+    // Same sites, other operations: another finding.
+    events.push(overlap(
+        60_000,
+        CACHE,
+        party(60_000, 33, Delete, "main.(*Cache).Get", 22),
+        party(60_000, 17, Write, "main.(*Cache).Set", 30),
     ));
     let f = Findings::from_graph(&graph_of(&events, GraphLimits::default()));
-    assert_eq!(f.overlaps.len(), 2);
+    assert_eq!(f.overlaps.len(), 2, "{:#?}", f.overlaps);
     let top = &f.overlaps[0];
-    assert_eq!(top.count, 4);
-    assert_eq!((top.first_ts_ns, top.last_ts_ns), (2_400, 30_000));
-    assert_eq!(top.first.goroutines, vec![17, 40, 41]);
-    assert_eq!(f.overlaps[1].first.site.function, "main.(*Cache).Get");
+    assert_eq!(top.count, 5);
+    assert_eq!((top.first_ts_ns, top.last_ts_ns), (2_400, 50_000));
+    assert_eq!(top.first.site.function, "main.(*Cache).Set");
+    assert_eq!(top.first.ops.names(), "write");
+    assert_eq!(top.first.goroutines, vec![17, 40, 41, 42]);
+    assert_eq!(top.second.site.function, "main.(*Cache).Get");
+    assert_eq!(top.second.ops.names(), "read");
+    assert_eq!(top.second.goroutines, vec![31, 32]);
+    let other = &f.overlaps[1];
+    assert_eq!(other.count, 1);
+    assert_eq!(other.first.site.function, "main.(*Cache).Get");
+    assert_eq!(other.first.ops.names(), "delete");
+}
+
+#[test]
+fn overlaps_the_kernel_held_back_count_in_their_group() {
+    let mut events = small_session();
+    let mut e = overlap(
+        10_000,
+        CACHE,
+        party(10_000, 40, Write, "main.(*Cache).Set", 30),
+        party(10_000, 31, Read, "main.(*Cache).Get", 22),
+    );
+    if let crate::event::AuditEvent::Overlap(o) = &mut e {
+        o.suppressed = 6;
+    }
+    events.push(e);
+    let f = Findings::from_graph(&graph_of(&events, GraphLimits::default()));
+    assert_eq!(f.overlaps.len(), 1);
+    assert_eq!(f.overlaps[0].count, 8);
 }
 
 #[test]

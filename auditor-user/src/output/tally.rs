@@ -38,7 +38,7 @@ impl FindingTally {
         let key = (o.map, [s0, s1], [o0, o1]);
         if let Some(&i) = self.index.get(&key) {
             let g = &mut self.groups[i];
-            g.count += 1;
+            g.count += 1 + o.suppressed;
             g.first_ts_ns = g.first_ts_ns.min(o.ts_ns);
             g.last_ts_ns = g.last_ts_ns.max(o.ts_ns);
             return false;
@@ -48,7 +48,8 @@ impl FindingTally {
             map: key.0,
             sites: key.1,
             ops: key.2,
-            count: 1,
+            // Identical overlaps the kernel held back are instances too.
+            count: 1 + o.suppressed,
             first_ts_ns: o.ts_ns,
             last_ts_ns: o.ts_ns,
         });
@@ -122,5 +123,20 @@ mod tests {
             ]
         );
         assert_eq!(g[0].ops, ["read".to_string(), "write".into()]);
+    }
+
+    #[test]
+    fn overlaps_held_back_by_the_kernel_are_counted() {
+        let mut t = FindingTally::default();
+        let mut o = overlap(
+            100,
+            party("main.writerA", 10, MapOp::Write, 5),
+            party("main.reader", 20, MapOp::Read, 6),
+        );
+        o.suppressed = 4;
+        assert!(t.note(&o));
+        o.suppressed = 0;
+        assert!(!t.note(&o));
+        assert_eq!(t.groups()[0].count, 6);
     }
 }
