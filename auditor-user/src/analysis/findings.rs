@@ -44,8 +44,11 @@ pub struct SharedMapRanking {
     /// Goroutines that wrote, deleted or cleared it (ascending; goid 0, the
     /// unknown goroutine, is left out).
     pub writer_goroutines: Vec<u64>,
-    /// Goroutines that only read or iterated it.
+    /// Goroutines that read or iterated it, writers that also read
+    /// included: the goroutines behind `reads`.
     pub reader_goroutines: usize,
+    /// Reads and iterations of it.
+    pub reads: u64,
     pub overlaps: u64,
     pub mutations: u64,
     pub accesses: u64,
@@ -139,15 +142,19 @@ fn overlap_findings(p: &ProcessGraph) -> impl Iterator<Item = OverlapFinding> + 
 
 fn shared_map_ranking(p: &ProcessGraph) -> Vec<SharedMapRanking> {
     let mut writers: BTreeMap<usize, BTreeSet<u64>> = BTreeMap::new();
-    let mut readers: BTreeMap<usize, usize> = BTreeMap::new();
+    // (reading goroutines, their reads): both from the same edges, so the
+    // two columns of a row always describe the same goroutines.
+    let mut readers: BTreeMap<usize, (usize, u64)> = BTreeMap::new();
     for (g, m, counts) in p.goroutine_edges() {
         let goid = p.goroutine(g).goid;
-        if counts.mutations() > 0 {
-            if goid != 0 {
-                writers.entry(m.index()).or_default().insert(goid);
-            }
-        } else if counts.get(MapOp::Read) + counts.get(MapOp::Iterate) > 0 {
-            *readers.entry(m.index()).or_default() += 1;
+        if counts.mutations() > 0 && goid != 0 {
+            writers.entry(m.index()).or_default().insert(goid);
+        }
+        let reads = counts.get(MapOp::Read) + counts.get(MapOp::Iterate);
+        if reads > 0 {
+            let r = readers.entry(m.index()).or_default();
+            r.0 += 1;
+            r.1 += reads;
         }
     }
     writers
@@ -155,10 +162,12 @@ fn shared_map_ranking(p: &ProcessGraph) -> Vec<SharedMapRanking> {
         .filter(|(_, w)| w.len() >= 2)
         .map(|(m, w)| {
             let info = &p.maps()[m];
+            let (reader_goroutines, reads) = readers.get(&m).copied().unwrap_or((0, 0));
             SharedMapRanking {
                 map: info.identity,
                 writer_goroutines: w.into_iter().collect(),
-                reader_goroutines: readers.get(&m).copied().unwrap_or(0),
+                reader_goroutines,
+                reads,
                 overlaps: info.overlaps,
                 mutations: info.ops.mutations(),
                 accesses: info.ops.total(),

@@ -161,8 +161,23 @@ fn map_written_by_two_goroutines_ranks_as_shared() {
     assert_eq!(s.map, cache());
     assert_eq!(s.writer_goroutines, vec![17, 23]);
     assert_eq!(s.reader_goroutines, 1);
+    assert_eq!(s.reads, 1);
     assert_eq!(s.overlaps, 1);
     assert_eq!(s.mutations, 2);
+}
+
+#[test]
+fn readers_of_a_shared_map_are_the_goroutines_behind_its_reads() {
+    let mut events = small_session();
+    // A writer that also reads is a reader too; an iteration is a read.
+    events.push(access(5_000, 17, CACHE, Read, "main.(*Cache).Get", 22));
+    events.push(access(5_100, 17, CACHE, Read, "main.(*Cache).Get", 22));
+    events.push(access(5_200, 50, CACHE, Iterate, "main.dump", 70));
+    let f = Findings::from_graph(&graph_of(&events, GraphLimits::default()));
+    let s = &f.shared_maps[0];
+    assert_eq!(s.map, cache());
+    assert_eq!(s.reads, 4);
+    assert_eq!(s.reader_goroutines, 3, "goroutines 17, 31 and 50 read it");
 }
 
 #[test]

@@ -23,7 +23,7 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 ///   "findings": {
 ///     "overlaps":    [{map{pid,address,map_gen}, map_name, count, first_ts_ns, last_ts_ns, detection[],
 ///                      first{site{function,file,line}, ops[], goroutines[], example_stack[]}, second{...}}],
-///     "shared_maps": [{map, map_name, writer_goroutines[], reader_goroutines, overlaps, mutations, accesses}],
+///     "shared_maps": [{map, map_name, writer_goroutines[], reader_goroutines, reads, overlaps, mutations, accesses}],
 ///     "bpf_maps":    [{pid, map_id, commands{cmd: n}, total}]
 ///   },
 ///   "processes": [{pid, accesses, overlap_events, first_ts_ns, last_ts_ns,
