@@ -22,7 +22,7 @@ pub struct GraphLimits {
     pub max_goroutines: usize,
     pub max_maps: usize,
     pub max_sites: usize,
-    /// Goroutine → map plus site → map edges.
+    /// Goroutine → map, site → map and goroutine → site edges.
     pub max_edges: usize,
     /// Distinct (map, first site, second site) overlap groups.
     pub max_overlap_groups: usize,
@@ -321,6 +321,8 @@ pub struct ProcessGraph {
     site_index: FxHashMap<Box<str>, Vec<u32>>,
     goroutine_edges: FxHashMap<(u32, u32), OpCounts>,
     site_edges: FxHashMap<(u32, u32), OpCounts>,
+    /// Goroutine → call site: who ran the code at a site.
+    goroutine_site_edges: FxHashMap<(u32, u32), OpCounts>,
     overlap_index: FxHashMap<OverlapKey, usize>,
     overlap_groups: Vec<OverlapGroup>,
 }
@@ -383,6 +385,13 @@ impl ProcessGraph {
         self.site_edges
             .iter()
             .map(|(&(s, m), c)| (SiteId(s), MapId(m), c))
+    }
+
+    /// Goroutine → call site edges with their counts, in no particular order.
+    pub fn goroutine_site_edges(&self) -> impl Iterator<Item = (GoroutineId, SiteId, &OpCounts)> {
+        self.goroutine_site_edges
+            .iter()
+            .map(|(&(g, s), c)| (GoroutineId(g), SiteId(s), c))
     }
 
     fn touch(&mut self, ts: u64) {
@@ -527,6 +536,9 @@ impl ProcessGraph {
             if let Some(s) = site {
                 count_edge(&mut self.site_edges, (s, m), a.op, b);
             }
+        }
+        if let (Some(g), Some(s)) = (goroutine, site) {
+            count_edge(&mut self.goroutine_site_edges, (g, s), a.op, b);
         }
     }
 

@@ -262,20 +262,21 @@ fn caps_count_truncated_edges() {
         max_edges: 3,
         ..GraphLimits::default()
     };
-    // 4 goroutines each touch one map from their own site: 8 distinct edges.
+    // 4 goroutines each touch one map from their own site: 12 distinct
+    // edges (goroutine → map, site → map, goroutine → site).
     let events: Vec<_> = (1..=4)
         .map(|g| access(g, g, CACHE, Write, "main.w", g as u32))
         .collect();
     let g = graph_of(&events, limits);
     assert_eq!(g.size().3, 3);
-    assert_eq!(g.truncation().edges, 5);
+    assert_eq!(g.truncation().edges, 9);
     // Totals still see every access.
     assert_eq!(g.process_graph(PID).unwrap().accesses, 4);
     assert_eq!(g.map(&cache()).unwrap().ops.get(Write), 4);
     let lines = g.truncation().lines(g.limits());
     assert_eq!(
         lines,
-        vec!["truncated: 5 edge updates not tracked (cap 3 edges)"]
+        vec!["truncated: 9 edge updates not tracked (cap 3 edges)"]
     );
 }
 

@@ -6,9 +6,11 @@ use std::fmt::Write;
 
 use crate::analysis::AuditReport;
 
+use super::origin::map_origins;
+use super::session::{session_facts, span_text};
 use super::svg::{escape, render_svg};
 use super::tables::{
-    Table, accounting_lines, bpf_table, map_name, process_tables, rel, session_start,
+    Table, accounting_lines, bpf_table, main_module, map_name, process_tables, rel, session_start,
     shared_maps_table,
 };
 use super::text::headline;
@@ -26,6 +28,8 @@ code, td { font-family: ui-monospace, monospace; font-size: 12.5px; }
 .note { color: #666; } .ok { color: #070; }
 .graph { overflow: auto; border: 1px solid #ddd; max-height: 80vh; }
 ul.acct { font-family: ui-monospace, monospace; }
+table.session { margin: .3em 0 1em; } table.session th { cursor: default; background: none; font-weight: 600; }
+details.folded { margin: 1em 0; } details.folded > summary { cursor: pointer; color: #555; }
 ";
 
 /// Click a header to sort its table; numbers sort as numbers.
@@ -46,7 +50,10 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
 });
 ";
 
-/// Render the whole report as one HTML page.
+/// Render the whole report as one HTML page: the session header, the races
+/// (stacks open), shared maps, then per process the access graph of the
+/// program's own maps (standard-library and init-time maps folded) and its
+/// tables.
 pub fn render_html(report: &AuditReport, opts: &RenderOptions) -> String {
     let mut out =
         String::from("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
@@ -54,7 +61,9 @@ pub fn render_html(report: &AuditReport, opts: &RenderOptions) -> String {
         out,
         "<title>map-auditor report</title>\n<style>{STYLE}</style>\n</head>\n<body>"
     );
-    let _ = writeln!(out, "<h1>{}</h1>", escape(&headline(report)));
+    out.push_str("<h1>map-auditor report</h1>\n");
+    session_header(&mut out, report);
+    let _ = writeln!(out, "<p class=\"note\">{}</p>", escape(&headline(report)));
 
     overlaps(&mut out, report, opts);
     let shared = shared_maps_table(report, opts);
@@ -65,15 +74,37 @@ pub fn render_html(report: &AuditReport, opts: &RenderOptions) -> String {
     }
 
     for p in report.graph.processes() {
-        let v = ProcessView::new(p, opts);
+        let origins = map_origins(p, main_module(report, p.pid));
+        let folded = origins.iter().filter(|o| o.is_folded()).count();
+        let own = ProcessView::of_maps(p, opts, |m| !origins[m.index()].is_folded());
         let _ = writeln!(out, "<h2>Access graph of pid {}</h2>", p.pid);
-        out.push_str("<p class=\"note\">Goroutines and call sites on the left, maps on the right; edge labels count operations (r read, w write, d delete, i iterate, c clear, m make). Red: overlaps.");
-        if let Some(note) = v.hidden_note() {
+        out.push_str("<p class=\"note\">Goroutines, the call sites they ran, the maps those sites touched; edge labels count operations (r read, w write, d delete, i iterate, c clear, m make). Red: overlaps.");
+        if let Some(note) = own.hidden_note() {
             let _ = write!(out, " {}.", escape(&note));
         }
-        out.push_str("</p>\n<div class=\"graph\">\n");
-        out.push_str(&render_svg(&v));
-        out.push_str("</div>\n");
+        if folded > 0 {
+            let _ = write!(
+                out,
+                " {folded} standard-library and init-time map(s) are folded below."
+            );
+        }
+        out.push_str("</p>\n");
+        if own.maps.is_empty() {
+            out.push_str("<p class=\"note\">No map of the program's own code was seen.</p>\n");
+        } else {
+            out.push_str("<div class=\"graph\" data-maps=\"own\">\n");
+            out.push_str(&render_svg(&own));
+            out.push_str("</div>\n");
+        }
+        if folded > 0 {
+            let all = ProcessView::new(p, opts);
+            let _ = writeln!(
+                out,
+                "<details class=\"folded\"><summary>Show the graph with the {folded} standard-library and init-time map(s)</summary>\n<div class=\"graph\" data-maps=\"all\">"
+            );
+            out.push_str(&render_svg(&all));
+            out.push_str("</div>\n</details>\n");
+        }
         for t in process_tables(report, p, opts) {
             if !t.rows.is_empty() {
                 table(&mut out, &t);
@@ -92,16 +123,58 @@ pub fn render_html(report: &AuditReport, opts: &RenderOptions) -> String {
     out
 }
 
+/// Per process: executable, Go version, detection mode, time span and how
+/// the target ended.
+fn session_header(out: &mut String, report: &AuditReport) {
+    let facts = session_facts(report);
+    if facts.is_empty() {
+        return;
+    }
+    out.push_str("<header class=\"session\">\n");
+    for f in facts {
+        let _ = writeln!(out, "<table class=\"session\" data-pid=\"{}\">", f.pid);
+        let unknown = || "unknown (no attach report recorded)".to_string();
+        let rows = [
+            ("process", f.pid.to_string()),
+            ("executable", f.exe.unwrap_or_else(unknown)),
+            (
+                "Go version",
+                match (f.go_version, f.module) {
+                    (Some(v), Some(m)) => format!("{v}, module {m}"),
+                    (Some(v), None) => v,
+                    (None, _) => unknown(),
+                },
+            ),
+            ("detection", f.detection.unwrap_or_else(unknown)),
+            (
+                "session",
+                f.span.map(span_text).unwrap_or_else(|| "no events".into()),
+            ),
+            ("target ended", f.ending),
+        ];
+        for (name, value) in rows {
+            let _ = writeln!(
+                out,
+                "<tr><th scope=\"row\">{name}</th><td class=\"{}\">{}</td></tr>",
+                name.replace(' ', "-"),
+                escape(&value)
+            );
+        }
+        out.push_str("</table>\n");
+    }
+    out.push_str("</header>\n");
+}
+
 fn overlaps(out: &mut String, report: &AuditReport, opts: &RenderOptions) {
     let all = &report.findings.overlaps;
-    out.push_str("<h2>Overlaps</h2>\n");
+    out.push_str("<section id=\"races\">\n<h2>Overlaps</h2>\n");
     if all.is_empty() {
-        out.push_str("<p class=\"ok\">None caught.</p>\n");
+        out.push_str("<p class=\"ok\">None caught.</p>\n</section>\n");
         return;
     }
     let _ = writeln!(
         out,
-        "<p class=\"note\">Two goroutines inside one map at once, one of them mutating: {} group(s){}.</p>",
+        "<p class=\"note\">Two goroutines inside one map at once, one of them mutating: {} race(s), each once whichever side was inside first{}.</p>",
         all.len(),
         if all.len() > opts.top_findings {
             format!(", top {} shown", opts.top_findings)
@@ -120,7 +193,7 @@ fn overlaps(out: &mut String, report: &AuditReport, opts: &RenderOptions) {
                 goids.join(", ")
             );
             if !s.example_stack.is_empty() {
-                html.push_str("<details><summary>stack</summary><pre>");
+                html.push_str("<details open><summary>stack</summary><pre>");
                 for f in &s.example_stack {
                     html.push_str(&escape(&format!(
                         "{} {}:{} ({:#x})\n",
@@ -143,10 +216,20 @@ fn overlaps(out: &mut String, report: &AuditReport, opts: &RenderOptions) {
             rel(o.last_ts_ns, start)
         );
     }
+    out.push_str("</section>\n");
 }
 
 fn table(out: &mut String, t: &Table) {
-    let _ = writeln!(out, "<h2>{}</h2>", escape(&t.title));
+    if t.folded {
+        let _ = writeln!(
+            out,
+            "<details class=\"folded\"><summary>{} ({})</summary>",
+            escape(&t.title),
+            t.rows.len()
+        );
+    } else {
+        let _ = writeln!(out, "<h2>{}</h2>", escape(&t.title));
+    }
     for n in &t.notes {
         let _ = writeln!(out, "<p class=\"note\">{}</p>", escape(n));
     }
@@ -164,4 +247,7 @@ fn table(out: &mut String, t: &Table) {
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table>\n");
+    if t.folded {
+        out.push_str("</details>\n");
+    }
 }

@@ -5,6 +5,8 @@
 mod dot;
 mod html;
 mod json;
+mod origin;
+mod session;
 mod svg;
 mod tables;
 mod text;

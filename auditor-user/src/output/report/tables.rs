@@ -1,8 +1,9 @@
 //! The report's tables and accounting lines, built once from an
 //! [`AuditReport`] and drawn by the text and HTML renderers alike.
 
-use crate::analysis::{ALL_OPS, AuditReport, MapIdentity, ProcessGraph};
+use crate::analysis::{ALL_OPS, AuditReport, MapId, MapIdentity, ProcessGraph};
 
+use super::origin::map_origins;
 use super::view::{RenderOptions, ranked_goroutines, ranked_maps, ranked_sites, writer_counts};
 
 /// A titled table; `numeric` columns are right-aligned.
@@ -12,6 +13,8 @@ pub(crate) struct Table {
     pub headers: Vec<&'static str>,
     pub numeric: Vec<bool>,
     pub rows: Vec<Vec<String>>,
+    /// Shown folded (collapsed) in HTML: standard-library and init-time maps.
+    pub folded: bool,
 }
 
 impl Table {
@@ -22,6 +25,7 @@ impl Table {
             headers: columns.iter().map(|c| c.0).collect(),
             numeric: columns.iter().map(|c| c.1).collect(),
             rows: Vec::new(),
+            folded: false,
         }
     }
 
@@ -114,11 +118,24 @@ pub(crate) fn process_tables(
     let mut cols = vec![("map", false), ("made at", false), ("type", false)];
     cols.append(&mut op_cols.clone());
     cols.extend([("writers", true), ("overlaps", true)]);
+    let origins = map_origins(p, main_module(report, p.pid));
     let mut maps = Table::new(format!("Maps of pid {}", p.pid), &cols);
+    let mut folded = Table::new(
+        format!("Standard-library and init-time maps of pid {}", p.pid),
+        &cols,
+    );
+    folded.folded = true;
+    folded.notes.push(
+        "Maps only the Go standard library or package initialisation touched, with no overlap and at most one writing goroutine.".into(),
+    );
     let writers = writer_counts(p);
     let ranked = ranked_maps(p);
-    maps.shown_of(ranked.len().min(opts.top_maps), ranked.len(), "maps");
-    for &m in ranked.iter().take(opts.top_maps) {
+    let (own, library): (Vec<MapId>, Vec<MapId>) = ranked
+        .into_iter()
+        .partition(|m| !origins[m.index()].is_folded());
+    maps.shown_of(own.len().min(opts.top_maps), own.len(), "maps");
+    folded.shown_of(library.len().min(opts.top_maps), library.len(), "maps");
+    let map_row = |m: MapId| {
         let info = p.map(m);
         let mut row = vec![
             info.global
@@ -133,8 +150,18 @@ pub(crate) fn process_tables(
         row.extend(ALL_OPS.iter().map(|&op| info.ops.get(op).to_string()));
         row.push(writers.get(&m).copied().unwrap_or(0).to_string());
         row.push(info.overlaps.to_string());
-        maps.rows.push(row);
-    }
+        row
+    };
+    maps.rows = own
+        .iter()
+        .take(opts.top_maps)
+        .map(|&m| map_row(m))
+        .collect();
+    folded.rows = library
+        .iter()
+        .take(opts.top_maps)
+        .map(|&m| map_row(m))
+        .collect();
 
     let mut cols = vec![("goroutine", true)];
     cols.append(&mut op_cols);
@@ -198,7 +225,16 @@ pub(crate) fn process_tables(
             maps_per_site[s.index()].to_string(),
         ]);
     }
-    vec![maps, gs, sites]
+    vec![maps, folded, gs, sites]
+}
+
+/// The program's own module path, from the attach report.
+pub(crate) fn main_module(report: &AuditReport, pid: u32) -> Option<&str> {
+    report
+        .graph
+        .attachments()
+        .get(&pid)
+        .and_then(|a| a.module.as_deref())
 }
 
 /// Process → BPF map usage.

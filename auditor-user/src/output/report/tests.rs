@@ -74,7 +74,7 @@ fn every_report_shows_the_truncation_line() {
     }
     let text = render_text(&AuditReport::from_graph(g), &opts());
     assert!(
-        text.contains("truncated: 12 edge updates not tracked (cap 2 edges)"),
+        text.contains("truncated: 19 edge updates not tracked (cap 2 edges)"),
         "{text}"
     );
 }
@@ -252,20 +252,228 @@ fn html_report_names_findings_and_escapes_text() {
         "angle brackets from Go names are escaped"
     );
     assert!(html.contains("Shared mutable maps"));
-    assert!(html.contains("<details><summary>stack</summary>"));
+    assert!(html.contains("<details open><summary>stack</summary>"));
+}
+
+/// `(x, y)` of every `<rect>` of the nodes of one column in an SVG.
+fn node_positions(svg: &str, column: &str) -> Vec<(f64, f64)> {
+    let marker = format!("<g class=\"node {column}\"><rect x=\"");
+    svg.match_indices(&marker)
+        .map(|(at, _)| {
+            let rest = &svg[at + marker.len()..];
+            let x: f64 = rest[..rest.find('"').unwrap()].parse().unwrap();
+            let rest = &rest[rest.find("y=\"").unwrap() + 3..];
+            let y: f64 = rest[..rest.find('"').unwrap()].parse().unwrap();
+            (x, y)
+        })
+        .collect()
 }
 
 #[test]
-fn fallback_layout_draws_every_shown_node() {
+fn graph_draws_goroutines_then_call_sites_then_maps_in_three_columns() {
     let g = small_graph();
     let p = g.process_graph(PID).unwrap();
     let v = view::ProcessView::new(p, &opts());
-    let svg = svg::column_svg_for_test(&v);
+    let svg = svg::render_svg(&v);
+    let goroutines = node_positions(&svg, "goroutine");
+    let sites = node_positions(&svg, "site");
+    let maps = node_positions(&svg, "map");
+    assert_eq!(goroutines.len(), v.goroutines.len(), "{svg}");
+    assert_eq!(sites.len(), v.sites.len(), "{svg}");
+    assert_eq!(maps.len(), v.maps.len(), "{svg}");
+    let column_x = |nodes: &[(f64, f64)]| {
+        let x = nodes[0].0;
+        assert!(nodes.iter().all(|n| n.0 == x), "one column: {nodes:?}");
+        x
+    };
+    let (gx, sx, mx) = (column_x(&goroutines), column_x(&sites), column_x(&maps));
+    assert!(gx < sx && sx < mx, "{gx} < {sx} < {mx}");
+    // Goroutines reach maps through the sites they ran: goroutine 17 ran
+    // Set (line 30), which wrote the cache.
+    assert!(!v.goroutine_site_edges.is_empty());
     assert_eq!(
-        svg.matches("<rect").count(),
-        v.goroutines.len() + v.sites.len() + v.maps.len()
+        svg.matches("<g class=\"edge\">").count(),
+        v.goroutine_site_edges.len() + v.site_edges.len()
     );
     assert!(svg.contains("stroke=\"#c00\""), "overlap drawn in red");
+}
+
+const MAIN_GO: &str = "/src/app/main.go";
+
+/// A recording of a target that raced and died of it: attach report, the
+/// program's own cache raced by two goroutines, a header map only net/http
+/// touched, a registry map only package initialisation filled, and a
+/// summary carrying the runtime's fatal message.
+fn racing_recording() -> String {
+    use crate::event::{Access, AttachReport, AuditEvent, Summary};
+    use MapOp::*;
+    const T0: u64 = 1_796_635_134_000_000_000;
+    let at = |ms: u64| T0 + ms * 1_000_000;
+    let acc = |ms: u64, goid: u64, map: u64, op: MapOp, function: &str, file: &str, line: u32| {
+        let AuditEvent::Access(a) = access(at(ms), goid, map, op, function, line) else {
+            unreachable!()
+        };
+        AuditEvent::Access(Access {
+            file: file.into(),
+            ..a
+        })
+    };
+    const HEADER: u64 = 0xc000300000;
+    const REGISTRY: u64 = 0xc000400000;
+    let mut events = vec![
+        AuditEvent::Attach(AttachReport {
+            ts_ns: at(0),
+            pid: PID,
+            exe: "/srv/bin/racer".into(),
+            go_version: "1.27.3".into(),
+            module: Some("example.com/racer".into()),
+            pie: false,
+            stripped: false,
+            swiss_maps: true,
+            detect: "entry".into(),
+            offsets_from_dwarf: true,
+            probes: vec![],
+            missing: vec![],
+            failed: vec![],
+        }),
+        acc(1, 1, REGISTRY, Make, "main.init", MAIN_GO, 8),
+        acc(2, 1, REGISTRY, Write, "main.init", MAIN_GO, 9),
+        acc(3, 1, CACHE, Make, "main.newCache", MAIN_GO, 12),
+        acc(
+            4,
+            9,
+            HEADER,
+            Make,
+            "net/http.Header.Clone",
+            "/go/src/net/http/header.go",
+            100,
+        ),
+        acc(
+            5,
+            9,
+            HEADER,
+            Write,
+            "net/http.Header.Set",
+            "/go/src/net/http/header.go",
+            40,
+        ),
+        acc(6, 17, CACHE, Write, "main.(*Cache).Set", MAIN_GO, 30),
+        acc(7, 23, CACHE, Write, "main.(*Cache).Set", MAIN_GO, 30),
+        acc(8, 31, CACHE, Read, "main.(*Cache).Get", MAIN_GO, 22),
+    ];
+    let mut o = overlap(
+        at(9),
+        CACHE,
+        party(at(9), 17, Write, "main.(*Cache).Set", 30),
+        party(at(9), 31, Read, "main.(*Cache).Get", 22),
+    );
+    if let AuditEvent::Overlap(o) = &mut o {
+        o.first.stack.push(crate::event::Frame {
+            pc: 0x4b0000,
+            function: "main.worker".into(),
+            file: MAIN_GO.into(),
+            line: 50,
+        });
+    }
+    events.push(o);
+    events.push(AuditEvent::Summary(Summary {
+        ts_ns: at(1_500),
+        pid: PID,
+        target_exit_code: Some(2),
+        target_fatal: Some("concurrent map read and map write".into()),
+        ..Summary::default()
+    }));
+    events
+        .iter()
+        .map(|e| serde_json::to_string(e).unwrap() + "\n")
+        .collect()
+}
+
+fn racing_report_html() -> String {
+    let r = crate::analysis::report_from_jsonl(racing_recording().as_bytes()).unwrap();
+    render_html(&r, &opts())
+}
+
+#[test]
+fn html_report_opens_with_the_session_and_how_the_target_ended() {
+    let html = racing_report_html();
+    let header = html
+        .find("<header class=\"session\">")
+        .expect("a session header");
+    let header_end = html.find("</header>").unwrap();
+    let head = &html[header..header_end];
+    for fact in [
+        "/srv/bin/racer",
+        "Go 1.27.3, module example.com/racer",
+        "entry (default",
+        "2026-12-07 09:18:54.000 UTC – 09:18:55.500 UTC (1.500 s)",
+        "exited with status 2; the Go runtime&#39;s fatal error: concurrent map read and map write",
+    ] {
+        let fact = fact.replace("&#39;", "'");
+        assert!(head.contains(&fact), "header lacks {fact:?}:\n{head}");
+    }
+    // The race comes right after the header, before any table or graph.
+    let races = html.find("<section id=\"races\">").unwrap();
+    assert!(header_end < races);
+    for later in [
+        "Shared mutable maps",
+        "Access graph of pid",
+        "<table class=\"sortable\">",
+    ] {
+        assert!(races < html.find(later).unwrap(), "{later} before the race");
+    }
+}
+
+#[test]
+fn html_race_card_shows_both_stacks_open() {
+    let html = racing_report_html();
+    let races = html.find("<section id=\"races\">").unwrap();
+    let card = &html[races..races + html[races..].find("</section>").unwrap()];
+    assert_eq!(
+        card.matches("<details open><summary>stack</summary>")
+            .count(),
+        2,
+        "{card}"
+    );
+    assert!(card.contains("main.worker /src/app/main.go:50"), "{card}");
+}
+
+#[test]
+fn html_folds_standard_library_and_init_time_maps() {
+    let html = racing_report_html();
+    let own_at = html
+        .find("data-maps=\"own\"")
+        .expect("the program's own graph");
+    let own = &html[own_at..own_at + html[own_at..].find("</svg>").unwrap()];
+    assert!(own.contains("main.(*Cache).Set"), "{own}");
+    assert!(
+        !own.contains("net/http.Header.Set"),
+        "stdlib map drawn: {own}"
+    );
+    assert!(
+        !own.contains("made in main.init"),
+        "init-time map drawn: {own}"
+    );
+    // Both are one click away, folded.
+    let folded_graph = html
+        .find("<details class=\"folded\"><summary>Show the graph with the 2 standard-library and init-time map(s)")
+        .expect("a folded full graph");
+    let all = &html[folded_graph..folded_graph + html[folded_graph..].find("</details>").unwrap()];
+    assert!(all.contains("net/http.Header.Set") && all.contains("made in main.init"));
+    let folded_table = html
+        .find("<details class=\"folded\"><summary>Standard-library and init-time maps of pid 4242 (2)")
+        .expect("a folded table");
+    let maps_table = html.find("<h2>Maps of pid 4242</h2>").unwrap();
+    let maps_rows = &html[maps_table..folded_table];
+    assert!(!maps_rows.contains("net/http.Header.Clone"), "{maps_rows}");
+}
+
+#[test]
+fn html_shared_maps_count_readers_beside_their_reads() {
+    let html = racing_report_html();
+    let at = html.find("<h2>Shared mutable maps").unwrap();
+    let table = &html[at..at + html[at..].find("</table>").unwrap()];
+    assert!(table.contains("<th>readers</th><th>reads</th>"), "{table}");
 }
 
 #[test]

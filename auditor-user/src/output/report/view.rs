@@ -100,6 +100,8 @@ pub(crate) struct ProcessView<'a> {
     pub sites: Vec<SiteId>,
     pub goroutine_edges: Vec<(GoroutineId, MapId, OpCounts)>,
     pub site_edges: Vec<(SiteId, MapId, OpCounts)>,
+    /// Who ran the shown call sites.
+    pub goroutine_site_edges: Vec<(GoroutineId, SiteId, OpCounts)>,
     /// Overlap groups on shown maps.
     pub overlaps: Vec<&'a OverlapGroup>,
     pub hidden_maps: usize,
@@ -111,7 +113,17 @@ impl<'a> ProcessView<'a> {
     /// Top maps, then the goroutines and sites that touch them most; sites
     /// of overlaps on shown maps are always shown.
     pub fn new(p: &'a ProcessGraph, opts: &RenderOptions) -> Self {
+        Self::of_maps(p, opts, |_| true)
+    }
+
+    /// As [`ProcessView::new`], drawing only the maps `keep` accepts.
+    pub fn of_maps(
+        p: &'a ProcessGraph,
+        opts: &RenderOptions,
+        keep: impl Fn(MapId) -> bool,
+    ) -> Self {
         let mut maps = ranked_maps(p);
+        maps.retain(|&m| keep(m));
         maps.truncate(opts.graph_top);
         let shown_map = |m: &MapId| maps.contains(m);
 
@@ -159,6 +171,12 @@ impl<'a> ProcessView<'a> {
             .map(|(s, m, c)| (s, m, *c))
             .collect();
         site_edges.sort_by_key(|e| (e.0, e.1));
+        let mut goroutine_site_edges: Vec<_> = p
+            .goroutine_site_edges()
+            .filter(|(g, s, _)| goroutines.contains(g) && sites.contains(s))
+            .map(|(g, s, c)| (g, s, *c))
+            .collect();
+        goroutine_site_edges.sort_by_key(|e| (p.goroutine(e.0).goid, e.1));
 
         Self {
             hidden_maps: p.maps().len() - maps.len(),
@@ -170,6 +188,7 @@ impl<'a> ProcessView<'a> {
             sites,
             goroutine_edges,
             site_edges,
+            goroutine_site_edges,
             overlaps,
         }
     }
