@@ -729,3 +729,164 @@ fn watched_executable_attaches_new_processes() {
     assert!(out.contains("detached"), "{out}");
     d.stop();
 }
+
+/// A lookup table raced by an unsynchronised writer, paced so the log is
+/// not flooded with accesses: in interval mode the same race is caught
+/// again and again. The runtime may also notice it and kill the program
+/// ("concurrent map read and map write"): that is the bug, not a failure.
+const PACED_RACE: &str = r#"package main
+
+import (
+	"os"
+	"strconv"
+	"time"
+)
+
+var table = map[int]int{}
+
+//go:noinline
+func lookup(k int) int { return table[k] }
+
+//go:noinline
+func update(k, v int) { table[k] = v }
+
+func main() {
+	ms, _ := strconv.Atoi(os.Args[1])
+	for i := 0; i < 64; i++ {
+		table[i] = i
+	}
+	stop := time.Now().Add(time.Duration(ms) * time.Millisecond)
+	for r := 0; r < 2; r++ {
+		go func() {
+			for i := 0; time.Now().Before(stop); i++ {
+				lookup(i % 64)
+				time.Sleep(100 * time.Microsecond)
+			}
+		}()
+	}
+	for i := 0; time.Now().Before(stop); i++ {
+		update(i%64, i)
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+"#;
+
+/// (map, sorted sides) of an overlap line: one race however it is oriented.
+fn race_of(o: &Value) -> (String, Vec<(String, u64, String)>) {
+    let side = |p: &Value| {
+        (
+            p["function"].as_str().unwrap_or_default().to_string(),
+            p["line"].as_u64().unwrap_or(0),
+            p["op"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    let mut sides = vec![side(&o["first"]), side(&o["second"])];
+    sides.sort();
+    (o["map"].as_str().unwrap_or_default().to_string(), sides)
+}
+
+#[test]
+fn daemon_logs_a_race_once_and_counts_its_repeats() {
+    if !bpf_available("daemon_logs_a_race_once_and_counts_its_repeats") {
+        return;
+    }
+    let exe = build_go("pacedrace", PACED_RACE, GoToolchain::Swiss, Link::Plain);
+    let mut d = Daemon::start("detect = \"interval\"\n");
+    // A race must be caught at least three times for its repeats to be
+    // folded into fewer lines (the kernel reports one pair at most once a
+    // second): a run the runtime cuts short may not get there, so up to
+    // three runs.
+    let mut repeated = None;
+    for attempt in 0..3 {
+        let mut target = Command::new(&exe)
+            .arg("5000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let pid = target.id();
+        d.ctl_ok(&["attach", "--pid", &pid.to_string()]);
+        // It ends by itself, or of the runtime's fatal error.
+        let status = target.wait().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while kind(&d.events(), "summary", pid).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "no summary for pid {pid} ({status}): {:?}",
+                d.events()
+                    .iter()
+                    .filter(|e| e["kind"] != "access")
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let events = d.events();
+        let summary = kind(&events, "summary", pid)[0].clone();
+        let lines = kind(&events, "overlap", pid);
+        let delivered = summary["overlaps"].as_u64().unwrap();
+        eprintln!(
+            "attempt {attempt}: target {status}, {delivered} overlap records delivered, {} logged",
+            lines.len()
+        );
+        let mut races: std::collections::BTreeMap<_, Vec<&Value>> = Default::default();
+        for l in &lines {
+            races.entry(race_of(l)).or_default().push(*l);
+        }
+        // Every record is in the log, as itself or inside a counted line;
+        // each counted line stands for 1 + suppressed instances.
+        let instances: u64 = lines
+            .iter()
+            .map(|l| 1 + l["suppressed"].as_u64().unwrap_or(0))
+            .sum();
+        assert!(
+            instances >= delivered,
+            "{instances} < {delivered}: {lines:?}"
+        );
+        for (race, ls) in &races {
+            // First instance in full, then at most one counted line per
+            // repeat interval (10 s) and one at the end: 5 s of racing
+            // leave at most two lines.
+            assert!(ls.len() <= 2, "{race:?} logged {} times: {ls:?}", ls.len());
+        }
+        // More than two records per race: some race was caught 3+ times.
+        if delivered > 2 * races.len() as u64 {
+            repeated = Some((pid, races.len(), delivered, lines.len()));
+            break;
+        }
+    }
+    let (pid, races, delivered, logged) =
+        repeated.expect("no run caught one race twice (see the attempts above)");
+    assert!(
+        (logged as u64) < delivered,
+        "{delivered} records of {races} race(s) in {logged} lines"
+    );
+    // `report` counts every instance, each race once.
+    let rep = auditor()
+        .arg("report")
+        .arg(d.log_dir())
+        .args(["--format", "json"])
+        .output()
+        .unwrap();
+    assert!(
+        rep.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rep.stderr)
+    );
+    let rep: Value = serde_json::from_slice(&rep.stdout).unwrap();
+    let events = d.events();
+    let lines = kind(&events, "overlap", pid);
+    let logged_instances: u64 = lines
+        .iter()
+        .map(|l| 1 + l["suppressed"].as_u64().unwrap_or(0))
+        .sum();
+    let reported: Vec<&Value> = rep["findings"]["overlaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["map"]["pid"] == pid)
+        .collect();
+    let reported_instances: u64 = reported.iter().map(|o| o["count"].as_u64().unwrap()).sum();
+    assert_eq!(reported_instances, logged_instances, "{reported:?}");
+    assert!(reported.len() <= races, "{reported:?}");
+    d.stop();
+}

@@ -24,6 +24,7 @@ pub mod control;
 pub mod log;
 pub mod metrics;
 pub mod protocol;
+pub mod repeats;
 pub mod say;
 pub mod trust;
 pub mod watch;
@@ -58,6 +59,7 @@ use control::{AccessPolicy, ControlMsg, Published, Reply};
 use log::{AuditLog, LogEvent, TargetEvent};
 use metrics::{MetricsSnapshot, TargetMetrics};
 use protocol::{ErrorCode, ProtocolError, Request, Response, TargetSpec};
+use repeats::RepeatedOverlaps;
 use say::say;
 use watch::Watch;
 
@@ -120,6 +122,7 @@ struct Daemon {
     plan_tx: mpsc::Sender<PlanDone>,
     target_opts: TargetOptions,
     pending: Vec<AuditEvent>,
+    repeats: RepeatedOverlaps,
     events_by_kind: BTreeMap<&'static str, u64>,
     lost_by_what: BTreeMap<String, u64>,
     alerts_by_rule: BTreeMap<String, u64>,
@@ -197,10 +200,27 @@ impl Daemon {
         }));
     }
 
+    /// Log what the engine produced; a repeated race is held and counted
+    /// (see [`repeats`]).
     fn record_pending(&mut self) {
         let pending = std::mem::take(&mut self.pending);
+        let now = Instant::now();
         for ev in pending {
+            let ev = match ev {
+                AuditEvent::Overlap(o) => match self.repeats.note(o, now) {
+                    Some(o) => AuditEvent::Overlap(o),
+                    None => continue,
+                },
+                other => other,
+            };
             self.record(LogEvent::Audit(ev));
+        }
+    }
+
+    /// The counted repeats of races that waited their interval.
+    fn record_repeats(&mut self) {
+        for o in self.repeats.due(Instant::now()) {
+            self.record(LogEvent::Audit(AuditEvent::Overlap(o)));
         }
     }
 
@@ -351,6 +371,9 @@ impl Daemon {
     ) -> Option<serde_json::Value> {
         let info = self.engine.detach(pid, &mut self.pending);
         self.record_pending();
+        for o in self.repeats.flush_pid(pid) {
+            self.record(LogEvent::Audit(AuditEvent::Overlap(o)));
+        }
         let info = info?;
         self.origins.remove(&pid);
         let s = info.stats;
@@ -708,6 +731,7 @@ impl Daemon {
         self.scan_watches();
         self.engine.check_losses(&mut self.pending);
         self.record_pending();
+        self.record_repeats();
         self.recover_log();
         if let Err(e) = self.log.rotate_if_old() {
             self.log_errors += 1;
@@ -877,6 +901,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
         skip: HashSet::new(),
         plan_tx,
         pending: Vec::with_capacity(4096),
+        repeats: RepeatedOverlaps::default(),
         events_by_kind: BTreeMap::new(),
         lost_by_what: BTreeMap::new(),
         alerts_by_rule: BTreeMap::new(),

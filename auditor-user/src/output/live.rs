@@ -257,7 +257,7 @@ impl<W: Write> LiveLog<W> {
         let (red, r) = (self.paint(RED), self.paint(RESET));
         writeln!(
             self.out,
-            "{red}{} OVERLAP pid {} map {:#x}: concurrent {}/{} ({}){r}",
+            "{red}{} OVERLAP pid {} map {:#x}: concurrent {}/{} ({}){}{r}",
             clock_time(o.ts_ns),
             o.pid,
             o.map,
@@ -268,6 +268,11 @@ impl<W: Write> LiveLog<W> {
                 crate::event::DetectionMode::Interval => "intervals overlap",
                 crate::event::DetectionMode::RuntimeFatal => "runtime fatal error",
                 crate::event::DetectionMode::Exit => "writer entered while this access was inside",
+            },
+            if o.suppressed > 0 {
+                format!(", and {} more like it since the last report", o.suppressed)
+            } else {
+                String::new()
             }
         )?;
         self.party("first ", YELLOW, &o.first)?;
