@@ -206,7 +206,8 @@ pub mod cookie {
 
     /// With [`EXIT`]: the probe sits on a call site's return address in
     /// the program's own code (the instruction after a call to a map
-    /// function), placed when the kernel asked to escalate that site.
+    /// function), placed when the kernel asked to escalate that site, or
+    /// (for `make`) planned by a scoped plan to see the new map.
     pub const CALLSITE: u64 = 1 << 27;
     /// The function is also called by other map functions (Swiss
     /// `mapaccess1_*` call `mapaccess2_*`, the classic iterator calls

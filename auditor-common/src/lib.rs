@@ -120,12 +120,16 @@ pub enum Counter {
     /// Identical overlaps held back by the kernel's rate limit (counted,
     /// and carried by the pair's next report).
     GoOverlapsSuppressed = 17,
+    /// The runtime died of a concurrent map error inside a call no probe
+    /// recorded (outside the probed scope, or an unprobed iteration step):
+    /// nothing named, nothing guessed.
+    GoFatalUnattributed = 18,
 }
 
 impl Counter {
     /// Every counter, in index order (checked below: `ALL[i] as u32 == i`).
     /// A new counter goes at the end of the enum and of this list.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Self::GoProbeHits,
         Self::GoAccessDropped,
         Self::GoOverlapDropped,
@@ -144,6 +148,7 @@ impl Counter {
         Self::GoSharedMaps,
         Self::GoEscalations,
         Self::GoOverlapsSuppressed,
+        Self::GoFatalUnattributed,
     ];
 }
 

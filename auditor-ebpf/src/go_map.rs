@@ -611,8 +611,8 @@ fn try_escalate(
     Some(())
 }
 
-/// A `makemap*` RET (planned only when accesses are streamed): the new map
-/// is in RAX.
+/// A `makemap*` RET, or the return address of a scoped plan's call to it
+/// (planned only when accesses are streamed): the new map is in RAX.
 #[inline(always)]
 fn try_make_exit(hit: &Hit) -> Option<()> {
     if hit.cfg.emit_access == 0 {
@@ -625,7 +625,12 @@ fn try_make_exit(hit: &Hit) -> Option<()> {
     let gr = try_goroutine(hit)?;
     let ts = now();
     let party = try_party(hit, &gr, ts, MapOp::Make as u8)?;
-    fill_stack_at(party, hit);
+    if hit.cookie & cookie::CALLSITE != 0 {
+        // At a scoped plan's call site: already back in the caller.
+        fill_stack_from(party, hit.regs.rip, hit.regs.rbp, hit.cfg.stack_depth);
+    } else {
+        fill_stack_at(party, hit);
+    }
     emit_access(hit.pid, hit.tid, ts, map, 0, party, true, 0);
     Some(())
 }
@@ -699,6 +704,27 @@ fn is_inside_after(other: &Party, goid: u64, entered: u64) -> bool {
     other.goid != 0 && other.goid != goid && other.ts_ns > entered
 }
 
+/// Frames looked at to find the recorded call at a fatal error: the fatal
+/// function is called by the map function (Swiss maps: through a wrapper,
+/// and `mapaccess1_*` through `mapaccess2_*`), so the recorded return
+/// address is among the first few.
+const FATAL_STACK_CHECK: usize = 6;
+
+/// Whether `ret` is one of the party's return addresses.
+#[inline(always)]
+fn stack_holds(party: &Party, ret: u64) -> bool {
+    let n = party.stack_len as usize;
+    for i in 0..FATAL_STACK_CHECK {
+        if i >= n {
+            return false;
+        }
+        if party.stack[i] == ret {
+            return true;
+        }
+    }
+    false
+}
+
 /// Prefix of the runtime's concurrent-map fatal errors ("concurrent map
 /// writes", "concurrent map read and map write", "concurrent map iteration
 /// and map write").
@@ -739,15 +765,35 @@ fn try_fatal(hit: &Hit) -> Option<()> {
             map: gr.g,
         })
     }
-    .copied()?;
-    if rec.goid != gr.goid {
+    .copied();
+    let Some(rec) = rec.filter(|r| r.goid == gr.goid) else {
+        // This goroutine made no probed map call yet.
+        count(Counter::GoFatalUnattributed);
         return None;
-    }
+    };
+    // The record must be the access the runtime is dying in, not an older
+    // one of this goroutine (its next map call may be one no probe sees:
+    // outside `--scope`, or an iteration step).
+    let party = try_party(hit, &gr, now(), rec.op)?;
+    fill_stack(party, regs, FATAL_STACK_CHECK as u32);
     // Iteration is probed once per loop (at its start): the step that
-    // found the writer runs unprobed, so the map is the last iterated one.
+    // found the writer runs unprobed, so the map is the last iterated one,
+    // and it is the one only if a writer is inside it right now (the
+    // runtime saw its marker an instant ago).
     let (map, op) = if iteration && rec.iter_map != 0 {
+        let (writing, _) = try_map_header(hit, rec.iter_map);
+        if writing == 0 {
+            count(Counter::GoFatalUnattributed);
+            return None;
+        }
         (rec.iter_map, MapOp::Iterate as u8)
     } else {
+        // The runtime dies inside the very call recorded: that call's
+        // return address is still on the stack.
+        if rec.ret == 0 || !stack_holds(party, rec.ret) {
+            count(Counter::GoFatalUnattributed);
+            return None;
+        }
         (rec.map, rec.op)
     };
     let state = unsafe {

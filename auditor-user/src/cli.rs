@@ -249,12 +249,14 @@ pub struct GoAuditOptions {
     /// Overlap detection mode.
     #[arg(long, value_enum, default_value_t = DetectMode::Entry)]
     pub detect: DetectMode,
-    /// Probe only map accesses made by these Go packages (comma-separated
-    /// import paths; a path includes the packages below it), or by the main
-    /// module's packages (`main-module`). The calls in their code are
-    /// probed instead of the runtime's map functions, so maps only other
-    /// packages touch cost nothing. Default: every access.
-    #[arg(long, value_name = "PKG[,PKG]|main-module", value_parser = crate::goexe::Scope::parse)]
+    /// Whose map accesses are probed: `user` (the program's own code, its
+    /// dependency modules, reflect and maps; the default in entry mode),
+    /// `all` (every access, at the runtime's map functions; the default in
+    /// interval mode), `main-module`, or Go packages (comma-separated
+    /// import paths; a path includes the packages below it). Except with
+    /// `all`, the calls in their code are probed instead of the runtime's
+    /// map functions, so maps only other packages touch cost nothing.
+    #[arg(long, value_name = "user|all|main-module|PKG[,PKG]", value_parser = crate::goexe::Scope::parse)]
     pub scope: Option<crate::goexe::Scope>,
     /// User stack frames to record per access (0-16).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=16))]

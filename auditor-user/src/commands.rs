@@ -142,7 +142,7 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
             },
             target: TargetOptions {
                 detect: opts.detect.into(),
-                scope: opts.scope.clone().unwrap_or_default(),
+                scope: opts.scope.clone(),
                 stack_depth: opts.stack_depth,
                 function_start: opts.placement == cli::Placement::FunctionStart,
                 ..TargetOptions::default()

@@ -347,9 +347,11 @@ fn correctly_synchronised_programs_report_no_overlap() {
                     audit.kind("overlap")
                 );
                 // sync.Map is a hash trie since Go 1.24, not a runtime map:
-                // there is nothing to probe then. Every other pattern must
-                // really have been watched.
-                if !(pattern == "syncmap" && tc == GoToolchain::Swiss) {
+                // there is nothing to probe then; before, its maps are only
+                // touched by package sync, outside the default (user) scope
+                // of entry mode, and watched in interval mode (scope all).
+                // Every other pattern must really have been watched.
+                if !(pattern == "syncmap" && (tc == GoToolchain::Swiss || detect == "entry")) {
                     assert!(
                         audit.summary()["probe_hits"].as_u64().unwrap() > 1000,
                         "{ctx}"
@@ -585,7 +587,8 @@ fn scope_probes_only_the_chosen_packages_call_sites() {
             "{out:?} {ctx}"
         );
         // The attach report lists the call sites probed: calls in the
-        // program's own code, on the emulated `call` instruction.
+        // program's own code, on the emulated `call` instruction (a
+        // `make`, streamed here, is seen where its call returns).
         let attach = audit.kind("attach");
         let probes = attach[0]["probes"].as_array().unwrap();
         let calls: Vec<&Value> = probes
@@ -597,7 +600,7 @@ fn scope_probes_only_the_chosen_packages_call_sites() {
             calls
                 .iter()
                 .all(|p| p["call_site"].as_str().unwrap().starts_with("main.")
-                    && p["emulated"] == true),
+                    && (p["emulated"] == true || p["op"] == "make" && p["exit"] == true)),
             "{calls:?}"
         );
         // No probe on a runtime map function's own entry.

@@ -73,8 +73,9 @@ impl From<ProbeError> for EngineError {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TargetOptions {
     pub detect: DetectMode,
-    /// Whose map accesses are probed (`--scope`).
-    pub scope: crate::goexe::Scope,
+    /// Whose map accesses are probed (`--scope`); `None`: the detection
+    /// mode's default ([`crate::goexe::Scope::default_for`]).
+    pub scope: Option<crate::goexe::Scope>,
     /// User stack frames recorded per access (0-16).
     pub stack_depth: u32,
     /// Whether the kernel emits every access or only findings.
@@ -85,6 +86,13 @@ pub struct TargetOptions {
 }
 
 impl TargetOptions {
+    /// The scope probed: the one asked for, else the detection mode's.
+    pub fn effective_scope(&self) -> crate::goexe::Scope {
+        self.scope.clone().unwrap_or_else(|| {
+            crate::goexe::Scope::default_for(self.detect == DetectMode::Interval)
+        })
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
         validate_stack_depth(self.stack_depth).map(drop)
     }
@@ -94,7 +102,7 @@ impl Default for TargetOptions {
     fn default() -> Self {
         Self {
             detect: DetectMode::Entry,
-            scope: crate::goexe::Scope::All,
+            scope: None,
             stack_depth: 8,
             emit_access: true,
             function_start: false,
@@ -118,7 +126,7 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
     let plan = ProbePlan::for_pid_with(
         pid,
         PlanOptions {
-            scope: opts.scope.clone(),
+            scope: opts.effective_scope(),
             exit_sites: opts.detect == DetectMode::Interval,
             function_start: opts.function_start,
             make_exits: opts.emit_access,

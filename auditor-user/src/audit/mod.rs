@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use auditor_common::Counter;
 
 use crate::{
-    event::{AuditEvent, Summary},
+    event::{AuditEvent, Summary, target::FatalUnattributed},
     output::{
         live::{self, LiveLog},
         pipe::StdoutClosed,
@@ -241,6 +241,8 @@ struct GoSession {
     sinks: Sinks,
     started: Instant,
     events: Vec<AuditEvent>,
+    /// `--scope` as probed (for the summary's advice).
+    scope: crate::goexe::Scope,
 }
 
 impl GoSession {
@@ -262,6 +264,7 @@ impl GoSession {
             sinks,
             started: Instant::now(),
             events: Vec::with_capacity(1024),
+            scope: target.effective_scope(),
         };
         session.sinks.emit(&AuditEvent::Attach(report))?;
         session.sinks.flush();
@@ -324,6 +327,7 @@ impl GoSession {
             .fatal
             .or_else(|| info.as_ref().and_then(|i| i.runtime_fatal.clone()));
         let stats = info.map(|i| i.stats);
+        let unattributed = self.engine.counters().get(Counter::GoFatalUnattributed);
         let summary = Summary {
             ts_ns: self.engine.clock().now_unix_ns(),
             pid: self.pid,
@@ -336,6 +340,10 @@ impl GoSession {
             target_exit_code: end.exit_code,
             target_signal: end.signal,
             target_fatal: fatal,
+            fatal_unattributed: (unattributed > 0).then(|| FatalUnattributed {
+                count: unattributed,
+                scope: self.scope.label(),
+            }),
             ..Summary::default()
         };
         let overlaps = summary.overlaps;

@@ -149,9 +149,10 @@ pub struct DaemonConfig {
     pub max_watches: usize,
     pub ring_mib: u32,
     pub detect: DetectMode,
-    /// Whose map accesses are probed (`scope = "main-module"` or package
-    /// paths separated by commas).
-    pub scope: crate::goexe::Scope,
+    /// Whose map accesses are probed (`scope = "user"`, `"all"`,
+    /// `"main-module"` or package paths separated by commas); unset: the
+    /// detection mode's default.
+    pub scope: Option<crate::goexe::Scope>,
     pub stack_depth: u32,
     /// How often /proc is scanned for watched executables and target exits.
     pub scan_interval: Duration,
@@ -174,7 +175,7 @@ impl Default for DaemonConfig {
             max_watches: 16,
             ring_mib: 16,
             detect: DetectMode::Entry,
-            scope: crate::goexe::Scope::All,
+            scope: None,
             stack_depth: 8,
             scan_interval: Duration::from_millis(500),
             rotation: RotationPolicy::default(),
@@ -256,6 +257,7 @@ impl DaemonConfig {
         }
         if let Some(s) = f.scope {
             c.scope = crate::goexe::Scope::parse(&s)
+                .map(Some)
                 .map_err(|e| ConfigError::Invalid(format!("scope: {e}")))?;
         }
         if let Some(v) = f.stack_depth {

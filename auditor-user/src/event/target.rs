@@ -46,6 +46,10 @@ pub struct AttachReport {
     pub swiss_maps: bool,
     /// `entry` or `interval`.
     pub detect: String,
+    /// Whose map accesses are probed (`--scope`): `user`, `all`,
+    /// `main-module` or the packages named.
+    #[serde(default)]
+    pub scope: String,
     pub offsets_from_dwarf: bool,
     pub probes: Vec<AttachedProbe>,
     /// Map functions of this Go version that the binary does not contain.
@@ -77,6 +81,7 @@ impl AttachReport {
             stripped: plan.stripped,
             swiss_maps: plan.swiss_maps,
             detect: detect.as_str().into(),
+            scope: plan.scope.label(),
             offsets_from_dwarf: plan.offsets.from_dwarf,
             probes: att
                 .attached
@@ -154,6 +159,18 @@ pub struct Summary {
     /// Every finding, once per map, pair of call sites and operations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<FindingGroup>,
+    /// The runtime died of a concurrent map error that no probed access
+    /// accounts for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fatal_unattributed: Option<FatalUnattributed>,
+}
+
+/// Concurrent-map fatal errors the kernel saw in calls no probe recorded,
+/// and the scope that was probed (`--scope all` sees every call).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FatalUnattributed {
+    pub count: u64,
+    pub scope: String,
 }
 
 fn is_zero(n: &u64) -> bool {

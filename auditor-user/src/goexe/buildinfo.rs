@@ -26,6 +26,19 @@ pub struct BuildInfo {
     pub module_path: Option<String>,
     /// `build` settings (`-buildmode`, `GOEXPERIMENT`, ...).
     pub settings: Vec<(String, String)>,
+    /// Module paths of the dependencies linked in (`dep` lines), as the
+    /// program's import paths name them (a `=>` replacement keeps the
+    /// original path in symbol names, so the replacement is not listed).
+    pub deps: Vec<String>,
+}
+
+/// What the module info text says.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModInfo {
+    /// Path of the main module (`mod` line), else of the main package.
+    pub module_path: Option<String>,
+    pub settings: Vec<(String, String)>,
+    pub deps: Vec<String>,
 }
 
 /// Why the blob could not be read.
@@ -80,16 +93,22 @@ pub fn parse(
         let m = read_go_string(mp).unwrap_or_default();
         (v, m)
     };
-    let (module_path, settings) = parse_modinfo(&modinfo);
+    let ModInfo {
+        module_path,
+        settings,
+        deps,
+    } = parse_modinfo(&modinfo);
     Ok(BuildInfo {
         go_version: String::from_utf8_lossy(&version).into_owned(),
         module_path,
         settings,
+        deps,
     })
 }
 
-/// Split the module info text into the main module path and build settings.
-pub fn parse_modinfo(raw: &[u8]) -> (Option<String>, Vec<(String, String)>) {
+/// Split the module info text into the main module path, build settings
+/// and dependency modules.
+pub fn parse_modinfo(raw: &[u8]) -> ModInfo {
     let mut s = raw;
     if s.len() >= 33 && s.starts_with(MODINFO_START) && s.ends_with(MODINFO_END) {
         s = &s[16..s.len() - 16];
@@ -98,11 +117,19 @@ pub fn parse_modinfo(raw: &[u8]) -> (Option<String>, Vec<(String, String)>) {
     let mut path = None;
     let mut module = None;
     let mut settings = Vec::new();
+    let mut deps: Vec<String> = Vec::new();
     for line in text.lines() {
         let mut parts = line.split('\t');
         match parts.next() {
             Some("path") => path = parts.next().map(str::to_owned),
             Some("mod") => module = parts.next().map(str::to_owned),
+            Some("dep") => {
+                if let Some(d) = parts.next().filter(|d| !d.is_empty())
+                    && !deps.iter().any(|x| x == d)
+                {
+                    deps.push(d.to_owned());
+                }
+            }
             Some("build") => {
                 if let Some((k, v)) = parts.next().and_then(|kv| kv.split_once('=')) {
                     settings.push((k.to_owned(), v.to_owned()));
@@ -111,7 +138,11 @@ pub fn parse_modinfo(raw: &[u8]) -> (Option<String>, Vec<(String, String)>) {
             _ => {}
         }
     }
-    (module.or(path).filter(|p| !p.is_empty()), settings)
+    ModInfo {
+        module_path: module.or(path).filter(|p| !p.is_empty()),
+        settings,
+        deps,
+    }
 }
 
 /// Parse `go1.21.13`, `go1.22rc1`, `go1.24.0 X:...`, `devel go1.23-abc`.
@@ -153,7 +184,7 @@ mod tests {
         b.push(ver.len() as u8);
         b.extend(ver);
         let mut m = MODINFO_START.to_vec();
-        m.extend(b"path\texample.com/app\nmod\texample.com/app\t(devel)\t\nbuild\t-buildmode=pie\nbuild\tGOEXPERIMENT=noswissmap\n");
+        m.extend(b"path\texample.com/app\nmod\texample.com/app\t(devel)\t\ndep\tgithub.com/lib/pq\tv1.10.9\th1:x=\ndep\tgolang.org/x/sync\tv0.8.0\th1:y=\n=>\t../sync\t(devel)\t\nbuild\t-buildmode=pie\nbuild\tGOEXPERIMENT=noswissmap\n");
         m.extend(MODINFO_END);
         b.push(((m.len() & 0x7f) as u8) | 0x80);
         b.push((m.len() >> 7) as u8);
@@ -161,6 +192,7 @@ mod tests {
         let bi = parse(&b, &|_| None).unwrap();
         assert_eq!(bi.go_version, "go1.27.3");
         assert_eq!(bi.module_path.as_deref(), Some("example.com/app"));
+        assert_eq!(bi.deps, ["github.com/lib/pq", "golang.org/x/sync"]);
         assert!(
             bi.settings
                 .contains(&("GOEXPERIMENT".into(), "noswissmap".into()))

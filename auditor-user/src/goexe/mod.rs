@@ -117,6 +117,8 @@ pub struct ProbePlan {
     pub exe: PathBuf,
     pub go_version: GoVersion,
     pub module_path: Option<String>,
+    /// Whose map accesses the sites probe.
+    pub scope: Scope,
     pub pie: bool,
     pub stripped: bool,
     pub swiss_maps: bool,

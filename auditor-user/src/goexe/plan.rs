@@ -33,7 +33,7 @@ pub struct CallSite {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Scope {
     /// Every map access in the program: probes on the runtime's map
-    /// functions.
+    /// functions (`--scope all`).
     #[default]
     All,
     /// Only accesses made by functions of these packages (a package and the
@@ -43,14 +43,32 @@ pub enum Scope {
     Packages(Vec<String>),
     /// The packages of the main module named in the build info, and `main`.
     MainModule,
+    /// The program's own code and its dependencies (`--scope user`, the
+    /// default in entry mode): the main module, every dependency module in
+    /// the build info, and the standard-library packages that reach into
+    /// the caller's maps ([`USER_SCOPE_STD`]). Maps that only the rest of
+    /// the standard library touches (net/http's per-request header maps,
+    /// ...) cost nothing.
+    User,
 }
 
+/// Standard-library packages that act on maps their caller hands them, so
+/// the user scope probes them too: `reflect` (every map encoding/json,
+/// fmt, text/template and encoding/gob read or fill goes through it) and
+/// the generic `maps` helpers (`maps.Copy`, `maps.DeleteFunc`, `maps.All`
+/// are compiled into the `maps` package's own instantiations).
+pub const USER_SCOPE_STD: &[&str] = &["reflect", "maps"];
+
 impl Scope {
-    /// Parse `--scope`: `main-module`, or packages separated by commas.
+    /// Parse `--scope`: `user`, `all`, `main-module`, or packages
+    /// separated by commas.
     pub fn parse(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        if s == "main-module" {
-            return Ok(Self::MainModule);
+        match s {
+            "main-module" => return Ok(Self::MainModule),
+            "user" => return Ok(Self::User),
+            "all" => return Ok(Self::All),
+            _ => {}
         }
         let pkgs: Vec<String> = s
             .split(',')
@@ -60,7 +78,7 @@ impl Scope {
             .collect();
         if pkgs.is_empty() {
             return Err(
-                "--scope needs `main-module` or Go package paths separated by commas, e.g. main,example.com/app/cache"
+                "--scope needs `user`, `all`, `main-module` or Go package paths separated by commas, e.g. main,example.com/app/cache"
                     .to_owned(),
             );
         }
@@ -69,15 +87,61 @@ impl Scope {
         }
         Ok(Self::Packages(pkgs))
     }
+
+    /// The scope a detection mode uses when none is asked for: entry mode
+    /// probes the user's code (cheap enough for production); interval
+    /// mode, which needs the map functions' RETs, probes every access.
+    pub fn default_for(interval: bool) -> Self {
+        if interval { Self::All } else { Self::User }
+    }
+
+    /// How `--scope` spells this scope (the attach report and banner).
+    pub fn label(&self) -> String {
+        match self {
+            Self::All => "all".to_owned(),
+            Self::User => "user".to_owned(),
+            Self::MainModule => "main-module".to_owned(),
+            Self::Packages(p) => p.join(","),
+        }
+    }
+
+    /// The packages whose calls are probed, for a program with this main
+    /// module and these dependencies (`None`: every access, at the map
+    /// functions themselves).
+    pub fn packages(&self, module: Option<&str>, deps: &[String]) -> Option<Vec<String>> {
+        let own = || {
+            let mut p = vec!["main".to_owned()];
+            p.extend(module.map(str::to_owned));
+            p
+        };
+        match self {
+            Self::All => None,
+            Self::Packages(p) => Some(p.clone()),
+            Self::MainModule => Some(own()),
+            Self::User => {
+                let mut p = own();
+                p.extend(deps.iter().cloned());
+                for s in USER_SCOPE_STD {
+                    if !p.iter().any(|x| x == s) {
+                        p.push((*s).to_owned());
+                    }
+                }
+                Some(p)
+            }
+        }
+    }
 }
 
 /// The package of a Go function symbol: everything before the first `.`
-/// after the last `/` (`net/http.(*conn).serve` is in `net/http`).
+/// after the last `/` (`net/http.(*conn).serve` is in `net/http`). Type
+/// arguments of a generic instantiation (`maps.Copy[go.shape.map[string]int,...]`,
+/// `main.Get[example.com/x.T]`) are not part of the path.
 pub fn package_of(function: &str) -> &str {
-    let start = function.rfind('/').map_or(0, |i| i + 1);
-    match function[start..].find('.') {
-        Some(dot) => &function[..start + dot],
-        None => function,
+    let head = function.find('[').map_or(function, |i| &function[..i]);
+    let start = head.rfind('/').map_or(0, |i| i + 1);
+    match head[start..].find('.') {
+        Some(dot) => &head[..start + dot],
+        None => head,
     }
 }
 
@@ -267,16 +331,29 @@ fn scoped_call_sites(
             };
             // `call rel32` is five bytes.
             let addr = ret - 5;
-            let p = Placement {
-                addr,
-                stackcheck: false,
-                instruction: format!("call {}", f.name),
-                emulated: true,
+            let (p, exit, arg) = if f.is_make() {
+                // The new map is the result: seen where the call returns
+                // (only planned when accesses are streamed).
+                let Some(p) = code
+                    .get((ret - func.entry) as usize..)
+                    .and_then(|c| disasm::function_start_site(c, ret))
+                else {
+                    continue;
+                };
+                (p, true, MapArg::Rax)
+            } else {
+                let p = Placement {
+                    addr,
+                    stackcheck: false,
+                    instruction: format!("call {}", f.name),
+                    emulated: true,
+                };
+                (p, false, f.map_arg)
             };
             let id = sites.len();
             // `func_addr` is the calling function's: offsets in the attach
             // report are from there.
-            match site(id, f, func.entry, p, false, f.map_arg, img) {
+            match site(id, f, func.entry, p, exit, arg, img) {
                 Some(mut s) => {
                     s.call_site = Some(format!("{name}+{:#x}", addr - func.entry));
                     sites.push(s);
@@ -427,10 +504,14 @@ impl ProbePlan {
                 }
             };
             if f.is_make() {
-                // A scoped plan cannot tell whose code made a map.
-                if opts.make_exits && !scoped {
-                    for p in disasm::ret_sites(code, addr) {
-                        add(p, true, MapArg::Rax);
+                if opts.make_exits {
+                    if scoped {
+                        // Probed where the scope's own calls return.
+                        callees.insert(addr, f);
+                    } else {
+                        for p in disasm::ret_sites(code, addr) {
+                            add(p, true, MapArg::Rax);
+                        }
                     }
                 }
                 continue;
@@ -460,15 +541,7 @@ impl ProbePlan {
             }
         }
 
-        if scoped {
-            let pkgs = match &opts.scope {
-                Scope::Packages(p) => p.clone(),
-                _ => {
-                    let mut p = vec!["main".to_owned()];
-                    p.extend(bi.module_path.clone());
-                    p
-                }
-            };
+        if let Some(pkgs) = opts.scope.packages(bi.module_path.as_deref(), &bi.deps) {
             scoped_call_sites(&img, &tab, &pkgs, &callees, &mut sites, &mut warnings);
         }
 
@@ -539,6 +612,7 @@ impl ProbePlan {
             exe,
             go_version,
             module_path: bi.module_path.clone(),
+            scope: opts.scope.clone(),
             pie: img.pie,
             stripped: img.stripped,
             swiss_maps: swiss,

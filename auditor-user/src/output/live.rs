@@ -147,7 +147,7 @@ impl<W: Write> LiveLog<W> {
         let exits = r.probes.iter().filter(|p| p.exit).count();
         writeln!(
             self.out,
-            "{d}attached to pid {} ({}): go{}{}, {}{}, {} maps, detect={}{rs}",
+            "{d}attached to pid {} ({}): go{}{}, {}{}, {} maps, detect={}, scope={}{rs}",
             r.pid,
             r.exe,
             r.go_version,
@@ -158,7 +158,8 @@ impl<W: Write> LiveLog<W> {
             if r.pie { "PIE" } else { "non-PIE" },
             if r.stripped { ", stripped" } else { "" },
             if r.swiss_maps { "Swiss" } else { "classic" },
-            r.detect
+            r.detect,
+            r.scope
         )?;
         writeln!(
             self.out,
@@ -171,12 +172,17 @@ impl<W: Write> LiveLog<W> {
         )?;
         if self.show_plan {
             for p in &r.probes {
+                // A scoped plan's site is named by the calling function.
+                let (place, offset) = match &p.call_site {
+                    Some(c) => (format!("{c} -> {}", p.function), String::new()),
+                    None => (p.function.clone(), format!("+{}", p.offset)),
+                };
                 writeln!(
                     self.out,
-                    "{d}    {:<32} {:<7} +{:<4} {:<5} {:<28} {}{rs}",
-                    p.function,
+                    "{d}    {:<32} {:<7} {:<5} {:<5} {:<28} {}{rs}",
+                    place,
                     p.op.as_str(),
-                    p.offset,
+                    offset,
                     if p.exit { "exit" } else { "entry" },
                     p.instruction,
                     if p.emulated {
@@ -315,6 +321,18 @@ impl<W: Write> LiveLog<W> {
                 s.shed
             );
         }
+        if let Some(f) = &s.fatal_unattributed {
+            let advice = if f.scope == "all" {
+                "it died in an iteration step whose map had no writer inside any more by the time the probe looked"
+            } else {
+                "run again with --scope all to probe every map access"
+            };
+            let _ = writeln!(
+                t,
+                "{red}the runtime died of a concurrent map error in a call no probe recorded (scope {}): {advice}{r}",
+                f.scope
+            );
+        }
         if !s.findings.is_empty() {
             let _ = writeln!(t, "{red}findings ({}):{r}", s.findings.len());
             for g in &s.findings {
@@ -355,12 +373,13 @@ pub fn banner(r: &AttachReport) -> String {
         format!(", {} not attached", r.failed.len())
     };
     format!(
-        "map-auditor: attached to pid {} ({}): go{}, {} probes{failed}, detect={}",
+        "map-auditor: attached to pid {} ({}): go{}, {} probes{failed}, detect={}, scope={}",
         r.pid,
         r.exe,
         r.go_version,
         r.probes.len(),
-        r.detect
+        r.detect,
+        r.scope
     )
 }
 

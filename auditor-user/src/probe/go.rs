@@ -98,7 +98,13 @@ pub fn site_cookie(site: &ProbeSite) -> u64 {
         flags |= cookie::NESTED;
     }
     if site.call_site.is_some() {
-        flags |= cookie::CALL_INSN;
+        // A scoped plan's entry is the call instruction; its exit (a
+        // `make`'s result) is the return address in the caller.
+        flags |= if site.exit {
+            cookie::CALLSITE
+        } else {
+            cookie::CALL_INSN
+        };
     }
     cookie::encode(site.op as u8, site.id, flags, site.map_arg as u8)
 }
