@@ -331,6 +331,7 @@ fn racing_recording() -> String {
             stripped: false,
             swiss_maps: true,
             detect: "entry".into(),
+            scope: "user".into(),
             offsets_from_dwarf: true,
             probes: vec![],
             missing: vec![],
