@@ -55,6 +55,10 @@ const AUDITOR_MODES: &[AuditorMode] = &[
         args: &["--quiet", "--scope", "main-module"],
         log_to_file: false,
     },
+    AuditorMode {
+        args: &["--quiet", "--scope", "all"],
+        log_to_file: false,
+    },
 ];
 
 struct AuditorMode {
