@@ -1,10 +1,15 @@
 //! Wire types for bpf(2) syscall auditing: the per-session configuration
-//! (kernel struct offsets taken from BTF by userspace) and the event record.
+//! (kernel struct offsets taken from BTF by userspace) and the call records.
 //!
-//! The kernel side copies the raw `union bpf_attr` prefix into the record and
-//! resolves the map behind a file descriptor at syscall time; everything that
-//! can be decided from bytes (flags, batch counts, command names) is decided
-//! in userspace, where it is tested.
+//! The kernel side copies the raw `union bpf_attr` prefix and resolves the
+//! map behind a file descriptor at syscall time; everything that can be
+//! decided from bytes (flags, batch counts, command names) is decided in
+//! userspace, where it is tested.
+//!
+//! One record per call, written at exit, in one of three sizes: the fixed
+//! [`BpfCall`] (lookups and other plain calls: 168 bytes), [`BpfCallJudged`]
+//! (writes, creates, freezes, program commands, mmaps: who made them) and
+//! [`BpfCallPath`] (pins and gets: the path).
 
 use crate::{EventHeader, Pod};
 
@@ -12,23 +17,32 @@ use crate::{EventHeader, Pod};
 pub const CONFIG_MAP: &str = "BPF_CONFIG";
 /// Name of the calibration array (index 0: `f_op` seen, 1: map id read).
 pub const CALIB_MAP: &str = "BPF_CALIB";
-/// Name of the per-thread in-flight table (key: tid).
-pub const INFLIGHT_MAP: &str = "BPF_INFLIGHT";
+/// Name of the per-thread call slots (index: tid & [`SLOT_MASK`]).
+pub const SLOTS_MAP: &str = "BPF_SLOTS";
 /// Name of the per-map in-flight writer table (key: map id).
 pub const WRITERS_MAP: &str = "BPF_WRITERS";
+/// Call slots: a thread's call waits in slot `tid & SLOT_MASK` between
+/// enter and exit. Two threads with the same slot in a call at the same
+/// moment: the first call's record is lost and counted
+/// ([`crate::Counter::BpfSlotShared`]).
+pub const SLOTS: u32 = 16384;
+pub const SLOT_MASK: u32 = SLOTS - 1;
 
-/// Bytes of `union bpf_attr` copied at enter. Covers every field of the map
-/// commands audited here (the batch struct is the longest: 56 bytes).
-pub const ATTR_BYTES: usize = 64;
+/// Bytes of `union bpf_attr` copied at enter. Covers every field the audit
+/// reads: the element commands (32 bytes), the batch struct up to
+/// `elem_flags` (48) and MAP_CREATE up to `map_name` (44).
+pub const ATTR_BYTES: usize = 48;
 /// Length of a pin path kept in a record (longer paths are cut).
 pub const PATH_BYTES: usize = 128;
 /// Map ids of a program kept in a record (`prog_maps`); more are counted in
 /// `prog_map_cnt` and reported as cut.
 pub const PROG_MAPS: usize = 8;
 
-/// i386 (`int $0x80`) system call numbers handled through
-/// `raw_syscalls:sys_enter`: the `syscalls:*` tracepoints never fire for
-/// 32-bit calls.
+/// x86-64 system call numbers of bpf(2) and mmap(2).
+pub const NR_BPF: u64 = 321;
+pub const NR_MMAP: u64 = 9;
+/// i386 (`int $0x80`) system call numbers: the `syscalls:*` tracepoints
+/// never fire for 32-bit calls; `raw_syscalls` sees them.
 pub const COMPAT_NR_BPF: u64 = 357;
 pub const COMPAT_NR_MMAP2: u64 = 192;
 /// `TS_COMPAT` in x86 `thread_info.status`: set while a 32-bit call runs.
@@ -127,12 +141,6 @@ pub mod cmd {
         mutates(c) || takes_prog(c) || matches!(c, MAP_FREEZE | MAP_CREATE | PROG_LOAD | MMAP)
     }
 
-    /// Commands the exit program has work for (release a writer slot,
-    /// resolve a returned fd, re-read a batch count).
-    pub const fn exit_work(c: u32) -> bool {
-        mutates(c) || returns_fd(c) || is_batch(c) || c == PROG_LOAD || c == MMAP
-    }
-
     pub const fn is_batch(c: u32) -> bool {
         matches!(
             c,
@@ -188,7 +196,7 @@ pub mod cmd {
     pub const BATCH_COUNT_OFFSET: usize = 32;
 }
 
-/// How the map behind a record was found (bits of [`BpfSyscallEvent::resolved`]).
+/// How the map behind a record was found (bits of [`BpfCall::resolved`]).
 pub mod resolved {
     /// The fd in the attr was resolved at enter.
     pub const ENTER_FD: u32 = 1;
@@ -296,50 +304,144 @@ pub struct MapIdentity {
     pub name: [u8; 16],
 }
 
-/// A bpf(2) call (or writable map mmap) as seen at enter. The outcome
-/// follows in a [`BpfSyscallExit`] from the same thread; userspace joins
-/// the two by tid (a thread has one system call in flight, and the ring
-/// buffer keeps the order of reservations).
+/// The fixed part of every call record (`EventKind::BpfSyscall` alone):
+/// written by the exit program once the call is done, from what the enter
+/// program resolved and kept in the thread's slot. One record per call.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct BpfSyscallEvent {
-    /// `ts_ns` is the enter time.
+pub struct BpfCall {
+    /// `ts_ns` is the enter time; `kind` says which parts follow.
     pub header: EventHeader,
     pub cmd: u32,
     /// Bits of [`resolved`].
     pub resolved: u32,
     /// Real uid (`bpf_get_current_uid_gid`).
     pub uid: u32,
-    /// Effective uid (valid with [`resolved::CREDS`]).
-    pub euid: u32,
-    /// `cred->cap_effective` (valid with [`resolved::CREDS`]).
-    pub cap_effective: u64,
-    /// Device (kernel encoding: major << 20 | minor) and inode of the
-    /// executable (valid with [`resolved::CREDS`], zero with `NO_EXE`).
-    pub exe_dev: u32,
     /// The fd the command works on, as passed (signed: -1 stays -1).
     pub fd: i32,
-    pub exe_ino: u64,
-    /// Filled in userspace from the [`BpfSyscallExit`] (zero from the kernel).
+    /// System call return value (negative errno on failure).
     pub ret: i64,
     pub latency_ns: u64,
+    /// The map behind the fd passed, or behind the fd returned.
     pub map: MapIdentity,
-    /// The concurrent writer seen at enter (valid with
-    /// [`resolved::CONCURRENT_WRITER`]).
-    pub other: WriterSlot,
-    /// Program commands: the program's id and map ids (with [`resolved::PROG`]).
-    pub prog: ProgMaps,
-    /// `attr` bytes as seen at enter (the mmap arguments for [`cmd::MMAP`]).
+    /// `attr` bytes as seen at enter (the mmap arguments for [`cmd::MMAP`]);
+    /// batches: `count` as the kernel wrote it back.
     pub attr: [u8; ATTR_BYTES],
     /// Size userspace passed for `attr`.
     pub attr_size: u32,
     /// Length of the valid prefix of `attr` (0: unreadable).
     pub attr_len: u32,
-    /// User address of `attr`.
+    pub comm: [u8; 16],
+}
+
+/// Who made a judged call and what it touched besides the map: the part a
+/// guard needs (`EventKind::BpfSyscallJudged`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BpfCallDetail {
+    /// Effective uid (valid with [`resolved::CREDS`]).
+    pub euid: u32,
+    /// Device (kernel encoding: major << 20 | minor) of the executable
+    /// (valid with [`resolved::CREDS`], zero with `NO_EXE`).
+    pub exe_dev: u32,
+    /// `cred->cap_effective` (valid with [`resolved::CREDS`]).
+    pub cap_effective: u64,
+    pub exe_ino: u64,
+    /// The concurrent writer seen at enter (valid with
+    /// [`resolved::CONCURRENT_WRITER`]).
+    pub other: WriterSlot,
+    /// Program commands: the program's id and map ids (with [`resolved::PROG`]).
+    pub prog: ProgMaps,
+}
+
+/// A judged call: writes, freezes, creates, program commands, mmaps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BpfCallJudged {
+    pub call: BpfCall,
+    pub detail: BpfCallDetail,
+}
+
+/// OBJ_PIN / OBJ_GET: the call and its path (`EventKind::BpfSyscallPath`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BpfCallPath {
+    pub call: BpfCall,
+    /// NUL-terminated; longer paths are cut.
+    pub path: [u8; PATH_BYTES],
+}
+
+/// A thread's call between enter and exit (value of [`SLOTS_MAP`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CallSlot {
+    /// The thread whose call this is; 0 when free.
+    pub tid: u32,
+    /// System call number the call came in by (the exit takes the slot only
+    /// from the same call).
+    pub nr: u32,
+    /// User address of `attr` (batches: `count` is re-read at exit).
     pub uattr: u64,
+    pub rec: BpfCallJudged,
+}
+
+/// A whole call as userspace assembles it from any of the three records
+/// (parts a record does not carry are zero).
+#[derive(Clone, Copy, Debug)]
+pub struct BpfSyscallEvent {
+    pub header: EventHeader,
+    pub cmd: u32,
+    /// Bits of [`resolved`].
+    pub resolved: u32,
+    pub uid: u32,
+    pub euid: u32,
+    pub cap_effective: u64,
+    pub exe_dev: u32,
+    pub fd: i32,
+    pub exe_ino: u64,
+    pub ret: i64,
+    pub latency_ns: u64,
+    pub map: MapIdentity,
+    pub other: WriterSlot,
+    pub prog: ProgMaps,
+    pub attr: [u8; ATTR_BYTES],
+    pub attr_size: u32,
+    pub attr_len: u32,
     pub comm: [u8; 16],
     /// OBJ_PIN / OBJ_GET path (NUL-terminated).
     pub path: [u8; PATH_BYTES],
+}
+
+impl BpfSyscallEvent {
+    /// The call, with the optional parts that came with it.
+    pub fn assemble(
+        c: &BpfCall,
+        detail: Option<&BpfCallDetail>,
+        path: Option<&[u8; PATH_BYTES]>,
+    ) -> Self {
+        let d = detail.copied().unwrap_or_default();
+        Self {
+            header: c.header,
+            cmd: c.cmd,
+            resolved: c.resolved,
+            uid: c.uid,
+            euid: d.euid,
+            cap_effective: d.cap_effective,
+            exe_dev: d.exe_dev,
+            fd: c.fd,
+            exe_ino: d.exe_ino,
+            ret: c.ret,
+            latency_ns: c.latency_ns,
+            map: c.map,
+            other: d.other,
+            prog: d.prog,
+            attr: c.attr,
+            attr_size: c.attr_size,
+            attr_len: c.attr_len,
+            comm: c.comm,
+            path: path.copied().unwrap_or([0; PATH_BYTES]),
+        }
+    }
 }
 
 /// A program and the maps it references (`aux->used_maps`), whether they
@@ -353,44 +455,18 @@ pub struct ProgMaps {
     pub map_ids: [u32; PROG_MAPS],
 }
 
-/// The outcome of a call, written by the exit program for every bpf(2)
-/// call not made by the auditor (it cannot tell audited commands apart
-/// without per-call state) and for recorded mmaps.
-#[repr(C)]
-#[derive(Clone, Copy, Debug)]
-pub struct BpfSyscallExit {
-    /// `ts_ns` is the exit time.
-    pub header: EventHeader,
-    /// Syscall return value (negative errno on failure).
-    pub ret: i64,
-    /// Bits of [`resolved`] found at exit (`EXIT_FD`, `NOT_A_MAP`, `PROG`).
-    pub resolved: u32,
-    /// Batches: elements processed, as written back by the kernel.
-    pub batch_count: u32,
-    /// The map behind a returned fd (create / get commands).
-    pub map: MapIdentity,
-    /// PROG_LOAD: the new program and its maps.
-    pub prog: ProgMaps,
-}
-
-/// Per-thread state between enter and exit, only for commands with
-/// [`cmd::exit_work`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PendingExit {
-    pub cmd: u32,
-    pub map_id: u32,
-    pub uattr: u64,
-}
-
-const _: () = assert!(core::mem::size_of::<BpfSyscallEvent>() == 408);
-const _: () = assert!(core::mem::size_of::<BpfSyscallExit>() == 120);
+const _: () = assert!(core::mem::size_of::<BpfCall>() == 168);
+const _: () = assert!(core::mem::size_of::<BpfCallJudged>() == 256);
+const _: () = assert!(core::mem::size_of::<BpfCallPath>() == 296);
+const _: () = assert!(core::mem::size_of::<CallSlot>() == 272);
 const _: () = assert!(core::mem::size_of::<BpfAuditConfig>().is_multiple_of(8));
 
-unsafe impl Pod for BpfSyscallExit {}
+unsafe impl Pod for BpfCall {}
+unsafe impl Pod for BpfCallDetail {}
+unsafe impl Pod for BpfCallJudged {}
+unsafe impl Pod for BpfCallPath {}
+unsafe impl Pod for CallSlot {}
 unsafe impl Pod for ProgMaps {}
-unsafe impl Pod for PendingExit {}
-unsafe impl Pod for BpfSyscallEvent {}
 unsafe impl Pod for BpfAuditConfig {}
 unsafe impl Pod for KernelOffsets {}
 unsafe impl Pod for WriterSlot {}

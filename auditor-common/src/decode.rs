@@ -7,7 +7,7 @@ use core::{fmt, mem::size_of};
 
 use crate::{
     EventHeader, EventKind, Pod,
-    bpf_syscall::{BpfSyscallEvent, BpfSyscallExit},
+    bpf_syscall::{BpfCall, BpfCallJudged, BpfCallPath, BpfSyscallEvent},
     go_map::{GoEscalate, GoMapAccess, GoMapOverlap},
 };
 
@@ -19,8 +19,8 @@ use crate::{
 pub enum RawRecord {
     GoAccess(GoMapAccess),
     GoOverlap(GoMapOverlap),
+    /// Any of the three bpf(2) call records, assembled.
     BpfSyscall(BpfSyscallEvent),
-    BpfSyscallExit(BpfSyscallExit),
     GoEscalate(GoEscalate),
 }
 
@@ -90,8 +90,18 @@ pub fn decode(bytes: &[u8]) -> Result<RawRecord, DecodeError> {
     Ok(match kind {
         EventKind::GoMapAccess => RawRecord::GoAccess(need(kind, bytes)?),
         EventKind::GoMapOverlap => RawRecord::GoOverlap(need(kind, bytes)?),
-        EventKind::BpfSyscall => RawRecord::BpfSyscall(need(kind, bytes)?),
-        EventKind::BpfSyscallExit => RawRecord::BpfSyscallExit(need(kind, bytes)?),
+        EventKind::BpfSyscall => {
+            let c: BpfCall = need(kind, bytes)?;
+            RawRecord::BpfSyscall(BpfSyscallEvent::assemble(&c, None, None))
+        }
+        EventKind::BpfSyscallJudged => {
+            let j: BpfCallJudged = need(kind, bytes)?;
+            RawRecord::BpfSyscall(BpfSyscallEvent::assemble(&j.call, Some(&j.detail), None))
+        }
+        EventKind::BpfSyscallPath => {
+            let p: BpfCallPath = need(kind, bytes)?;
+            RawRecord::BpfSyscall(BpfSyscallEvent::assemble(&p.call, None, Some(&p.path)))
+        }
         EventKind::GoEscalate => RawRecord::GoEscalate(need(kind, bytes)?),
     })
 }
@@ -169,44 +179,62 @@ mod tests {
         }
     }
 
-    #[test]
-    fn bpf_syscall_record_round_trips() {
-        let mut ev: BpfSyscallEvent = read_pod(&[0u8; size_of::<BpfSyscallEvent>()]).unwrap();
-        ev.header = header(EventKind::BpfSyscall);
-        ev.cmd = 2;
-        ev.ret = -9;
-        ev.map = MapIdentity {
+    fn call(kind: EventKind) -> BpfCall {
+        let mut c: BpfCall = read_pod(&[0u8; size_of::<BpfCall>()]).unwrap();
+        c.header = header(kind);
+        c.cmd = 2;
+        c.ret = -9;
+        c.fd = -1;
+        c.map = MapIdentity {
             id: 17,
             key_size: 4,
             value_size: 8,
             max_entries: 1024,
             ..MapIdentity::default()
         };
-        match decode(pod_bytes(&ev)).unwrap() {
-            RawRecord::BpfSyscall(b) => {
-                assert_eq!(b.header, ev.header);
-                assert_eq!((b.cmd, b.ret, b.map), (ev.cmd, ev.ret, ev.map));
-                assert_eq!(pod_bytes(&b), pod_bytes(&ev));
-            }
+        c.attr[47] = 5;
+        c.comm[0] = b'x';
+        c
+    }
+
+    fn assembled(bytes: &[u8]) -> BpfSyscallEvent {
+        match decode(bytes).unwrap() {
+            RawRecord::BpfSyscall(b) => b,
             other => panic!("decoded as {other:?}"),
         }
     }
 
     #[test]
-    fn bpf_syscall_exit_record_round_trips() {
-        let mut ev: BpfSyscallExit = read_pod(&[0u8; size_of::<BpfSyscallExit>()]).unwrap();
-        ev.header = header(EventKind::BpfSyscallExit);
-        ev.ret = 5;
-        ev.batch_count = 3;
-        ev.map.id = 9;
-        match decode(pod_bytes(&ev)).unwrap() {
-            RawRecord::BpfSyscallExit(x) => {
-                assert_eq!(x.header, ev.header);
-                assert_eq!((x.ret, x.batch_count, x.map), (5, 3, ev.map));
-                assert_eq!(pod_bytes(&x), pod_bytes(&ev));
-            }
-            other => panic!("decoded as {other:?}"),
-        }
+    fn compact_bpf_call_record_decodes_with_no_optional_parts() {
+        let c = call(EventKind::BpfSyscall);
+        let b = assembled(pod_bytes(&c));
+        assert_eq!(b.header, c.header);
+        assert_eq!((b.cmd, b.ret, b.fd, b.map), (c.cmd, c.ret, -1, c.map));
+        assert_eq!((b.attr, b.comm), (c.attr, c.comm));
+        assert_eq!((b.exe_ino, b.prog.prog_id, b.path[0]), (0, 0, 0));
+    }
+
+    #[test]
+    fn judged_and_path_records_carry_their_parts() {
+        let mut j: BpfCallJudged = read_pod(&[0u8; size_of::<BpfCallJudged>()]).unwrap();
+        j.call = call(EventKind::BpfSyscallJudged);
+        j.detail.euid = 1000;
+        j.detail.exe_ino = 77;
+        j.detail.other.tid = 9;
+        j.detail.prog.map_ids[7] = 3;
+        let b = assembled(pod_bytes(&j));
+        assert_eq!((b.euid, b.exe_ino, b.other.tid), (1000, 77, 9));
+        assert_eq!(b.prog.map_ids[7], 3);
+        assert_eq!(b.map, j.call.map);
+
+        let mut p: BpfCallPath = read_pod(&[0u8; size_of::<BpfCallPath>()]).unwrap();
+        p.call = call(EventKind::BpfSyscallPath);
+        p.path[..5].copy_from_slice(b"/x/y\0");
+        let b = assembled(pod_bytes(&p));
+        assert_eq!(&b.path[..5], b"/x/y\0");
+        assert_eq!(b.euid, 0);
+        // A path record cut to the fixed part is refused, not misread.
+        assert!(decode(&pod_bytes(&p)[..size_of::<BpfCall>()]).is_err());
     }
 
     #[test]

@@ -17,7 +17,7 @@ pub mod decode;
 pub mod go_map;
 
 /// Version of this ABI. Userspace refuses an object built for another one.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// ELF section of the kernel object holding its [`ABI_VERSION`] (a
 /// little-endian `u32`), read by the loader before anything is loaded.
@@ -39,12 +39,14 @@ pub enum EventKind {
     GoMapAccess = 1,
     /// A [`go_map::GoMapOverlap`].
     GoMapOverlap = 2,
-    /// A [`bpf_syscall::BpfSyscallEvent`].
+    /// A [`bpf_syscall::BpfCall`].
     BpfSyscall = 3,
-    /// A [`bpf_syscall::BpfSyscallExit`].
-    BpfSyscallExit = 4,
+    /// A [`bpf_syscall::BpfCallJudged`].
+    BpfSyscallJudged = 4,
     /// A [`go_map::GoEscalate`].
     GoEscalate = 5,
+    /// A [`bpf_syscall::BpfCallPath`].
+    BpfSyscallPath = 6,
 }
 
 impl EventKind {
@@ -53,8 +55,9 @@ impl EventKind {
             1 => Some(Self::GoMapAccess),
             2 => Some(Self::GoMapOverlap),
             3 => Some(Self::BpfSyscall),
-            4 => Some(Self::BpfSyscallExit),
+            4 => Some(Self::BpfSyscallJudged),
             5 => Some(Self::GoEscalate),
+            6 => Some(Self::BpfSyscallPath),
             _ => None,
         }
     }
@@ -96,8 +99,9 @@ pub enum Counter {
     BpfSyscallsSeen = 6,
     /// bpf(2) events that could not be reserved in the ring buffer.
     BpfSyscallDropped = 7,
-    /// bpf(2) enter records that found no room in the in-flight table.
-    BpfInflightFull = 8,
+    /// bpf(2) calls whose record was lost because another thread's call
+    /// took the same call slot (tids equal modulo `bpf_syscall::SLOTS`).
+    BpfSlotShared = 8,
     /// Stacks cut at the configured depth.
     StackTruncated = 9,
     /// Interval mode: accessor slots full, an accessor was not tracked.
@@ -138,7 +142,7 @@ impl Counter {
         Self::GoOverlaps,
         Self::BpfSyscallsSeen,
         Self::BpfSyscallDropped,
-        Self::BpfInflightFull,
+        Self::BpfSlotShared,
         Self::StackTruncated,
         Self::GoSlotsFull,
         Self::GoMorestackSkipped,
@@ -170,7 +174,7 @@ const _: () = {
     use core::mem::size_of;
 
     use bpf_syscall::{
-        BpfAuditConfig, BpfSyscallEvent, BpfSyscallExit, KernelOffsets, MapIdentity, PendingExit,
+        BpfAuditConfig, BpfCall, BpfCallJudged, BpfCallPath, CallSlot, KernelOffsets, MapIdentity,
         ProgMaps, WriterSlot,
     };
     use go_map::{
@@ -190,10 +194,11 @@ const _: () = {
     assert!(size_of::<MapOwner>() == 56);
     assert!(size_of::<GoEscalate>() == 48);
     assert!(size_of::<GoEscalate>().is_multiple_of(8));
-    assert!(size_of::<BpfSyscallEvent>() == 408);
-    assert!(size_of::<BpfSyscallExit>() == 120);
+    assert!(size_of::<BpfCall>() == 168);
+    assert!(size_of::<BpfCallJudged>() == 256);
+    assert!(size_of::<BpfCallPath>() == 296);
+    assert!(size_of::<CallSlot>() == 272);
     assert!(size_of::<ProgMaps>() == 40);
-    assert!(size_of::<PendingExit>() == 16);
     assert!(size_of::<BpfAuditConfig>() == 160);
     assert!(size_of::<KernelOffsets>() == 120);
     assert!(size_of::<WriterSlot>() == 24);
@@ -202,8 +207,9 @@ const _: () = {
     // size is not a multiple of 8 would leave bytes the reader misreads.
     assert!(size_of::<GoMapAccess>().is_multiple_of(8));
     assert!(size_of::<GoMapOverlap>().is_multiple_of(8));
-    assert!(size_of::<BpfSyscallEvent>().is_multiple_of(8));
-    assert!(size_of::<BpfSyscallExit>().is_multiple_of(8));
+    assert!(size_of::<BpfCall>().is_multiple_of(8));
+    assert!(size_of::<BpfCallJudged>().is_multiple_of(8));
+    assert!(size_of::<BpfCallPath>().is_multiple_of(8));
 
     // Counter indexes are dense: the counter array has exactly one slot each.
     let mut i = 0;
@@ -223,13 +229,14 @@ mod tests {
             EventKind::GoMapAccess,
             EventKind::GoMapOverlap,
             EventKind::BpfSyscall,
-            EventKind::BpfSyscallExit,
+            EventKind::BpfSyscallJudged,
             EventKind::GoEscalate,
+            EventKind::BpfSyscallPath,
         ] {
             assert_eq!(EventKind::from_u32(kind as u32), Some(kind));
         }
         assert_eq!(EventKind::from_u32(0), None);
-        assert_eq!(EventKind::from_u32(6), None);
+        assert_eq!(EventKind::from_u32(7), None);
     }
 
     #[test]

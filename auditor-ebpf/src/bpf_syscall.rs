@@ -1,5 +1,6 @@
-//! Tracepoints on bpf(2) (and on writable mmaps of map fds): who touched
-//! which BPF map, with the map resolved inside the kernel at syscall time.
+//! Raw tracepoints on system call entry and exit: who touched which BPF
+//! map through bpf(2) (or a writable mmap of a map fd), with the map
+//! resolved inside the kernel at syscall time.
 //!
 //! Why here and not in userspace: a one-shot process (`bpftool map update`)
 //! closes its fd and exits long before userspace could look at
@@ -15,23 +16,26 @@
 //! it makes one call on its own config map fd and one on its own program fd
 //! and this program records the `f_op` it finds there (see `calibrate`).
 //!
-//! Cost: the enter program writes its record straight into the ring buffer
-//! (no staging copy, no per-call hash entry); the exit program writes a
-//! small completion record that userspace joins by thread id. Only
-//! commands with exit work (writes, batches, fd-returning commands,
-//! PROG_LOAD) keep a 16-byte per-thread entry. Credentials and the
-//! executable's identity are read only for calls a guard judges.
+//! Why raw `sys_enter`/`sys_exit` and not `syscalls:sys_enter_bpf`: 32-bit
+//! calls (`int $0x80`) fire no `syscalls:*` tracepoint, so the raw pair
+//! has to run on every system call anyway; letting it handle the 64-bit
+//! calls too means one program run at enter and one at exit per bpf()
+//! call, not four. A raw tracepoint also skips the perf-trace record the
+//! classic ones fill before the program runs. Every other system call
+//! returns after comparing its number (enter) or one array slot (exit).
 //!
-//! 32-bit calls (`int $0x80`) fire no `syscalls:*` tracepoint; the
-//! `raw_syscalls` programs take the i386 bpf and mmap2 numbers, checked
-//! against `TS_COMPAT`, through the same code.
+//! Cost: the enter program resolves the fd and keeps what it found in the
+//! thread's slot of an array (no hash update); the exit program writes one
+//! record per call: 168 bytes for plain calls, with the caller's identity
+//! only for the calls a guard judges and the path only for pins and gets.
 
 use auditor_common::{
     Counter, EventKind,
     bpf_syscall::{
-        ATTR_BYTES, BPF_F_MMAPABLE, BpfAuditConfig, BpfSyscallEvent, BpfSyscallExit, COMPAT_NR_BPF,
-        COMPAT_NR_MMAP2, KernelOffsets, MapIdentity, PROG_MAPS, PendingExit, ProgMaps, TS_COMPAT,
-        WriterSlot, cmd, resolved,
+        ATTR_BYTES, BPF_F_MMAPABLE, BpfAuditConfig, BpfCall, BpfCallDetail, BpfCallJudged,
+        BpfCallPath, COMPAT_NR_BPF, COMPAT_NR_MMAP2, CallSlot, KernelOffsets, MapIdentity,
+        NR_BPF, NR_MMAP, PROG_MAPS, ProgMaps, SLOT_MASK, SLOTS, TS_COMPAT, WriterSlot, cmd,
+        resolved,
     },
 };
 use aya_ebpf::{
@@ -40,9 +44,9 @@ use aya_ebpf::{
         bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_probe_read_user,
         bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
-    macros::{map, tracepoint},
+    macros::{map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray},
-    programs::TracePointContext,
+    programs::RawTracePointContext,
 };
 
 use crate::shared::{EVENTS, count, header, now};
@@ -55,9 +59,9 @@ static BPF_CONFIG: Array<BpfAuditConfig> = Array::with_max_entries(1, 0);
 #[map(name = "BPF_CALIB")]
 static BPF_CALIB: Array<u64> = Array::with_max_entries(4, 0);
 
-/// Calls with exit work between enter and exit, by thread id.
-#[map(name = "BPF_INFLIGHT")]
-static BPF_INFLIGHT: HashMap<u32, PendingExit> = HashMap::with_max_entries(16384, 0);
+/// A thread's call between enter and exit, at `tid & SLOT_MASK`.
+#[map(name = "BPF_SLOTS")]
+static BPF_SLOTS: Array<CallSlot> = Array::with_max_entries(SLOTS, 0);
 
 /// The mutating call currently inside each map, by map id.
 #[map(name = "BPF_WRITERS")]
@@ -85,91 +89,109 @@ const MAP_SHARED: u64 = 1;
 const MAP_SHARED_VALIDATE: u64 = 3;
 const MAP_TYPE_MASK: u64 = 0x0f;
 
-// Field offsets in the tracepoints' records (/sys/kernel/tracing/events/
-// {syscalls/sys_{enter,exit}_{bpf,mmap},raw_syscalls/sys_{enter,exit}}/format).
-const TP_ENTER_ARG0: usize = 16;
-const TP_EXIT_RET: usize = 16;
-const RAW_ID: usize = 8;
-const RAW_ARG0: usize = 16;
-const RAW_RET: usize = 16;
+/// `struct pt_regs` (x86-64) from `bp` (offset 32) to `di` (offset 120):
+/// every register either system call ABI passes arguments in, read in one
+/// go.
+#[repr(C)]
+struct Regs {
+    bp: u64,
+    bx: u64,
+    _r11: u64,
+    r10: u64,
+    r9: u64,
+    r8: u64,
+    _ax: u64,
+    cx: u64,
+    dx: u64,
+    si: u64,
+    di: u64,
+}
+const REGS_BP: u64 = 32;
 
-#[tracepoint]
-pub fn bpf_sys_enter(ctx: TracePointContext) -> u32 {
-    let _ = enter_bpf(&ctx, TP_ENTER_ARG0, 0);
-    0
+impl Regs {
+    /// Argument `i` of the call: the 64-bit ABI (di, si, dx, r10, r8, r9)
+    /// or the i386 one (bx, cx, dx, si, di, bp), whose arguments are the
+    /// low 32 bits of each register whatever the upper half holds.
+    #[inline(always)]
+    fn args(&self, compat: bool) -> [u64; 6] {
+        if compat {
+            let m = |v: u64| v & 0xffff_ffff;
+            [
+                m(self.bx),
+                m(self.cx),
+                m(self.dx),
+                m(self.si),
+                m(self.di),
+                m(self.bp),
+            ]
+        } else {
+            [self.di, self.si, self.dx, self.r10, self.r8, self.r9]
+        }
+    }
 }
 
-#[tracepoint]
-pub fn bpf_sys_exit(ctx: TracePointContext) -> u32 {
-    let ret = unsafe { ctx.read_at::<i64>(TP_EXIT_RET) }.unwrap_or(0);
-    let _ = exit_bpf(ret);
-    0
-}
-
-#[tracepoint]
-pub fn bpf_mmap_enter(ctx: TracePointContext) -> u32 {
-    let _ = enter_mmap(&ctx, TP_ENTER_ARG0, 0);
-    0
-}
-
-#[tracepoint]
-pub fn bpf_mmap_exit(ctx: TracePointContext) -> u32 {
-    let ret = unsafe { ctx.read_at::<i64>(TP_EXIT_RET) }.unwrap_or(0);
-    let _ = exit_mmap(ret);
-    0
-}
-
-/// `raw_syscalls:sys_enter`: every system call; only 32-bit bpf and mmap2
-/// go further.
-#[tracepoint]
-pub fn bpf_compat_enter(ctx: TracePointContext) -> u32 {
-    let id = unsafe { ctx.read_at::<u64>(RAW_ID) }.unwrap_or(0);
-    if id == COMPAT_NR_BPF || id == COMPAT_NR_MMAP2 {
-        let _ = enter_compat(&ctx, id);
+/// `raw_syscalls:sys_enter` (`regs`, `id`): every system call of the
+/// machine; only bpf and mmap (64- and 32-bit) go past the number check.
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn bpf_sys_enter(ctx: RawTracePointContext) -> i32 {
+    let id: u64 = ctx.arg(1);
+    if id == NR_BPF || id == COMPAT_NR_BPF || id == NR_MMAP || id == COMPAT_NR_MMAP2 {
+        let _ = enter(&ctx, id);
     }
     0
 }
 
-#[tracepoint]
-pub fn bpf_compat_exit(ctx: TracePointContext) -> u32 {
-    let id = unsafe { ctx.read_at::<u64>(RAW_ID) }.unwrap_or(0);
-    if id == COMPAT_NR_BPF {
-        let ret = unsafe { ctx.read_at::<i64>(RAW_RET) }.unwrap_or(0);
-        let _ = exit_bpf(ret);
-    } else if id == COMPAT_NR_MMAP2 {
-        let ret = unsafe { ctx.read_at::<i64>(RAW_RET) }.unwrap_or(0);
-        let _ = exit_mmap(ret);
+/// `raw_syscalls:sys_exit` (`regs`, `ret`): only a thread whose slot holds
+/// a call of its own goes past the slot check.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn bpf_sys_exit(ctx: RawTracePointContext) -> i32 {
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(slot) = BPF_SLOTS.get_ptr_mut(tid & SLOT_MASK) else {
+        return 0;
+    };
+    // SAFETY: array value; the slot of this thread's tid.
+    if unsafe { (*slot).tid } != tid || tid == 0 {
+        return 0;
     }
+    let ret: i64 = ctx.arg(1);
+    let _ = exit(unsafe { &mut *slot }, ret);
     0
 }
 
 #[inline(always)]
-fn enter_compat(ctx: &TracePointContext, id: u64) -> Option<()> {
-    let cfg = BPF_CONFIG.get(0)?;
-    if cfg.enabled == 0 {
-        return None;
-    }
-    let task = unsafe { bpf_get_current_task() };
-    let status: u32 = read_k(task + cfg.off.task_ti_status as u64)?;
-    if status & TS_COMPAT == 0 {
-        // A 64-bit call with the same number (ENOSYS): not bpf.
-        return None;
-    }
-    if id == COMPAT_NR_BPF {
-        enter_bpf(ctx, RAW_ARG0, resolved::COMPAT)
+fn enter(ctx: &RawTracePointContext, id: u64) -> Option<()> {
+    let regs_ptr: u64 = ctx.arg(0);
+    let regs: Regs = read_k(regs_ptr + REGS_BP)?;
+    let compat = id == COMPAT_NR_BPF || id == COMPAT_NR_MMAP2;
+    let a = regs.args(compat);
+    if id == NR_BPF || id == COMPAT_NR_BPF {
+        count(Counter::BpfSyscallsSeen);
+        let c = a[0] as u32;
+        if !cmd::audited(c) {
+            return None;
+        }
+        let cfg = BPF_CONFIG.get(0)?;
+        if cfg.enabled == 0 || is_compat(&cfg.off) != compat {
+            // The number is another call's in the other ABI (i386 321 is
+            // signalfd; x86-64 357 does not exist).
+            return None;
+        }
+        enter_bpf(cfg, id, c, a[1], a[2] as u32, compat)
     } else {
-        enter_mmap(ctx, RAW_ARG0, resolved::COMPAT)
+        enter_mmap(id, &a, compat)
     }
+}
+
+/// Whether the current call came through the 32-bit entry.
+#[inline(always)]
+fn is_compat(off: &KernelOffsets) -> bool {
+    let task = unsafe { bpf_get_current_task() };
+    read_k::<u32>(task + off.task_ti_status as u64).is_some_and(|s| s & TS_COMPAT != 0)
 }
 
 #[inline(always)]
 fn read_k<T>(addr: u64) -> Option<T> {
     unsafe { bpf_probe_read_kernel(addr as *const T) }.ok()
-}
-
-#[inline(always)]
-fn arg(ctx: &TracePointContext, base: usize, i: usize) -> Option<u64> {
-    unsafe { ctx.read_at::<u64>(base + i * 8) }.ok()
 }
 
 #[inline(always)]
@@ -331,23 +353,19 @@ fn calibrate(task: u64, fd: u32, cfg: &BpfAuditConfig) -> Option<()> {
 /// Effective uid, effective capabilities and the executable's device and
 /// inode (as `stat` on its path reports them: through `f_path`'s dentry).
 #[inline(always)]
-fn read_creds(task: u64, off: &KernelOffsets, ev: &mut BpfSyscallEvent) {
-    ev.euid = u32::MAX;
-    ev.cap_effective = 0;
-    ev.exe_dev = 0;
-    ev.exe_ino = 0;
+fn read_creds(task: u64, off: &KernelOffsets, flags: &mut u32, d: &mut BpfCallDetail) {
     if let Some(cred) = read_k::<u64>(task + off.task_cred as u64) {
-        ev.euid = read_k(cred + off.cred_euid as u64).unwrap_or(u32::MAX);
-        ev.cap_effective = read_k(cred + off.cred_cap_effective as u64).unwrap_or(0);
+        d.euid = read_k(cred + off.cred_euid as u64).unwrap_or(u32::MAX);
+        d.cap_effective = read_k(cred + off.cred_cap_effective as u64).unwrap_or(0);
     }
-    ev.resolved |= resolved::CREDS;
-    if read_exe_id(task, off, ev).is_none() {
-        ev.resolved |= resolved::NO_EXE;
+    *flags |= resolved::CREDS;
+    if read_exe_id(task, off, d).is_none() {
+        *flags |= resolved::NO_EXE;
     }
 }
 
 #[inline(always)]
-fn read_exe_id(task: u64, off: &KernelOffsets, ev: &mut BpfSyscallEvent) -> Option<()> {
+fn read_exe_id(task: u64, off: &KernelOffsets, ev: &mut BpfCallDetail) -> Option<()> {
     let mm: u64 = read_k(task + off.task_mm as u64)?;
     if mm == 0 {
         return None;
@@ -364,47 +382,59 @@ fn read_exe_id(task: u64, off: &KernelOffsets, ev: &mut BpfSyscallEvent) -> Opti
     Some(())
 }
 
-/// Fill the fields every record shares.
+
+/// Take this thread's slot for a new call. A slot still held by another
+/// thread (tids equal modulo `SLOTS`, both inside a call) loses that call.
 #[inline(always)]
-fn begin(ev: &mut BpfSyscallEvent, c: u32, flags: u32, pid: u32, tid: u32) {
-    ev.header = header(EventKind::BpfSyscall, pid, tid, now());
-    ev.cmd = c;
-    ev.resolved = flags;
-    ev.uid = bpf_get_current_uid_gid() as u32;
-    ev.euid = 0;
-    ev.cap_effective = 0;
-    ev.exe_dev = 0;
-    ev.fd = -1;
-    ev.exe_ino = 0;
-    ev.ret = 0;
-    ev.latency_ns = 0;
-    ev.map = MapIdentity::default();
-    ev.other = WriterSlot::default();
-    ev.prog = ProgMaps::default();
-    ev.attr_size = 0;
-    ev.attr_len = 0;
-    ev.uattr = 0;
-    ev.comm = bpf_get_current_comm().unwrap_or([0; 16]);
-    ev.path[0] = 0;
+fn take_slot(tid: u32, nr: u64, uattr: u64) -> Option<&'static mut CallSlot> {
+    let slot = BPF_SLOTS.get_ptr_mut(tid & SLOT_MASK)?;
+    // SAFETY: array value, valid for the map's lifetime.
+    let slot = unsafe { &mut *slot };
+    if slot.tid != 0 && slot.tid != tid {
+        count(Counter::BpfSlotShared);
+    }
+    slot.tid = tid;
+    slot.nr = nr as u32;
+    slot.uattr = uattr;
+    Some(slot)
 }
 
 #[inline(always)]
-fn enter_bpf(ctx: &TracePointContext, base: usize, flags: u32) -> Option<()> {
-    count(Counter::BpfSyscallsSeen);
-    let cfg = BPF_CONFIG.get(0)?;
-    if cfg.enabled == 0 {
-        return None;
-    }
-    let c = arg(ctx, base, 0)? as u32;
-    if !cmd::audited(c) {
-        return None;
-    }
-    let uattr = arg(ctx, base, 1)?;
-    let size = arg(ctx, base, 2)?;
+fn clear_call(c: &mut BpfCall, cmd: u32, flags: u32, pid: u32, tid: u32) {
+    c.header = header(EventKind::BpfSyscall, pid, tid, now());
+    c.cmd = cmd;
+    c.resolved = flags;
+    c.uid = 0;
+    c.fd = -1;
+    c.ret = 0;
+    c.latency_ns = 0;
+    c.map = MapIdentity::default();
+    c.attr_size = 0;
+    c.attr_len = 0;
+}
+
+#[inline(always)]
+fn clear_detail(d: &mut BpfCallDetail) {
+    d.euid = u32::MAX;
+    d.exe_dev = 0;
+    d.cap_effective = 0;
+    d.exe_ino = 0;
+    d.other = WriterSlot::default();
+    d.prog = ProgMaps::default();
+}
+
+#[inline(always)]
+fn enter_bpf(
+    cfg: &BpfAuditConfig,
+    nr: u64,
+    c: u32,
+    uattr: u64,
+    size: u32,
+    compat: bool,
+) -> Option<()> {
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
     let tid = pid_tgid as u32;
-    let task = unsafe { bpf_get_current_task() };
 
     if pid == cfg.self_tgid {
         if (cfg.map_fops == 0 || cfg.prog_fops == 0)
@@ -412,7 +442,7 @@ fn enter_bpf(ctx: &TracePointContext, base: usize, flags: u32) -> Option<()> {
             && let Ok(fd) = unsafe { bpf_probe_read_user(uattr as *const u32) }
             && (fd == cfg.calib_fd || fd == cfg.calib_prog_fd)
         {
-            calibrate(task, fd, cfg);
+            calibrate(unsafe { bpf_get_current_task() }, fd, cfg);
             return None;
         }
         if cfg.include_self == 0 {
@@ -420,14 +450,11 @@ fn enter_bpf(ctx: &TracePointContext, base: usize, flags: u32) -> Option<()> {
         }
     }
 
-    let Some(mut entry) = EVENTS.reserve::<BpfSyscallEvent>(0) else {
-        count(Counter::BpfSyscallDropped);
-        return None;
-    };
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    begin(ev, c, flags, pid, tid);
-    ev.attr_size = size as u32;
-    ev.uattr = uattr;
+    let slot = take_slot(tid, nr, uattr)?;
+    let flags = if compat { resolved::COMPAT } else { 0 };
+    let ev = &mut slot.rec.call;
+    clear_call(ev, c, flags, pid, tid);
+    ev.attr_size = size;
     // The attr may end near the end of a mapped page: fall back to the
     // 32-byte prefix every element command fits in. Unreadable (NULL or
     // unmapped): the call fails with EFAULT and is reported as such.
@@ -442,51 +469,39 @@ fn enter_bpf(ctx: &TracePointContext, base: usize, flags: u32) -> Option<()> {
             ev.resolved |= resolved::ATTR_UNREADABLE;
         }
     }
-
+    let judged = cmd::judged(c);
+    let d = &mut slot.rec.detail;
+    if judged {
+        clear_detail(d);
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let ev = &mut slot.rec.call;
     if ev.attr_len != 0
         && let Some(fd) = fd_at(c, &ev.attr)
     {
         ev.fd = fd as i32;
-        let r = resolve_fd(task, fd, cfg, &mut ev.map, &mut ev.prog);
+        let mut prog = ProgMaps::default();
+        let r = resolve_fd(task, fd, cfg, &mut ev.map, &mut prog);
         ev.resolved |= if r == 0 { resolved::ENTER_FD } else { r };
         if r & resolved::FAILED != 0 {
             count(Counter::BpfResolveFailed);
+        }
+        if r & resolved::PROG != 0 {
+            if !judged {
+                clear_detail(d);
+            }
+            d.prog = prog;
         }
     }
     // Claim the map before the slower reads below, so the window in which
     // this call counts as "inside" starts as close to the enter as it can.
     if cmd::mutates(c) && ev.map.id != 0 {
-        note_writer(ev, pid, tid, ev.header.ts_ns, c);
+        note_writer(ev, d, pid, tid, c);
     }
-    if cmd::judged(c) {
-        read_creds(task, &cfg.off, ev);
+    if judged {
+        read_creds(task, &cfg.off, &mut ev.resolved, d);
     }
-    if (c == cmd::OBJ_PIN || c == cmd::OBJ_GET)
-        && ev.attr_len != 0
-        && unsafe { bpf_probe_read_user_str_bytes(attr_u64(&ev.attr) as *const u8, &mut ev.path) }
-            .is_err()
-    {
-        ev.path[0] = 0;
-    }
-    if cmd::exit_work(c) {
-        let p = PendingExit {
-            cmd: c,
-            map_id: ev.map.id,
-            uattr,
-        };
-        if BPF_INFLIGHT.insert(&tid, &p, 0).is_err() {
-            count(Counter::BpfInflightFull);
-        }
-    }
-    entry.submit(wakeup_flag());
     Some(())
-}
-
-#[inline(always)]
-fn attr_u64(attr: &[u8; ATTR_BYTES]) -> u64 {
-    u64::from_ne_bytes([
-        attr[0], attr[1], attr[2], attr[3], attr[4], attr[5], attr[6], attr[7],
-    ])
 }
 
 /// A shared writable mmap of a map fd: the way to change a
@@ -494,9 +509,9 @@ fn attr_u64(attr: &[u8; ATTR_BYTES]) -> u64 {
 /// cannot write the map (the kernel refuses later write access), so they
 /// are left out.
 #[inline(always)]
-fn enter_mmap(ctx: &TracePointContext, base: usize, flags: u32) -> Option<()> {
-    let prot = arg(ctx, base, 2)?;
-    let mflags = arg(ctx, base, 3)?;
+fn enter_mmap(nr: u64, a: &[u64; 6], compat: bool) -> Option<()> {
+    let prot = a[2];
+    let mflags = a[3];
     if prot & PROT_WRITE == 0 {
         return None;
     }
@@ -504,7 +519,7 @@ fn enter_mmap(ctx: &TracePointContext, base: usize, flags: u32) -> Option<()> {
     if share != MAP_SHARED && share != MAP_SHARED_VALIDATE {
         return None;
     }
-    let fd = arg(ctx, base, 4)? as i32;
+    let fd = a[4] as i32;
     if fd < 0 {
         return None;
     }
@@ -524,45 +539,39 @@ fn enter_mmap(ctx: &TracePointContext, base: usize, flags: u32) -> Option<()> {
     if fop != cfg.map_fops {
         return None;
     }
+    if is_compat(&cfg.off) != compat {
+        return None;
+    }
     let map: u64 = read_k(file + cfg.off.file_private_data as u64)?;
     let mut id = MapIdentity::default();
     read_map(map, &cfg.off, &mut id);
     if id.map_flags & BPF_F_MMAPABLE == 0 {
         return None;
     }
-    let Some(mut entry) = EVENTS.reserve::<BpfSyscallEvent>(0) else {
-        count(Counter::BpfSyscallDropped);
-        return None;
-    };
-    let ev = unsafe { &mut *entry.as_mut_ptr() };
-    begin(ev, cmd::MMAP, flags | resolved::ENTER_FD, pid, tid);
+    let slot = take_slot(tid, nr, 0)?;
+    let flags = resolved::ENTER_FD | if compat { resolved::COMPAT } else { 0 };
+    let ev = &mut slot.rec.call;
+    clear_call(ev, cmd::MMAP, flags, pid, tid);
     ev.fd = fd;
     ev.map = id;
     ev.attr = [0; ATTR_BYTES];
     // len, prot and flags, as the "attr" of this pseudo-command.
-    let len = arg(ctx, base, 1).unwrap_or(0).to_ne_bytes();
-    ev.attr[0..8].copy_from_slice(&len);
+    ev.attr[0..8].copy_from_slice(&a[1].to_ne_bytes());
     ev.attr[8..16].copy_from_slice(&prot.to_ne_bytes());
     ev.attr[16..24].copy_from_slice(&mflags.to_ne_bytes());
     ev.attr_len = 24;
     ev.attr_size = 24;
-    read_creds(task, &cfg.off, ev);
-    let p = PendingExit {
-        cmd: cmd::MMAP,
-        map_id: id.id,
-        uattr: 0,
-    };
-    if BPF_INFLIGHT.insert(&tid, &p, 0).is_err() {
-        count(Counter::BpfInflightFull);
-    }
-    entry.submit(wakeup_flag());
+    let d = &mut slot.rec.detail;
+    clear_detail(d);
+    read_creds(task, &cfg.off, &mut ev.resolved, d);
     Some(())
 }
 
 /// Record this thread as inside a mutating call on the map, and flag the
 /// call if another thread already is.
 #[inline(always)]
-fn note_writer(ev: &mut BpfSyscallEvent, pid: u32, tid: u32, ts: u64, c: u32) {
+fn note_writer(ev: &mut BpfCall, d: &mut BpfCallDetail, pid: u32, tid: u32, c: u32) {
+    let ts = ev.header.ts_ns;
     let me = WriterSlot {
         ts_ns: ts,
         pid,
@@ -580,7 +589,7 @@ fn note_writer(ev: &mut BpfSyscallEvent, pid: u32, tid: u32, ts: u64, c: u32) {
         Some(slot) => {
             let slot = unsafe { &mut *slot };
             if slot.tid != 0 && slot.tid != tid && ts.saturating_sub(slot.ts_ns) < WRITER_STALE_NS {
-                ev.other = *slot;
+                d.other = *slot;
                 ev.resolved |= resolved::CONCURRENT_WRITER;
             }
             *slot = me;
@@ -609,98 +618,109 @@ fn wakeup_flag() -> u64 {
     }
 }
 
+/// The call in `slot` is done: finish it and write its one record.
 #[inline(always)]
-fn exit_bpf(ret: i64) -> Option<()> {
-    let cfg = BPF_CONFIG.get(0)?;
-    if cfg.enabled == 0 {
-        return None;
+fn exit(slot: &mut CallSlot, ret: i64) -> Option<()> {
+    slot.tid = 0;
+    let c = slot.rec.call.cmd;
+    let t = now();
+    {
+        let ev = &mut slot.rec.call;
+        ev.ret = ret;
+        ev.latency_ns = t.saturating_sub(ev.header.ts_ns);
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
-    let tid = pid_tgid as u32;
-    if pid == cfg.self_tgid && cfg.include_self == 0 {
-        return None;
+    if cmd::mutates(c) {
+        release_writer(slot.rec.call.map.id, c, slot.rec.call.header.tid);
     }
-    let Some(mut entry) = EVENTS.reserve::<BpfSyscallExit>(0) else {
-        count(Counter::BpfSyscallDropped);
-        // Still release the writer slot below through the pending entry.
-        if let Some(p) = BPF_INFLIGHT.get_ptr(&tid) {
-            release_writer(unsafe { &*p }, tid);
-            let _ = BPF_INFLIGHT.remove(&tid);
+    if ret >= 0 && (cmd::returns_fd(c) || c == cmd::PROG_LOAD) {
+        let cfg = BPF_CONFIG.get(0)?;
+        let task = unsafe { bpf_get_current_task() };
+        let mut prog = ProgMaps::default();
+        let ev = &mut slot.rec.call;
+        let r = resolve_fd(task, ret as u32, cfg, &mut ev.map, &mut prog);
+        ev.resolved |= if r == 0 { resolved::EXIT_FD } else { r };
+        if r & resolved::FAILED != 0 {
+            count(Counter::BpfResolveFailed);
         }
-        return None;
-    };
-    let out = unsafe { &mut *entry.as_mut_ptr() };
-    out.header = header(EventKind::BpfSyscallExit, pid, tid, now());
-    out.ret = ret;
-    out.resolved = 0;
-    out.batch_count = 0;
-    out.map = MapIdentity::default();
-    out.prog = ProgMaps::default();
-    if let Some(p) = BPF_INFLIGHT.get_ptr(&tid) {
-        let p = unsafe { &*p };
-        let c = p.cmd;
-        release_writer(p, tid);
-        if ret >= 0 && (cmd::returns_fd(c) || c == cmd::PROG_LOAD) {
-            let task = unsafe { bpf_get_current_task() };
-            let r = resolve_fd(task, ret as u32, cfg, &mut out.map, &mut out.prog);
-            out.resolved = if r == 0 { resolved::EXIT_FD } else { r };
-            if r & resolved::FAILED != 0 {
-                count(Counter::BpfResolveFailed);
-            }
+        if r & resolved::PROG != 0 {
+            slot.rec.detail.prog = prog;
         }
-        if cmd::is_batch(c)
-            && let Ok(n) = unsafe {
-                bpf_probe_read_user((p.uattr + cmd::BATCH_COUNT_OFFSET as u64) as *const u32)
+    }
+    if cmd::is_batch(c)
+        && slot.rec.call.attr_len as usize >= cmd::BATCH_COUNT_OFFSET + 4
+        && let Ok(n) = unsafe {
+            bpf_probe_read_user((slot.uattr + cmd::BATCH_COUNT_OFFSET as u64) as *const u32)
+        }
+    {
+        // The kernel writes back how many elements it processed.
+        let at = cmd::BATCH_COUNT_OFFSET;
+        slot.rec.call.attr[at..at + 4].copy_from_slice(&n.to_ne_bytes());
+    }
+    if c == cmd::OBJ_PIN || c == cmd::OBJ_GET {
+        let Some(mut entry) = EVENTS.reserve::<BpfCallPath>(0) else {
+            count(Counter::BpfSyscallDropped);
+            return None;
+        };
+        let out = unsafe { &mut *entry.as_mut_ptr() };
+        out.call = slot.rec.call;
+        finish_call(&mut out.call, EventKind::BpfSyscallPath);
+        out.path[0] = 0;
+        if out.call.attr_len != 0
+            && unsafe {
+                bpf_probe_read_user_str_bytes(attr_u64(&out.call.attr) as *const u8, &mut out.path)
             }
+            .is_err()
         {
-            // The kernel writes back how many elements it processed.
-            out.batch_count = n;
+            out.path[0] = 0;
         }
-        let _ = BPF_INFLIGHT.remove(&tid);
+        entry.submit(wakeup_flag());
+    } else if slot.rec.call.resolved
+        & (resolved::CREDS | resolved::PROG | resolved::CONCURRENT_WRITER)
+        != 0
+    {
+        let Some(mut entry) = EVENTS.reserve::<BpfCallJudged>(0) else {
+            count(Counter::BpfSyscallDropped);
+            return None;
+        };
+        let out = unsafe { &mut *entry.as_mut_ptr() };
+        *out = slot.rec;
+        finish_call(&mut out.call, EventKind::BpfSyscallJudged);
+        entry.submit(wakeup_flag());
+    } else {
+        let Some(mut entry) = EVENTS.reserve::<BpfCall>(0) else {
+            count(Counter::BpfSyscallDropped);
+            return None;
+        };
+        let out = unsafe { &mut *entry.as_mut_ptr() };
+        *out = slot.rec.call;
+        finish_call(out, EventKind::BpfSyscall);
+        entry.submit(wakeup_flag());
     }
-    entry.submit(wakeup_flag());
     Some(())
 }
 
+/// What is read straight into the record: the kind, uid and command name.
 #[inline(always)]
-fn release_writer(p: &PendingExit, tid: u32) {
-    if cmd::mutates(p.cmd)
-        && p.map_id != 0
-        && let Some(slot) = BPF_WRITERS.get_ptr(&p.map_id)
+fn finish_call(c: &mut BpfCall, kind: EventKind) {
+    c.header.kind = kind as u32;
+    c.uid = bpf_get_current_uid_gid() as u32;
+    c.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+}
+
+#[inline(always)]
+fn attr_u64(attr: &[u8; ATTR_BYTES]) -> u64 {
+    u64::from_ne_bytes([
+        attr[0], attr[1], attr[2], attr[3], attr[4], attr[5], attr[6], attr[7],
+    ])
+}
+
+#[inline(always)]
+fn release_writer(map_id: u32, c: u32, tid: u32) {
+    if cmd::mutates(c)
+        && map_id != 0
+        && let Some(slot) = BPF_WRITERS.get_ptr(&map_id)
         && unsafe { (*slot).tid } == tid
     {
-        let _ = BPF_WRITERS.remove(&p.map_id);
+        let _ = BPF_WRITERS.remove(&map_id);
     }
-}
-
-/// mmap exits fire for every mmap in the system: only those with a pending
-/// map record go on.
-#[inline(always)]
-fn exit_mmap(ret: i64) -> Option<()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let tid = pid_tgid as u32;
-    let p = BPF_INFLIGHT.get_ptr(&tid)?;
-    if unsafe { (*p).cmd } != cmd::MMAP {
-        return None;
-    }
-    let _ = BPF_INFLIGHT.remove(&tid);
-    let Some(mut entry) = EVENTS.reserve::<BpfSyscallExit>(0) else {
-        count(Counter::BpfSyscallDropped);
-        return None;
-    };
-    let out = unsafe { &mut *entry.as_mut_ptr() };
-    out.header = header(
-        EventKind::BpfSyscallExit,
-        (pid_tgid >> 32) as u32,
-        tid,
-        now(),
-    );
-    out.ret = ret;
-    out.resolved = 0;
-    out.batch_count = 0;
-    out.map = MapIdentity::default();
-    out.prog = ProgMaps::default();
-    entry.submit(wakeup_flag());
-    Some(())
 }

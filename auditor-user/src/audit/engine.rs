@@ -411,7 +411,7 @@ impl GoEngine {
                     escalations.push(*e);
                     continue;
                 }
-                RawRecord::BpfSyscall(_) | RawRecord::BpfSyscallExit(_) => continue,
+                RawRecord::BpfSyscall(_) => continue,
             };
             let Some(t) = self.targets.get_mut(&pid) else {
                 self.unattributed += 1;
@@ -439,7 +439,6 @@ impl GoEngine {
                     AuditEvent::Overlap(o)
                 }
                 RawRecord::BpfSyscall(_)
-                | RawRecord::BpfSyscallExit(_)
                 | RawRecord::GoEscalate(_) => continue,
             };
             t.stats.events += 1;

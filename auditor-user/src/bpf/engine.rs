@@ -19,7 +19,6 @@ use super::{
     Alert, AlertRule, BpfMapEvent, BpfMapGraph, MAP_DESTROYED,
     exe::{AllowList, ExeCache, ExeId},
     from_raw, is_audited_record,
-    join::{ExitJoin, Joined},
     lifecycle::MapLifecycle,
     policy::GuardSpec,
     session::{BpfAuditSession, FopsSource, SessionError},
@@ -93,8 +92,6 @@ pub struct BpfStats {
     pub bad_records: u64,
     /// Map commands whose fd named no map (see [`BpfMapEvent::unresolved_fd`]).
     pub unresolved_fds: u64,
-    /// Calls whose exit record was lost (shown with result `unknown`).
-    pub unfinished: u64,
 }
 
 /// A guarded pin path and the last map seen pinned there.
@@ -112,7 +109,6 @@ pub struct BpfEngine {
     pub graph: BpfMapGraph,
     lifecycle: MapLifecycle,
     losses: LossTracker,
-    join: ExitJoin,
     exes: ExeCache,
     pins: Vec<PinGuard>,
     buf: Vec<Bytes>,
@@ -149,7 +145,6 @@ impl BpfEngine {
             graph: BpfMapGraph::new(settings.guards.clone(), allow),
             lifecycle: MapLifecycle::default(),
             losses: LossTracker::new(&BPF_LOSSES),
-            join: ExitJoin::default(),
             exes,
             pins: Vec::new(),
             buf: Vec::new(),
@@ -255,16 +250,7 @@ impl BpfEngine {
         let records = std::mem::take(&mut self.buf);
         for rec in &records {
             match decode(rec) {
-                Ok(RawRecord::BpfSyscall(r)) => {
-                    if let Some(Joined::Unfinished(e)) = self.join.enter(r) {
-                        self.emit(&e, true, out);
-                    }
-                }
-                Ok(RawRecord::BpfSyscallExit(x)) => match self.join.exit(&x) {
-                    Some(Joined::Done(e)) => self.emit(&e, false, out),
-                    Some(Joined::Unfinished(e)) => self.emit(&e, true, out),
-                    None => {}
-                },
+                Ok(RawRecord::BpfSyscall(r)) => self.emit(&r, out),
                 Ok(_) => {}
                 Err(_) => self.stats.bad_records += 1,
             }
@@ -273,16 +259,11 @@ impl BpfEngine {
         self.buf.clear();
     }
 
-    fn emit(&mut self, raw: &BpfSyscallEvent, unfinished: bool, out: &mut Vec<AuditEvent>) {
+    fn emit(&mut self, raw: &BpfSyscallEvent, out: &mut Vec<AuditEvent>) {
         if !is_audited_record(raw) {
             return;
         }
         let mut ev = from_raw(raw, &self.clock);
-        if unfinished {
-            self.stats.unfinished += 1;
-            ev.result = "unknown".into();
-            ev.latency_ns = 0;
-        }
         let id = (raw.resolved & resolved::CREDS != 0 && raw.resolved & resolved::NO_EXE == 0)
             .then(|| ExeId::from_kernel(raw.exe_dev, raw.exe_ino));
         (ev.exe, ev.exe_unread) = self.exes.path(ev.pid, id);
@@ -390,9 +371,6 @@ impl BpfEngine {
     pub fn finish(&mut self, out: &mut Vec<AuditEvent>) {
         self.session.disable();
         self.poll(out);
-        for e in self.join.drain() {
-            self.emit(&e, true, out);
-        }
     }
 
     pub fn counters(&self) -> CounterSnapshot {

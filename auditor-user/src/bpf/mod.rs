@@ -15,7 +15,6 @@ pub mod attr;
 pub mod btf;
 pub mod engine;
 pub mod exe;
-pub mod join;
 pub mod lifecycle;
 pub mod names;
 pub mod policy;
@@ -61,7 +60,7 @@ pub fn is_audited_record(raw: &BpfSyscallEvent) -> bool {
         || raw.cmd == cmd::PROG_LOAD
 }
 
-/// Turn a joined kernel record into an event (pure; `exe` and map names of
+/// Turn a kernel record into an event (pure; `exe` and map names of
 /// programs are filled in by the engine).
 pub fn from_raw(raw: &BpfSyscallEvent, clock: &WallClock) -> BpfMapEvent {
     // attr_len comes from the record; never trust it past the array.
@@ -192,8 +191,7 @@ mod tests {
             prog: ProgMaps::default(),
             attr: [0; ATTR_BYTES],
             attr_size: 32,
-            attr_len: 64,
-            uattr: 0,
+            attr_len: ATTR_BYTES as u32,
             comm,
             path: [0; PATH_BYTES],
         }

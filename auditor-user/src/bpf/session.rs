@@ -15,7 +15,7 @@ use auditor_common::bpf_syscall::{BpfAuditConfig, CALIB_MAP, CONFIG_MAP, KernelO
 use aya::{
     Ebpf,
     maps::{Array, IterableMap, MapData},
-    programs::TracePoint,
+    programs::RawTracePoint,
 };
 use thiserror::Error;
 
@@ -70,20 +70,15 @@ pub struct BpfAuditSession {
     config: Array<MapData, BpfAuditConfig>,
 }
 
-/// Program name, tracepoint category and name.
-const PROGRAMS: [(&str, &str, &str); 4] = [
-    ("bpf_sys_enter", "syscalls", "sys_enter_bpf"),
-    ("bpf_sys_exit", "syscalls", "sys_exit_bpf"),
-    ("bpf_mmap_enter", "syscalls", "sys_enter_mmap"),
-    ("bpf_mmap_exit", "syscalls", "sys_exit_mmap"),
-];
-const COMPAT_PROGRAMS: [(&str, &str, &str); 2] = [
-    ("bpf_compat_enter", "raw_syscalls", "sys_enter"),
-    ("bpf_compat_exit", "raw_syscalls", "sys_exit"),
+/// Program name and raw tracepoint: every system call's entry and exit
+/// (see auditor-ebpf's `bpf_syscall.rs` for why not `syscalls:*_bpf`).
+const PROGRAMS: [(&str, &str); 2] = [
+    ("bpf_sys_enter", "sys_enter"),
+    ("bpf_sys_exit", "sys_exit"),
 ];
 
-fn attach(ebpf: &mut Ebpf, prog: &'static str, cat: &str, tp: &str) -> Result<(), ProbeError> {
-    let p: &mut TracePoint = ebpf
+fn attach(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<(), ProbeError> {
+    let p: &mut RawTracePoint = ebpf
         .program_mut(prog)
         .ok_or(ProbeError::MissingProgram { name: prog })?
         .try_into()
@@ -95,7 +90,7 @@ fn attach(ebpf: &mut Ebpf, prog: &'static str, cat: &str, tp: &str) -> Result<()
         name: prog,
         source: Box::new(source),
     })?;
-    p.attach(cat, tp).map_err(|source| ProbeError::Program {
+    p.attach(tp).map_err(|source| ProbeError::Program {
         name: prog,
         source: Box::new(source),
     })?;
@@ -149,7 +144,7 @@ pub fn kallsyms_map_fops() -> Option<u64> {
 }
 
 impl BpfAuditSession {
-    /// Load, attach to `syscalls:sys_{enter,exit}_bpf`, and calibrate.
+    /// Load, attach to `raw_syscalls:sys_{enter,exit}`, and calibrate.
     pub fn start(include_self: bool) -> Result<Self, SessionError> {
         ensure_tracefs()?;
         let offsets = KernelBtf::from_sys_fs()?.kernel_offsets()?;
@@ -177,18 +172,14 @@ impl BpfAuditSession {
             })?
             .id();
 
-        for (prog, cat, tp) in PROGRAMS {
-            attach(&mut ebpf, prog, cat, tp)?;
+        for (prog, tp) in PROGRAMS {
+            attach(&mut ebpf, prog, tp)?;
         }
-        // 32-bit calls: every system call passes raw_syscalls, so this is
-        // the one place they can be seen. A kernel without it (or without
-        // ia32 emulation, where no such call can be made) is said at start.
-        let compat = COMPAT_PROGRAMS
-            .iter()
-            .try_for_each(|(prog, cat, tp)| attach(&mut ebpf, prog, cat, tp))
-            .map_err(|e| e.to_string());
+        // 32-bit calls come through the same raw tracepoints: seen whenever
+        // the programs are attached.
+        let compat = Ok(());
         let (calib_prog_fd, calib_prog_id) = {
-            let p: &TracePoint = ebpf
+            let p: &RawTracePoint = ebpf
                 .program(PROGRAMS[0].0)
                 .ok_or(ProbeError::MissingProgram {
                     name: PROGRAMS[0].0,

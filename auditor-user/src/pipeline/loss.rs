@@ -29,7 +29,7 @@ pub const GO_LOSSES: [LossCounter; 5] = [
 /// Losses of the bpf(2) audit.
 pub const BPF_LOSSES: [LossCounter; 3] = [
     loss(Counter::BpfSyscallDropped, "bpf_map"),
-    loss(Counter::BpfInflightFull, "bpf_inflight"),
+    loss(Counter::BpfSlotShared, "bpf_slot_shared"),
     loss(Counter::BpfWriterStateFull, "bpf_writer_state"),
 ];
 
@@ -114,15 +114,15 @@ mod tests {
     fn each_loss_is_reported_once_with_its_running_total() {
         let mut t = LossTracker::new(&BPF_LOSSES);
         assert!(t.lost_events(&snap(&[]), 0, 1).is_empty());
-        let first = t.lost_events(&snap(&[(Counter::BpfInflightFull, 3)]), 0, 2);
+        let first = t.lost_events(&snap(&[(Counter::BpfSlotShared, 3)]), 0, 2);
         assert_eq!(first.len(), 1);
         assert_eq!(
             (first[0].what.as_str(), first[0].count, first[0].total),
-            ("bpf_inflight", 3, 3)
+            ("bpf_slot_shared", 3, 3)
         );
-        let again = t.lost_events(&snap(&[(Counter::BpfInflightFull, 3)]), 0, 3);
+        let again = t.lost_events(&snap(&[(Counter::BpfSlotShared, 3)]), 0, 3);
         assert!(again.is_empty());
-        let more = t.lost_events(&snap(&[(Counter::BpfInflightFull, 5)]), 0, 4);
+        let more = t.lost_events(&snap(&[(Counter::BpfSlotShared, 5)]), 0, 4);
         assert_eq!((more[0].count, more[0].total), (2, 5));
     }
 
