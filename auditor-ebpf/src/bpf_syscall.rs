@@ -171,12 +171,13 @@ fn enter(ctx: &RawTracePointContext, id: u64) -> Option<()> {
             return None;
         }
         let cfg = BPF_CONFIG.get(0)?;
-        if cfg.enabled == 0 || is_compat(&cfg.off) != compat {
+        let task = unsafe { bpf_get_current_task() };
+        if cfg.enabled == 0 || is_compat(task, &cfg.off) != compat {
             // The number is another call's in the other ABI (i386 321 is
             // signalfd; x86-64 357 does not exist).
             return None;
         }
-        enter_bpf(cfg, id, c, a[1], a[2] as u32, compat)
+        enter_bpf(cfg, task, id, c, a[1], a[2] as u32, compat)
     } else {
         enter_mmap(id, &a, compat)
     }
@@ -184,8 +185,7 @@ fn enter(ctx: &RawTracePointContext, id: u64) -> Option<()> {
 
 /// Whether the current call came through the 32-bit entry.
 #[inline(always)]
-fn is_compat(off: &KernelOffsets) -> bool {
-    let task = unsafe { bpf_get_current_task() };
+fn is_compat(task: u64, off: &KernelOffsets) -> bool {
     read_k::<u32>(task + off.task_ti_status as u64).is_some_and(|s| s & TS_COMPAT != 0)
 }
 
@@ -253,10 +253,30 @@ struct MapHead {
     id: u32,
 }
 
+/// `map_type` .. `name` in one read where `name` sits 72 bytes after
+/// `map_type` (Linux 6.x); other layouts take two reads.
+#[repr(C)]
+struct MapSpan {
+    head: MapHead,
+    _between: [u8; MAP_NAME_AFTER_TYPE - 32],
+    name: [u8; 16],
+}
+const MAP_NAME_AFTER_TYPE: usize = 72;
+
 #[inline(always)]
 fn read_map(map: u64, off: &KernelOffsets, out: &mut MapIdentity) -> u32 {
-    let Some(h) = read_k::<MapHead>(map + off.map_type as u64) else {
-        return resolved::FAILED;
+    let h = if off.map_name == off.map_type + MAP_NAME_AFTER_TYPE as u32 {
+        let Some(sp) = read_k::<MapSpan>(map + off.map_type as u64) else {
+            return resolved::FAILED;
+        };
+        out.name = sp.name;
+        sp.head
+    } else {
+        let Some(h) = read_k::<MapHead>(map + off.map_type as u64) else {
+            return resolved::FAILED;
+        };
+        out.name = read_k(map + off.map_name as u64).unwrap_or([0; 16]);
+        h
     };
     out.id = h.id;
     out.map_type = h.map_type;
@@ -264,8 +284,22 @@ fn read_map(map: u64, off: &KernelOffsets, out: &mut MapIdentity) -> u32 {
     out.value_size = h.value_size;
     out.max_entries = h.max_entries;
     out.map_flags = h.map_flags;
-    out.name = read_k(map + off.map_name as u64).unwrap_or([0; 16]);
     if out.id == 0 { resolved::FAILED } else { 0 }
+}
+
+/// `file->f_op` and `file->private_data`: one read where they are 16 bytes
+/// apart (Linux 6.x: `f_op`, `f_mapping`, `private_data`), two otherwise.
+#[inline(always)]
+fn file_ops_and_object(file: u64, off: &KernelOffsets) -> Option<(u64, u64)> {
+    if off.file_private_data == off.file_f_op + 16 {
+        let w: [u64; 3] = read_k(file + off.file_f_op as u64)?;
+        Some((w[0], w[2]))
+    } else {
+        Some((
+            read_k(file + off.file_f_op as u64)?,
+            read_k(file + off.file_private_data as u64)?,
+        ))
+    }
 }
 
 /// The object behind an fd: a map (filled into `map`), a program (filled
@@ -286,10 +320,7 @@ fn resolve_fd(
     let Some(file) = fd_to_file(task, fd, off) else {
         return resolved::FAILED;
     };
-    let Some(fop) = read_k::<u64>(file + off.file_f_op as u64) else {
-        return resolved::FAILED;
-    };
-    let Some(obj) = read_k::<u64>(file + off.file_private_data as u64) else {
+    let Some((fop, obj)) = file_ops_and_object(file, off) else {
         return resolved::FAILED;
     };
     if obj == 0 {
@@ -426,6 +457,7 @@ fn clear_detail(d: &mut BpfCallDetail) {
 #[inline(always)]
 fn enter_bpf(
     cfg: &BpfAuditConfig,
+    task: u64,
     nr: u64,
     c: u32,
     uattr: u64,
@@ -442,7 +474,7 @@ fn enter_bpf(
             && let Ok(fd) = unsafe { bpf_probe_read_user(uattr as *const u32) }
             && (fd == cfg.calib_fd || fd == cfg.calib_prog_fd)
         {
-            calibrate(unsafe { bpf_get_current_task() }, fd, cfg);
+            calibrate(task, fd, cfg);
             return None;
         }
         if cfg.include_self == 0 {
@@ -474,7 +506,6 @@ fn enter_bpf(
     if judged {
         clear_detail(d);
     }
-    let task = unsafe { bpf_get_current_task() };
     let ev = &mut slot.rec.call;
     if ev.attr_len != 0
         && let Some(fd) = fd_at(c, &ev.attr)
@@ -539,7 +570,7 @@ fn enter_mmap(nr: u64, a: &[u64; 6], compat: bool) -> Option<()> {
     if fop != cfg.map_fops {
         return None;
     }
-    if is_compat(&cfg.off) != compat {
+    if is_compat(task, &cfg.off) != compat {
         return None;
     }
     let map: u64 = read_k(file + cfg.off.file_private_data as u64)?;
