@@ -329,6 +329,11 @@ pub struct BpfArgs {
     /// Executables allowed to write guarded maps.
     #[arg(long)]
     pub allow_exe: Vec<PathBuf>,
+    /// Allow an --allow-exe caller only when the SHA-256 of what it runs
+    /// (/proc/PID/exe, hashed when first seen) equals the file's SHA-256
+    /// when the audit started.
+    #[arg(long, requires = "allow_exe")]
+    pub verify_hash: bool,
     /// Also show the auditor's own bpf() calls.
     #[arg(long)]
     pub include_self: bool,

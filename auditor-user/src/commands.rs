@@ -239,6 +239,7 @@ impl From<&BpfArgs> for BpfAuditSettings {
             map_name: args.map_name.clone(),
             guard: args.guard.clone(),
             allow_exe: args.allow_exe.clone(),
+            verify_hash: args.verify_hash,
             include_self: args.include_self,
             format: args.format.into(),
             duration: args.duration,

@@ -197,6 +197,8 @@ pub struct BpfAuditSettings {
     pub guard: Vec<String>,
     /// Executables allowed to write guarded maps.
     pub allow_exe: Vec<PathBuf>,
+    /// Allowed executables must also match their SHA-256 at start.
+    pub verify_hash: bool,
     /// Also show the auditor's own bpf() calls.
     pub include_self: bool,
     pub format: Format,

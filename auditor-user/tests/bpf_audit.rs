@@ -568,6 +568,67 @@ fn allowed_executable_is_its_file_not_a_path_an_attacker_can_rebuild() {
 }
 
 #[test]
+fn verified_hash_refuses_an_allowed_file_changed_in_place() {
+    if !common::bpf_available("verified_hash_refuses_an_allowed_file_changed_in_place") {
+        return;
+    }
+    let name = uniq("ma_hash");
+    let (pin, id) = guarded_map(&name);
+    let (allowed, comm) = tool_named("hashok");
+    let aud = Auditor::start(&[
+        "--guard",
+        &name,
+        "--allow-exe",
+        allowed.to_str().unwrap(),
+        "--verify-hash",
+        "--comm",
+        &comm,
+    ]);
+    assert!(aud.notes.contains("sha256 "), "{}", aud.notes);
+    // The file as it was at start: allowed.
+    run_ok(Command::new(&allowed).args(["badflags", &pin]));
+    aud.wait_for("the allowed write", |e| {
+        e["kind"] == "bpf_map" && e["comm"] == comm.as_str() && e["cmd"] == "map_update_elem"
+    });
+    // The same inode with other content (bytes appended: still a valid
+    // ELF): device and inode still match, the content does not.
+    let ino = std::fs::metadata(&allowed).unwrap().ino();
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&allowed)
+            .unwrap();
+        f.write_all(b"changed in place").unwrap();
+    }
+    assert_eq!(std::fs::metadata(&allowed).unwrap().ino(), ino);
+    run_ok(Command::new(&allowed).args(["badflags", &pin]));
+    let evs = aud.stop();
+    std::fs::remove_file(&pin).unwrap();
+    std::fs::remove_file(&allowed).unwrap();
+    let writes: Vec<&Value> = alerts(&evs, "guarded_map_write")
+        .into_iter()
+        .filter(|a| a["comm"] == comm.as_str())
+        .collect();
+    assert_eq!(writes.len(), 1, "only the changed file alerted: {evs:#?}");
+    assert_eq!(writes[0]["map_id"], id);
+    assert_eq!(writes[0]["exe_ino"], ino);
+    let calls = find(&evs, |e| {
+        e["kind"] == "bpf_map" && e["comm"] == comm.as_str() && e["cmd"] == "map_update_elem"
+    });
+    assert_eq!(calls.len(), 2, "{calls:#?}");
+    assert_ne!(calls[0]["exe_sha256"], calls[1]["exe_sha256"], "{calls:#?}");
+    assert!(
+        writes[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(calls[1]["exe_sha256"].as_str().unwrap()),
+        "{}",
+        writes[0]
+    );
+}
+
+#[test]
 fn calls_on_non_map_fds_and_unreadable_attrs_are_reported_and_counted() {
     if !common::bpf_available("calls_on_non_map_fds_and_unreadable_attrs_are_reported_and_counted")
     {
@@ -648,6 +709,10 @@ fn writable_mmap_of_a_guarded_map_raises_an_alert() {
 
 /// A cgroup v2 directory no process is in (links there change nothing).
 fn empty_cgroup() -> PathBuf {
+    empty_cgroup_named("map_auditor_test")
+}
+
+fn empty_cgroup_named(name: &str) -> PathBuf {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap();
     let root = match mounts
         .lines()
@@ -669,7 +734,7 @@ fn empty_cgroup() -> PathBuf {
             dir
         }
     };
-    let cg = root.join("map_auditor_test");
+    let cg = root.join(name);
     let _ = std::fs::create_dir(&cg);
     cg
 }
@@ -720,6 +785,53 @@ fn programs_that_reference_a_guarded_map_raise_alerts() {
     ] {
         assert!(seen.contains(&want), "{want:?} not in {seen:?}");
     }
+}
+
+#[test]
+fn attaching_or_swapping_in_a_program_that_uses_a_guarded_map_raises_alerts() {
+    if !common::bpf_available(
+        "attaching_or_swapping_in_a_program_that_uses_a_guarded_map_raises_alerts",
+    ) {
+        return;
+    }
+    let name = uniq("ma_attach");
+    let (pin, id) = guarded_map(&name);
+    let cg = empty_cgroup_named(&uniq("map_auditor_attach"));
+    let aud = Auditor::start(&["--guard", &name, "--quiet"]);
+    let prog = |args: &[&str]| -> u64 {
+        run_ok(Command::new(maptool()).args(args))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let cgs = cg.to_str().unwrap();
+    let attached = prog(&["attach", &pin, cgs]);
+    let swapped_in = prog(&["linkupdate", &pin, cgs]);
+    let raw_tp = prog(&["rawtp", &pin]);
+    let evs = aud.stop();
+    std::fs::remove_file(&pin).unwrap();
+    let _ = std::fs::remove_dir(&cg);
+    let a = alerts(&evs, "guarded_map_program");
+    for (cmd, prog) in [
+        ("prog_attach", attached),
+        ("link_update", swapped_in),
+        ("raw_tracepoint_open", raw_tp),
+    ] {
+        let hit = a.iter().find(|a| {
+            a["cmd"] == cmd
+                && a["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("program {prog} "))
+        });
+        let hit = hit.unwrap_or_else(|| panic!("no {cmd} alert for program {prog}: {a:#?}"));
+        assert_eq!(hit["map_id"], id, "{hit}");
+        assert_eq!(hit["comm"], tool_comm().as_str(), "{hit}");
+    }
+    // The program that touches no map (linked before the update) raised
+    // no alert of its own.
+    let link_creates = a.iter().filter(|a| a["cmd"] == "link_create").count();
+    assert_eq!(link_creates, 0, "{a:#?}");
 }
 
 #[test]

@@ -438,8 +438,7 @@ impl GoEngine {
                     t.stats.overlaps += 1;
                     AuditEvent::Overlap(o)
                 }
-                RawRecord::BpfSyscall(_)
-                | RawRecord::GoEscalate(_) => continue,
+                RawRecord::BpfSyscall(_) | RawRecord::GoEscalate(_) => continue,
             };
             t.stats.events += 1;
             out.push(ev);

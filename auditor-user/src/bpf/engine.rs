@@ -49,6 +49,8 @@ pub const READ_WAIT: Duration = Duration::from_millis(50);
 pub struct BpfSettings {
     pub guards: Vec<GuardSpec>,
     pub allow_exe: Vec<PathBuf>,
+    /// The content of an allowed caller must match its SHA-256 at start.
+    pub verify_hash: bool,
     pub include_self: bool,
 }
 
@@ -65,6 +67,7 @@ impl BpfSettings {
                 .map(|g| GuardSpec::parse(g))
                 .collect::<Result<_, _>>()?,
             allow_exe: allow_exe.to_vec(),
+            verify_hash: false,
             include_self,
         })
     }
@@ -130,7 +133,7 @@ impl BpfEngine {
         }
         let ring = RingReader::take(&mut session.ebpf).map_err(Box::new)?;
         let counters = KernelCounters::take(&mut session.ebpf).map_err(Box::new)?;
-        let allow = AllowList::resolve(&settings.allow_exe);
+        let allow = AllowList::resolve(&settings.allow_exe, settings.verify_hash);
         let mut exes = ExeCache::default();
         for a in &allow.exes {
             if let Some(id) = a.id {
@@ -223,6 +226,12 @@ impl BpfEngine {
         }
         for a in &self.graph.allow.exes {
             notes.push(match a.id {
+                Some(id) if self.graph.allow.verify_hash => format!(
+                    "--allow-exe {}: {id}, sha256 {}",
+                    a.path.display(),
+                    a.sha256
+                        .map_or_else(|| "unreadable (allows nothing)".to_string(), |h| h.hex())
+                ),
                 Some(id) => format!("--allow-exe {}: {id}", a.path.display()),
                 None => format!(
                     "--allow-exe {}: no such file now; it allows nothing until it exists",
@@ -267,6 +276,18 @@ impl BpfEngine {
         let id = (raw.resolved & resolved::CREDS != 0 && raw.resolved & resolved::NO_EXE == 0)
             .then(|| ExeId::from_kernel(raw.exe_dev, raw.exe_ino));
         (ev.exe, ev.exe_unread) = self.exes.path(ev.pid, id);
+        // Hashing is for callers that claim an allowed identity only.
+        let allow = &self.graph.allow;
+        if allow.verify_hash
+            && let Some(id) = id
+            && allow.has_identity(id)
+        {
+            ev.exe_sha256 = Some(
+                self.exes
+                    .hash(ev.pid, id, allow.path_of(id))
+                    .map_or_else(|| "unreadable".to_string(), |h| h.hex()),
+            );
+        }
         for m in &mut ev.prog_maps {
             m.name = match self.lifecycle.name(m.id) {
                 Some(n) => n.to_string(),

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use super::{
     Alert, AlertRule, BpfMapEvent,
-    exe::{AllowList, ExeId},
+    exe::{AllowList, ExeHash, ExeId},
 };
 
 /// How a `--guard` value names maps.
@@ -146,10 +146,11 @@ impl BpfMapGraph {
     /// May this caller write map `id`: its creator (same process), or an
     /// allowed executable by device and inode.
     fn may_write(&self, id: u32, ev: &BpfMapEvent) -> bool {
+        let hash = ev.exe_sha256.as_deref().and_then(parse_sha256);
         self.creators.get(&id).is_some_and(|c| c.pid == ev.pid)
             || self
                 .allow
-                .allows(ExeId::of_event(ev.exe_dev.as_deref(), ev.exe_ino))
+                .allows(ExeId::of_event(ev.exe_dev.as_deref(), ev.exe_ino), hash)
     }
 
     /// The alert for a guarded pin path now naming another map.
@@ -394,9 +395,29 @@ impl BpfMapGraph {
     }
 }
 
+fn parse_sha256(hex: &str) -> Option<ExeHash> {
+    let b = hex.as_bytes();
+    if b.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in b.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(ExeHash(out))
+}
+
 /// The executable for a message: its path, or its identity when the path
-/// could not be read.
+/// could not be read; with `--verify-hash`, the content hash it was judged by.
 fn display_exe(ev: &BpfMapEvent) -> String {
+    let exe = display_exe_file(ev);
+    match &ev.exe_sha256 {
+        Some(h) => format!("{exe} sha256 {h}"),
+        None => exe,
+    }
+}
+
+fn display_exe_file(ev: &BpfMapEvent) -> String {
     match (&ev.exe, ev.exe_unread) {
         (p, false) if !p.is_empty() => p.clone(),
         (p, _) => format!(
@@ -527,7 +548,9 @@ mod tests {
                     minor: 1,
                     ino,
                 }),
+                sha256: None,
             }],
+            verify_hash: false,
         }
     }
 

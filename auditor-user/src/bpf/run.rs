@@ -77,8 +77,9 @@ pub fn run(args: &BpfAuditSettings) -> anyhow::Result<i32> {
 }
 
 async fn run_async(args: &BpfAuditSettings) -> anyhow::Result<i32> {
-    let settings = BpfSettings::new(&args.guard, &args.allow_exe, args.include_self)
+    let mut settings = BpfSettings::new(&args.guard, &args.allow_exe, args.include_self)
         .map_err(anyhow::Error::msg)?;
+    settings.verify_hash = args.verify_hash;
     let mut filter = BpfFilter::new(
         args.pid,
         args.comm.clone(),

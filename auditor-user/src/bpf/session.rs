@@ -72,10 +72,7 @@ pub struct BpfAuditSession {
 
 /// Program name and raw tracepoint: every system call's entry and exit
 /// (see auditor-ebpf's `bpf_syscall.rs` for why not `syscalls:*_bpf`).
-const PROGRAMS: [(&str, &str); 2] = [
-    ("bpf_sys_enter", "sys_enter"),
-    ("bpf_sys_exit", "sys_exit"),
-];
+const PROGRAMS: [(&str, &str); 2] = [("bpf_sys_enter", "sys_enter"), ("bpf_sys_exit", "sys_exit")];
 
 fn attach(ebpf: &mut Ebpf, prog: &'static str, tp: &str) -> Result<(), ProbeError> {
     let p: &mut RawTracePoint = ebpf

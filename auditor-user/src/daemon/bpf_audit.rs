@@ -23,8 +23,9 @@ pub fn start(
     mut stop: watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<()>, BpfAuditError> {
     // The config was validated at load: the guards parse.
-    let settings =
+    let mut settings =
         BpfSettings::new(&cfg.guard, &cfg.allow_exe, false).map_err(BpfAuditError::Settings)?;
+    settings.verify_hash = cfg.verify_hash;
     let mut engine = BpfEngine::start(&settings)?;
     let alerts_only = cfg.alerts_only;
     Ok(tokio::spawn(async move {

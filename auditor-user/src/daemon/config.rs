@@ -111,6 +111,9 @@ pub struct BpfSection {
     /// Executables allowed to write guarded maps.
     #[serde(default)]
     pub allow_exe: Vec<PathBuf>,
+    /// Allowed executables must also match their SHA-256 at start.
+    #[serde(default)]
+    pub verify_hash: bool,
     /// Log only alerts and losses, not every bpf_map event (bpf(2)
     /// traffic of a busy node can be heavy).
     #[serde(default)]

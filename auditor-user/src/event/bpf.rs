@@ -36,6 +36,11 @@ pub struct BpfMapEvent {
     pub exe_dev: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exe_ino: Option<u64>,
+    /// With `--verify-hash`, for callers whose executable has an allowed
+    /// identity: the SHA-256 (hex) of what the process runs, taken when it
+    /// was first seen, or `unreadable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exe_sha256: Option<String>,
     /// Lower-case command without `BPF_` (`map_update_elem`), `mmap` for a
     /// writable shared mapping of a map, or [`MAP_DESTROYED`].
     pub cmd: String,

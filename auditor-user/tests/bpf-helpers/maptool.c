@@ -23,6 +23,14 @@
  *                                the program's id
  *   maptool link PIN CGROUP      load a cgroup_skb program that updates the
  *                                map and link it to the CGROUP directory
+ *   maptool attach PIN CGROUP    the same program attached with
+ *                                BPF_PROG_ATTACH, then detached; prints
+ *                                its id
+ *   maptool linkupdate PIN CGROUP link a program that touches no map to
+ *                                CGROUP, then BPF_LINK_UPDATE it to one
+ *                                that updates the map; prints that id
+ *   maptool rawtp PIN            a raw tracepoint program that updates the
+ *                                map, opened on task_rename; prints its id
  *   maptool lookups PIN N [RATE] N lookups (benchmark load), at most RATE
  *                                per second when given; prints ns per call
  */
@@ -101,6 +109,38 @@ static int load_updater(int map_fd, int by_index, int type, int attach_type)
 	int fd = sys_bpf(BPF_PROG_LOAD, &a, sizeof(a));
 	if (fd < 0) {
 		perror("BPF_PROG_LOAD");
+		exit(2);
+	}
+	return fd;
+}
+
+/* r0 = 1; exit: a cgroup_skb program that lets everything through. */
+static int load_pass(int type, int attach_type)
+{
+	struct bpf_insn insns[] = {
+		{.code = BPF_ALU64 | BPF_MOV | BPF_K, .dst_reg = BPF_REG_0, .imm = 1},
+		{.code = BPF_JMP | BPF_EXIT},
+	};
+	union bpf_attr a;
+	memset(&a, 0, sizeof(a));
+	a.prog_type = type;
+	a.expected_attach_type = attach_type;
+	a.insns = (unsigned long)insns;
+	a.insn_cnt = 2;
+	a.license = (unsigned long)"GPL";
+	int fd = sys_bpf(BPF_PROG_LOAD, &a, sizeof(a));
+	if (fd < 0) {
+		perror("BPF_PROG_LOAD");
+		exit(2);
+	}
+	return fd;
+}
+
+static int open_dir(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_DIRECTORY);
+	if (fd < 0) {
+		perror(path);
 		exit(2);
 	}
 	return fd;
@@ -329,6 +369,69 @@ int main(int argc, char **argv)
 		a.link_create.attach_type = BPF_CGROUP_INET_EGRESS;
 		if (sys_bpf(BPF_LINK_CREATE, &a, sizeof(a)) < 0) {
 			perror("BPF_LINK_CREATE");
+			return 2;
+		}
+		printf("%u\n", prog_id(prog));
+		return 0;
+	}
+	if (!strcmp(argv[1], "attach") && argc == 4) {
+		int map = obj_get(argv[2]);
+		int prog = load_updater(map, 0, BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS);
+		close(map);
+		int cg = open_dir(argv[3]);
+		union bpf_attr a;
+		memset(&a, 0, sizeof(a));
+		a.target_fd = cg;
+		a.attach_bpf_fd = prog;
+		a.attach_type = BPF_CGROUP_INET_EGRESS;
+		if (sys_bpf(BPF_PROG_ATTACH, &a, sizeof(a)) < 0) {
+			perror("BPF_PROG_ATTACH");
+			return 2;
+		}
+		/* An attachment outlives the process: take it away again. */
+		if (sys_bpf(BPF_PROG_DETACH, &a, sizeof(a)) < 0) {
+			perror("BPF_PROG_DETACH");
+			return 2;
+		}
+		printf("%u\n", prog_id(prog));
+		return 0;
+	}
+	if (!strcmp(argv[1], "linkupdate") && argc == 4) {
+		int pass = load_pass(BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS);
+		int cg = open_dir(argv[3]);
+		union bpf_attr a;
+		memset(&a, 0, sizeof(a));
+		a.link_create.prog_fd = pass;
+		a.link_create.target_fd = cg;
+		a.link_create.attach_type = BPF_CGROUP_INET_EGRESS;
+		int link = sys_bpf(BPF_LINK_CREATE, &a, sizeof(a));
+		if (link < 0) {
+			perror("BPF_LINK_CREATE");
+			return 2;
+		}
+		int map = obj_get(argv[2]);
+		int prog = load_updater(map, 0, BPF_PROG_TYPE_CGROUP_SKB, BPF_CGROUP_INET_EGRESS);
+		close(map);
+		memset(&a, 0, sizeof(a));
+		a.link_update.link_fd = link;
+		a.link_update.new_prog_fd = prog;
+		if (sys_bpf(BPF_LINK_UPDATE, &a, sizeof(a)) < 0) {
+			perror("BPF_LINK_UPDATE");
+			return 2;
+		}
+		printf("%u\n", prog_id(prog));
+		return 0;
+	}
+	if (!strcmp(argv[1], "rawtp") && argc == 3) {
+		int map = obj_get(argv[2]);
+		int prog = load_updater(map, 0, BPF_PROG_TYPE_RAW_TRACEPOINT, 0);
+		close(map);
+		union bpf_attr a;
+		memset(&a, 0, sizeof(a));
+		a.raw_tracepoint.name = (unsigned long)"task_rename";
+		a.raw_tracepoint.prog_fd = prog;
+		if (sys_bpf(BPF_RAW_TRACEPOINT_OPEN, &a, sizeof(a)) < 0) {
+			perror("BPF_RAW_TRACEPOINT_OPEN");
 			return 2;
 		}
 		printf("%u\n", prog_id(prog));
