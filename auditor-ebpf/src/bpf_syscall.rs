@@ -33,9 +33,8 @@ use auditor_common::{
     Counter, EventKind,
     bpf_syscall::{
         ATTR_BYTES, BPF_F_MMAPABLE, BpfAuditConfig, BpfCall, BpfCallDetail, BpfCallJudged,
-        BpfCallPath, COMPAT_NR_BPF, COMPAT_NR_MMAP2, CallSlot, KernelOffsets, MapIdentity,
-        NR_BPF, NR_MMAP, PROG_MAPS, ProgMaps, SLOT_MASK, SLOTS, TS_COMPAT, WriterSlot, cmd,
-        resolved,
+        BpfCallPath, COMPAT_NR_BPF, COMPAT_NR_MMAP2, CallSlot, KernelOffsets, MapIdentity, NR_BPF,
+        NR_MMAP, PROG_MAPS, ProgMaps, SLOT_MASK, SLOTS, TS_COMPAT, WriterSlot, cmd, resolved,
     },
 };
 use aya_ebpf::{
@@ -412,7 +411,6 @@ fn read_exe_id(task: u64, off: &KernelOffsets, ev: &mut BpfCallDetail) -> Option
     ev.exe_dev = read_k(sb + off.sb_s_dev as u64)?;
     Some(())
 }
-
 
 /// Take this thread's slot for a new call. A slot still held by another
 /// thread (tids equal modulo `SLOTS`, both inside a call) loses that call.
