@@ -268,6 +268,60 @@ pub mod mode {
     pub const EXIT: u32 = 3;
 }
 
+/// What the kernel sends for each access ([`GoTargetConfig::emit_access`]).
+pub mod emit {
+    /// Nothing: only overlaps (quiet mode).
+    pub const NONE: u32 = 0;
+    /// One [`super::GoMapAccess`] record per access (`--all-accesses`).
+    pub const RECORDS: u32 = 1;
+    /// Counts per (goroutine, map, call site, operation) in
+    /// [`super::ACCESS_COUNTS_MAP`], drained by userspace at an interval.
+    pub const COUNTS: u32 = 2;
+}
+
+/// Name of the table of access counts (key: [`AccessCountKey`], value:
+/// [`AccessCount`]).
+pub const ACCESS_COUNTS_MAP: &str = "GO_ACCESS_COUNTS";
+/// Entries of [`ACCESS_COUNTS_MAP`]: both epochs together.
+pub const ACCESS_COUNT_SLOTS: u32 = 1 << 16;
+/// Name of the one-slot array holding the epoch (0 or 1) new counts go to.
+/// Userspace flips it, waits for programs still counting into the old
+/// epoch to finish, then reads and deletes the old epoch's entries: no
+/// count is read while a program can still add to it.
+pub const ACCESS_EPOCH_MAP: &str = "GO_ACCESS_EPOCH";
+
+/// What an aggregated access count is kept per.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct AccessCountKey {
+    pub pid: u32,
+    /// [`MapOp`].
+    pub op: u8,
+    /// The epoch (0 or 1) the count belongs to.
+    pub epoch: u8,
+    pub _pad: u16,
+    pub goid: u64,
+    pub map: u64,
+    /// Return address of the runtime call: the call site.
+    pub ret: u64,
+}
+
+/// Accesses of one key within an epoch.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccessCount {
+    pub count: u64,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    /// The map's type descriptor at the first access (0 when the function
+    /// takes none).
+    pub maptype: u64,
+    /// Thread of the first access.
+    pub tid: u32,
+    pub probe_id: u16,
+    pub _pad: u16,
+}
+
 /// Per-target configuration, written by userspace before attaching.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -284,14 +338,17 @@ pub struct GoTargetConfig {
     pub mode: u32,
     /// User stack frames to record (0..=[`MAX_STACK`]).
     pub stack_depth: u32,
-    /// Non-zero: emit one access record per probe hit. Zero: only overlaps.
+    /// What accesses produce besides overlaps: an [`emit`] value.
     pub emit_access: u32,
     /// Offset of the map's hash seed (low 32 bits) in the map header.
     pub seed_off: u32,
     /// Non-zero: ask userspace to probe the exits of call sites that read
     /// maps another goroutine writes ([`GoEscalate`] records).
     pub escalate: u32,
-    pub _pad: u32,
+    /// Non-zero: a sampling window is closed (`--max-overhead`); the probe
+    /// returns right after reading this configuration, so a hit costs the
+    /// trap and one hash lookup.
+    pub paused: u32,
     /// Run-time return addresses of calls from one map function to another
     /// (0: unused slot).
     pub nested_rets: [u64; NESTED_RETS],
@@ -428,6 +485,8 @@ unsafe impl Pod for CurrentAccess {}
 unsafe impl Pod for PidLosses {}
 unsafe impl Pod for GoEscalate {}
 unsafe impl Pod for MapOwner {}
+unsafe impl Pod for AccessCountKey {}
+unsafe impl Pod for AccessCount {}
 
 #[cfg(feature = "user")]
 mod user {
@@ -442,4 +501,6 @@ mod user {
     unsafe impl aya::Pod for SiteKey {}
     unsafe impl aya::Pod for PairKey {}
     unsafe impl aya::Pod for PairSeen {}
+    unsafe impl aya::Pod for AccessCountKey {}
+    unsafe impl aya::Pod for AccessCount {}
 }

@@ -17,7 +17,7 @@ pub mod decode;
 pub mod go_map;
 
 /// Version of this ABI. Userspace refuses an object built for another one.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// ELF section of the kernel object holding its [`ABI_VERSION`] (a
 /// little-endian `u32`), read by the loader before anything is loaded.
@@ -128,12 +128,19 @@ pub enum Counter {
     /// recorded (outside the probed scope, or an unprobed iteration step):
     /// nothing named, nothing guessed.
     GoFatalUnattributed = 18,
+    /// Accesses not counted because the access-count table was full.
+    GoAccessCountsFull = 19,
+    /// Probe hits while the target's sampling window was closed.
+    GoProbesPaused = 20,
+    /// Hits on exit probes (RET sites, escalated call sites): the kind a
+    /// cost estimate charges as single-stepped.
+    GoExitHits = 21,
 }
 
 impl Counter {
     /// Every counter, in index order (checked below: `ALL[i] as u32 == i`).
     /// A new counter goes at the end of the enum and of this list.
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 22] = [
         Self::GoProbeHits,
         Self::GoAccessDropped,
         Self::GoOverlapDropped,
@@ -153,6 +160,9 @@ impl Counter {
         Self::GoEscalations,
         Self::GoOverlapsSuppressed,
         Self::GoFatalUnattributed,
+        Self::GoAccessCountsFull,
+        Self::GoProbesPaused,
+        Self::GoExitHits,
     ];
 }
 
@@ -178,8 +188,8 @@ const _: () = {
         ProgMaps, WriterSlot,
     };
     use go_map::{
-        CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig, MapKey, MapOwner,
-        MapState, Party, PidLosses,
+        AccessCount, AccessCountKey, CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap,
+        GoTargetConfig, MapKey, MapOwner, MapState, Party, PidLosses,
     };
 
     assert!(size_of::<EventHeader>() == 24);
@@ -193,6 +203,8 @@ const _: () = {
     assert!(size_of::<MapState>() == 464);
     assert!(size_of::<MapOwner>() == 56);
     assert!(size_of::<GoEscalate>() == 48);
+    assert!(size_of::<AccessCountKey>() == 32);
+    assert!(size_of::<AccessCount>() == 40);
     assert!(size_of::<GoEscalate>().is_multiple_of(8));
     assert!(size_of::<BpfCall>() == 168);
     assert!(size_of::<BpfCallJudged>() == 256);

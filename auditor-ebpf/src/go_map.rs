@@ -27,7 +27,7 @@ use auditor_common::{
     go_map::{
         CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg,
         MapKey, MapOp, MapOwner, MapState, NESTED_RETS, OWNER_SLOTS, PAIR_REPORT_INTERVAL_NS,
-        PairKey, PairSeen, Party, PidLosses, SiteKey, cookie, mode,
+        PairKey, PairSeen, Party, PidLosses, SiteKey, cookie, emit, mode,
     },
 };
 use aya_ebpf::{
@@ -137,7 +137,13 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     if c & cookie::FATAL != 0 {
         return try_fatal(&hit);
     }
+    if cfg.paused != 0 {
+        // A closed sampling window (`--max-overhead`).
+        count(Counter::GoProbesPaused);
+        return None;
+    }
     if c & cookie::EXIT != 0 {
+        count(Counter::GoExitHits);
         if MapOp::from_u8(cookie::op(c)) == Some(MapOp::Make) {
             return try_make_exit(&hit);
         }
@@ -251,7 +257,7 @@ fn try_entry(hit: &Hit) -> Option<()> {
     let map = try_map_arg(hit)?;
     let gr = try_goroutine(hit)?;
     let ts = now();
-    let emit = hit.cfg.emit_access != 0;
+    let emit = hit.cfg.emit_access == emit::RECORDS;
     let maptype = if cookie::map_arg(hit.cookie) == MapArg::Rbx as u8 {
         hit.regs.rax
     } else {
@@ -270,6 +276,10 @@ fn try_entry(hit: &Hit) -> Option<()> {
     if map == 0 {
         // A nil map (reads of nil maps are legal).
         return None;
+    }
+    if hit.cfg.emit_access == emit::COUNTS {
+        let id = cookie::probe_id(hit.cookie);
+        crate::go_agg::count_access(hit.pid, hit.tid, gr.goid, map, ret, op_raw, id, maptype, ts);
     }
 
     // A map on the goroutine's own stack did not escape: the compiler
@@ -615,7 +625,7 @@ fn try_escalate(
 /// (planned only when accesses are streamed): the new map is in RAX.
 #[inline(always)]
 fn try_make_exit(hit: &Hit) -> Option<()> {
-    if hit.cfg.emit_access == 0 {
+    if hit.cfg.emit_access != emit::RECORDS {
         return None;
     }
     let map = hit.regs.rax;

@@ -2,12 +2,17 @@
 //!
 //! - `go_map`: uprobes on the Go runtime's map functions, with the per-map
 //!   state that decides overlaps where the interleaving is visible.
+//! - `go_agg`: access counts, the default way accesses are streamed.
 //! - `bpf_syscall`: tracepoints on bpf(2).
 //! - `shared`: the ring buffer and counters every program reports through.
 #![no_std]
 #![no_main]
+// `atomic_xadd` (go_agg): the BPF target's core has no 64-bit atomics.
+#![allow(internal_features)]
+#![feature(core_intrinsics)]
 
 mod bpf_syscall;
+mod go_agg;
 mod go_map;
 mod shared;
 

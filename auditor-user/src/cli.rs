@@ -243,9 +243,24 @@ pub struct GoAuditOptions {
     /// Stop after this long (e.g. 30s, 5m). Default: until Ctrl-C or target exit.
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<std::time::Duration>,
-    /// Print only findings and the summary.
+    /// Print only findings and the summary (nothing is sent per access).
     #[arg(long, short)]
     pub quiet: bool,
+    /// One line per access, with its stack. Without it, the kernel counts
+    /// accesses per (goroutine, map, call site, operation) and one
+    /// `access_counts` line per key is printed each --aggregate-interval:
+    /// far cheaper for the target. --record implies it.
+    #[arg(long)]
+    pub all_accesses: bool,
+    /// How often access counts are read and printed (100ms to 1h).
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = checked_aggregate_interval)]
+    pub aggregate_interval: std::time::Duration,
+    /// Keep the auditor's cost below PCT percent of the target's CPU time
+    /// (above 0, at most 100), estimated from probe hits and measured
+    /// per-hit cost; when over, probes are switched on only part of the
+    /// time and the coverage is reported.
+    #[arg(long, value_name = "PCT", value_parser = checked_max_overhead)]
+    pub max_overhead: Option<f64>,
     /// Overlap detection mode.
     #[arg(long, value_enum, default_value_t = DetectMode::Entry)]
     pub detect: DetectMode,
@@ -376,6 +391,17 @@ pub struct ReportArgs {
 /// An operation name, checked here so a typo is a usage error (exit 2).
 fn checked_op(s: &str) -> Result<String, String> {
     crate::pipeline::filter::parse_op(s).map(|_| s.to_string())
+}
+
+/// `--aggregate-interval`, checked by the rule the daemon's config uses.
+fn checked_aggregate_interval(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration(s)?;
+    crate::settings::validate_aggregate_interval(d).map_err(|e| e.to_string())
+}
+
+/// `--max-overhead`, checked by the rule the daemon's config uses.
+fn checked_max_overhead(s: &str) -> Result<f64, String> {
+    crate::settings::validate_max_overhead(s).map_err(|e| e.to_string())
 }
 
 /// A map address, checked here so a typo is a usage error (exit 2).

@@ -157,6 +157,9 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
             },
             duration: opts.duration,
             fail_on_overlap: opts.fail_on_overlap,
+            all_accesses: opts.all_accesses,
+            aggregate_interval: opts.aggregate_interval,
+            max_overhead: opts.max_overhead,
         };
         settings.validate()?;
         Ok(settings)

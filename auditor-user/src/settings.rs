@@ -83,6 +83,14 @@ pub enum SettingsError {
     RingMib(u32),
     #[error("stack_depth (--stack-depth) {0} must be between 0 and 16")]
     StackDepth(u32),
+    #[error(
+        "aggregate_interval (--aggregate-interval) {0:?} must be between 100ms and 1h, e.g. 1s"
+    )]
+    AggregateInterval(Duration),
+    #[error(
+        "max_overhead (--max-overhead) {0:?} must be a percentage of the target's CPU time above 0 and at most 100, e.g. 5"
+    )]
+    MaxOverhead(String),
 }
 
 /// Largest ring buffer, in MiB.
@@ -105,6 +113,64 @@ pub fn validate_stack_depth(depth: u32) -> Result<u32, SettingsError> {
         return Err(SettingsError::StackDepth(depth));
     }
     Ok(depth)
+}
+
+/// Shortest and longest interval between two drains of the kernel's
+/// access counts.
+pub const MIN_AGGREGATE_INTERVAL: Duration = Duration::from_millis(100);
+pub const MAX_AGGREGATE_INTERVAL: Duration = Duration::from_secs(3600);
+
+/// How often access counts are read from the kernel and emitted.
+pub fn validate_aggregate_interval(d: Duration) -> Result<Duration, SettingsError> {
+    if !(MIN_AGGREGATE_INTERVAL..=MAX_AGGREGATE_INTERVAL).contains(&d) {
+        return Err(SettingsError::AggregateInterval(d));
+    }
+    Ok(d)
+}
+
+/// An overhead budget in percent of the target's CPU time: a number above
+/// 0 and at most 100 (`5`, `0.5`, `12.5%`).
+pub fn validate_max_overhead(s: &str) -> Result<f64, SettingsError> {
+    let t = s.trim();
+    let t = t.strip_suffix('%').unwrap_or(t).trim();
+    t.parse::<f64>()
+        .ok()
+        .and_then(|p| check_max_overhead(p).ok())
+        .ok_or_else(|| SettingsError::MaxOverhead(s.to_string()))
+}
+
+/// The same rule for a number already parsed (the daemon's TOML).
+pub fn check_max_overhead(p: f64) -> Result<f64, SettingsError> {
+    if p.is_finite() && p > 0.0 && p <= 100.0 {
+        Ok(p)
+    } else {
+        Err(SettingsError::MaxOverhead(p.to_string()))
+    }
+}
+
+/// What the kernel sends for each Go map access, besides findings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AccessStream {
+    /// Nothing (`--quiet` without a recording): findings only.
+    None,
+    /// Counts per (goroutine, map, call site, operation), drained at an
+    /// interval: one `access_counts` event per key (the default).
+    #[default]
+    Counts,
+    /// One record per access, with its stack (`--all-accesses`, `--record`).
+    Records,
+}
+
+impl AccessStream {
+    /// The kernel's `GoTargetConfig::emit_access` value.
+    pub const fn kernel_value(self) -> u32 {
+        use auditor_common::go_map::emit;
+        match self {
+            Self::None => emit::NONE,
+            Self::Counts => emit::COUNTS,
+            Self::Records => emit::RECORDS,
+        }
+    }
 }
 
 /// How the kernel object is loaded for a Go audit.
@@ -161,7 +227,7 @@ impl Default for OutputSettings {
 
 /// One Go audit (`attach`, `run`): how to load, what to attach to the
 /// target, which events to show, where they go, and for how long.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct GoAuditSettings {
     pub load: LoadSettings,
     pub target: TargetOptions,
@@ -171,14 +237,58 @@ pub struct GoAuditSettings {
     pub duration: Option<Duration>,
     /// Exit with [`crate::audit::FOUND_OVERLAP_STATUS`] when an overlap was found.
     pub fail_on_overlap: bool,
+    /// One record per access instead of counts (`--all-accesses`).
+    pub all_accesses: bool,
+    /// How often access counts are drained (`--aggregate-interval`).
+    pub aggregate_interval: Duration,
+    /// Overhead budget in percent of the target's CPU time
+    /// (`--max-overhead`).
+    pub max_overhead: Option<f64>,
 }
+
+impl Default for GoAuditSettings {
+    fn default() -> Self {
+        Self {
+            load: LoadSettings::default(),
+            target: TargetOptions::default(),
+            filter: AccessFilter::default(),
+            output: OutputSettings::default(),
+            duration: None,
+            fail_on_overlap: false,
+            all_accesses: false,
+            aggregate_interval: DEFAULT_AGGREGATE_INTERVAL,
+            max_overhead: None,
+        }
+    }
+}
+
+/// Default interval between two drains of the access counts.
+pub const DEFAULT_AGGREGATE_INTERVAL: Duration = Duration::from_secs(1);
 
 impl GoAuditSettings {
     /// Every rule these settings must satisfy (the daemon's configuration
     /// checks its own ring and stack depth with the same functions).
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.load.validate()?;
+        validate_aggregate_interval(self.aggregate_interval)?;
+        if let Some(p) = self.max_overhead {
+            check_max_overhead(p)?;
+        }
         self.target.validate()
+    }
+
+    /// What the kernel sends per access: nothing when nobody reads
+    /// accesses (`--quiet` without a recording), a record per access when
+    /// asked for or recorded (`report` reads every access), counts
+    /// otherwise.
+    pub fn access_stream(&self) -> AccessStream {
+        if self.output.record.is_some() || self.all_accesses {
+            AccessStream::Records
+        } else if self.filter.quiet {
+            AccessStream::None
+        } else {
+            AccessStream::Counts
+        }
     }
 }
 
@@ -254,6 +364,46 @@ mod tests {
         let mut s = GoAuditSettings::default();
         s.target.stack_depth = 17;
         assert_eq!(s.validate(), Err(SettingsError::StackDepth(17)));
+    }
+
+    #[test]
+    fn max_overhead_is_a_percentage_above_0_up_to_100() {
+        for (ok, v) in [("5", 5.0), ("0.5", 0.5), ("100", 100.0), ("12.5%", 12.5)] {
+            assert_eq!(validate_max_overhead(ok), Ok(v));
+        }
+        for bad in ["0", "101", "abc", "-1", "", "nan", "inf"] {
+            let e = validate_max_overhead(bad).unwrap_err();
+            assert!(e.to_string().contains("--max-overhead"), "{e}");
+        }
+    }
+
+    #[test]
+    fn aggregate_interval_is_between_100ms_and_an_hour() {
+        assert!(validate_aggregate_interval(Duration::from_secs(1)).is_ok());
+        assert!(validate_aggregate_interval(Duration::from_millis(100)).is_ok());
+        for bad in [
+            Duration::ZERO,
+            Duration::from_millis(99),
+            Duration::from_secs(3601),
+        ] {
+            let e = validate_aggregate_interval(bad).unwrap_err();
+            assert!(e.to_string().contains("--aggregate-interval"), "{e}");
+        }
+    }
+
+    #[test]
+    fn accesses_are_counted_unless_recorded_asked_for_or_quiet() {
+        let mut s = GoAuditSettings::default();
+        assert_eq!(s.access_stream(), AccessStream::Counts);
+        s.filter.quiet = true;
+        assert_eq!(s.access_stream(), AccessStream::None);
+        s.output.record = Some("r.jsonl".into());
+        assert_eq!(s.access_stream(), AccessStream::Records);
+        let s = GoAuditSettings {
+            all_accesses: true,
+            ..GoAuditSettings::default()
+        };
+        assert_eq!(s.access_stream(), AccessStream::Records);
     }
 
     #[test]

@@ -212,11 +212,18 @@ fn kind<'a>(events: &'a [Value], kind: &str, pid: u32) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Writes by `main.work`: one per `access` record, `count` per
+/// `access_counts` event (the daemon's default).
 fn work_writes(events: &[Value], pid: u32) -> usize {
-    kind(events, "access", pid)
+    events
         .iter()
-        .filter(|a| a["function"] == "main.work" && a["op"] == "write")
-        .count()
+        .filter(|e| e["pid"] == pid && e["function"] == "main.work" && e["op"] == "write")
+        .map(|e| match e["kind"].as_str() {
+            Some("access") => 1,
+            Some("access_counts") => e["count"].as_u64().unwrap() as usize,
+            _ => 0,
+        })
+        .sum()
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -308,7 +315,7 @@ fn attach_tail_detach_end_to_end() {
         m
     };
     assert!(
-        metrics.contains("map_auditor_events_total{kind=\"access\"}"),
+        metrics.contains("map_auditor_events_total{kind=\"access_counts\"}"),
         "{metrics}"
     );
     assert!(
@@ -326,13 +333,23 @@ fn attach_tail_detach_end_to_end() {
     let err = d.stop();
     assert!(err.contains("stopped"), "{err}");
 
-    // The log: every write of the first target, its summary, its exit.
+    // The log: every write of the first target (counted: the daemon's
+    // default), its summary, its exit.
     let events = d.events();
     assert_eq!(work_writes(&events, pid1), 300);
+    assert!(kind(&events, "access", pid1).is_empty());
     let summary = kind(&events, "summary", pid1);
+    let counts = kind(&events, "access_counts", pid1);
     assert_eq!(
-        summary[0]["accesses"].as_u64().unwrap() as usize,
-        kind(&events, "access", pid1).len()
+        summary[0]["access_counts"].as_u64().unwrap() as usize,
+        counts.len()
+    );
+    assert_eq!(
+        summary[0]["counted_accesses"].as_u64().unwrap(),
+        counts
+            .iter()
+            .map(|c| c["count"].as_u64().unwrap())
+            .sum::<u64>()
     );
     let w2 = work_writes(&events, pid2);
     assert!(
@@ -544,7 +561,7 @@ fn rotation_under_load_loses_nothing() {
         return;
     }
     let exe = worker();
-    let mut d = Daemon::start("[log]\nmax_file_mib = 1\nkeep_files = 1000\n");
+    let mut d = Daemon::start("all_accesses = true\n[log]\nmax_file_mib = 1\nkeep_files = 1000\n");
     let n = 40_000;
     let target = start_worker(&exe, n, 0, "1s");
     let pid = target.id();

@@ -228,7 +228,14 @@ fn attach_by_pid_sees_accesses_of_a_running_program() {
             .unwrap();
         let pid = target.id();
         let mut auditor = auditor()
-            .args(["attach", "--format", "json", "--pid", &pid.to_string()])
+            .args([
+                "attach",
+                "--format",
+                "json",
+                "--all-accesses",
+                "--pid",
+                &pid.to_string(),
+            ])
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -620,4 +627,128 @@ fn scope_probes_only_the_chosen_packages_call_sites() {
         );
         assert!(ops.keys().all(|f| f.starts_with("main.")), "{ops:?} {ctx}");
     }
+}
+
+/// `map-auditor run [args] -- exe`: events and target lines share stdout.
+fn run_sharing_stdout(exe: &Path, args: &[&str]) -> (Audit, Vec<String>) {
+    let out = auditor()
+        .arg("run")
+        .args(args)
+        .arg("--")
+        .arg(exe)
+        .output()
+        .expect("start map-auditor");
+    let (events, target) = parse_events(&out.stdout);
+    (
+        Audit {
+            events,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).into(),
+        },
+        target,
+    )
+}
+
+fn goid_line(out: &[String], prefix: &str) -> u64 {
+    out.iter()
+        .find_map(|l| l.strip_prefix(prefix))
+        .unwrap_or_else(|| panic!("no {prefix:?} line in {out:?}"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn json_stream_counts_accesses_per_goroutine_map_site_and_op() {
+    if !bpf_available("json_stream_counts_accesses_per_goroutine_map_site_and_op") {
+        return;
+    }
+    for (tc, link) in toolchains() {
+        let exe = build_go("ops", OPS, tc, link);
+        let (audit, out) =
+            run_sharing_stdout(&exe, &["--format", "json", "--aggregate-interval", "100ms"]);
+        let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
+        assert!(audit.status.success(), "{ctx}");
+        let main = goid_line(&out, "main goid ");
+        let worker = goid_line(&out, "worker goid ");
+        // Counts, not records.
+        assert!(audit.kind("access").is_empty(), "{ctx}");
+        let counts = audit.kind("access_counts");
+        assert!(!counts.is_empty(), "{ctx}");
+        // The program's own numbers, per goroutine, call site and op,
+        // whichever intervals they fell in.
+        let total = |function: &str, goid: u64, op: &str| -> u64 {
+            counts
+                .iter()
+                .filter(|c| c["function"] == function && c["goid"] == goid && c["op"] == op)
+                .map(|c| c["count"].as_u64().unwrap())
+                .sum()
+        };
+        assert_eq!(
+            total("main.writeInts", main, "write"),
+            10,
+            "{counts:?} {ctx}"
+        );
+        assert_eq!(total("main.writeInts", worker, "write"), 5, "{ctx}");
+        assert_eq!(total("main.readInts", main, "read"), 10, "{ctx}");
+        assert_eq!(total("main.deleteInts", worker, "delete"), 10, "{ctx}");
+        assert_eq!(total("main.deleteInts", main, "delete"), 0, "{ctx}");
+        for c in &counts {
+            assert!(c["first_ts_ns"].as_u64() <= c["last_ts_ns"].as_u64(), "{c}");
+            assert!(c["map"].as_str().unwrap().starts_with("0x"), "{c}");
+            assert!(!c["runtime_fn"].as_str().unwrap().is_empty(), "{c}");
+        }
+        // The summary adds up: every event is an access_counts event or a
+        // finding, and the counted accesses are the sum of the counts.
+        let s = audit.summary();
+        let sum: u64 = counts.iter().map(|c| c["count"].as_u64().unwrap()).sum();
+        assert_eq!(s["counted_accesses"].as_u64(), Some(sum), "{s}");
+        assert_eq!(
+            s["access_counts"].as_u64(),
+            Some(counts.len() as u64),
+            "{s}"
+        );
+        assert_eq!(
+            s["events"].as_u64().unwrap(),
+            counts.len() as u64 + s["overlaps"].as_u64().unwrap(),
+            "{s}"
+        );
+        assert_eq!(s["accesses"], 0, "{s}");
+        assert_eq!(s["dropped"], 0, "{s}");
+    }
+}
+
+#[test]
+fn quiet_mode_sends_nothing_per_access_or_make() {
+    if !bpf_available("quiet_mode_sends_nothing_per_access_or_make") {
+        return;
+    }
+    // 125,000 accesses and five maps made: in quiet mode none of them may
+    // cost a record or a count (and no `make` RET probe is placed).
+    let exe = build_go(
+        "mapbench",
+        include_str!("../../xtask/bench/main.go"),
+        GoToolchain::Swiss,
+        Link::Plain,
+    );
+    let out = auditor()
+        .args(["run", "--quiet", "--format", "json", "--"])
+        .arg(&exe)
+        .arg("50000")
+        .output()
+        .expect("start map-auditor");
+    let (events, _) = parse_events(&out.stdout);
+    let audit = Audit {
+        events,
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    };
+    assert!(audit.status.success(), "{}", audit.stderr);
+    let s = audit.summary();
+    assert!(s["probe_hits"].as_u64().unwrap() >= 50_000, "{s}");
+    assert_eq!(s["accesses"], 0, "{s}");
+    assert!(s.get("access_counts").is_none(), "{s}");
+    assert!(s.get("counted_accesses").is_none(), "{s}");
+    assert_eq!(s["events"], s["overlaps"], "{s}");
+    assert!(audit.kind("access").is_empty());
+    assert!(audit.kind("access_counts").is_empty());
 }

@@ -13,7 +13,7 @@ use auditor_common::{
     COUNTERS_MAP, Counter, EventHeader, EventKind, FINDINGS_MAP,
     go_map::{
         GoEscalate, GoMapOverlap, GoTargetConfig, MAP_STATE_MAP, MapArg, MapKey, MapOp, MapState,
-        NESTED_RETS, TARGETS_MAP, cookie, mode,
+        NESTED_RETS, TARGETS_MAP, cookie, emit, mode,
     },
 };
 use aya::{
@@ -47,6 +47,20 @@ extern "C" fn kp_fake_read() {
 #[unsafe(naked)]
 #[unsafe(no_mangle)]
 extern "C" fn kp_fake_write() {
+    core::arch::naked_asm!("nop", "ret")
+}
+
+// The counting test's own fake functions: probes of one test never fire
+// for another test's calls (both run in this process, in parallel).
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn kp_count_read() {
+    core::arch::naked_asm!("nop", "ret")
+}
+
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn kp_count_write() {
     core::arch::naked_asm!("nop", "ret")
 }
 
@@ -191,6 +205,10 @@ struct Kernel {
 
 impl Kernel {
     fn load() -> Self {
+        Self::load_with(|_| {})
+    }
+
+    fn load_with(configure: impl FnOnce(&mut GoTargetConfig)) -> Self {
         let mut ebpf = probe::load(LoadOptions::default()).expect("load the kernel object");
         let pid = std::process::id();
         let mut nested_rets = [0u64; NESTED_RETS];
@@ -205,9 +223,11 @@ impl Kernel {
             emit_access: 0,
             seed_off: SEED_OFF as u32,
             escalate: 1,
-            _pad: 0,
+            paused: 0,
             nested_rets,
         };
+        let mut cfg = cfg;
+        configure(&mut cfg);
         let mut targets: HashMap<_, u32, GoTargetConfig> =
             HashMap::try_from(ebpf.map_mut(TARGETS_MAP).unwrap()).unwrap();
         targets.insert(pid, cfg, 0).unwrap();
@@ -409,4 +429,65 @@ fn go_map_probe_logic_on_fake_map_calls() {
     let st = k.state(b).unwrap();
     assert_eq!(st.last_writer.goid, 202);
     assert_eq!(st.prev_writer.goid, 0, "old map's writer kept");
+}
+
+#[test]
+fn counts_mode_counts_each_access_once_per_goroutine_map_site_and_op() {
+    if !bpf_available("counts_mode_counts_each_access_once_per_goroutine_map_site_and_op") {
+        return;
+    }
+    let mut k = Kernel::load_with(|c| c.emit_access = emit::COUNTS);
+    k.attach("kp_count_read", 0, MapOp::Read, cookie::STACKCHECK);
+    k.attach("kp_count_write", 0, MapOp::Write, cookie::STACKCHECK);
+    let mut table = map_auditor::probe::counts::AccessCountTable::take(&mut k.ebpf).unwrap();
+    let (stack1, stack2) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let (g1, g2) = (FakeG::new(101, &stack1), FakeG::new(202, &stack2));
+    let none = std::ptr::null::<FakeG>();
+    let m = FakeMap::new(0xabcd);
+    let a = &*m as *const FakeMap;
+    for _ in 0..5 {
+        call(kp_count_write, &g1, a, none, false);
+    }
+    for _ in 0..3 {
+        call(kp_count_read, &g2, a, none, false);
+    }
+    // A hit about to grow the stack is no access.
+    call(kp_count_write, &g1, a, none, true);
+    let mut got: Vec<(u64, u8, u64)> = table
+        .drain()
+        .iter()
+        .map(|(key, c)| {
+            assert_eq!(key.map, a as u64);
+            assert_eq!(key.pid, k.pid.get());
+            assert!(c.first_ns <= c.last_ns && c.first_ns > 0, "{c:?}");
+            assert_eq!(c.probe_id, 7);
+            (key.goid, key.op, c.count)
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [(101, MapOp::Write as u8, 5), (202, MapOp::Read as u8, 3)]
+    );
+    // Drained means deleted; what comes next goes to the other epoch and
+    // is read by the next drain.
+    assert!(table.drain().is_empty());
+    call(kp_count_write, &g2, a, none, false);
+    let next = table.drain();
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert_eq!((next[0].0.goid, next[0].1.count), (202, 1));
+    assert_eq!(k.counter(Counter::GoAccessCountsFull), 0);
+    // Nothing was sent per access: the access ring is empty.
+    let mut events = RingBuf::try_from(k.ebpf.take_map(auditor_common::RING_MAP).unwrap()).unwrap();
+    assert!(events.next().is_none(), "an access record in counts mode");
+
+    // A closed sampling window: hits are counted as paused, nothing else.
+    let mut targets: HashMap<_, u32, GoTargetConfig> =
+        HashMap::try_from(k.ebpf.map_mut(TARGETS_MAP).unwrap()).unwrap();
+    let mut cfg = targets.get(&k.pid.get(), 0).unwrap();
+    cfg.paused = 1;
+    targets.insert(k.pid.get(), cfg, 0).unwrap();
+    call(kp_count_write, &g1, a, none, false);
+    assert_eq!(k.counter(Counter::GoProbesPaused), 1);
+    assert!(table.drain().is_empty());
 }

@@ -299,6 +299,7 @@ fn duration_is_a_deadline_even_for_a_slow_reader() {
             "attach",
             "--format",
             "json",
+            "--all-accesses",
             "--duration",
             "2s",
             "--pid",
@@ -522,7 +523,10 @@ fn target_output_never_lands_inside_the_auditors_lines() {
     if !bpf_available("target_output_never_lands_inside_the_auditors_lines") {
         return;
     }
-    let out = run_behave(&["--format", "json"], &["chatty", "20000"]);
+    let out = run_behave(
+        &["--format", "json", "--all-accesses"],
+        &["chatty", "20000"],
+    );
     assert!(out.status.success(), "{out:?}");
     let text = String::from_utf8_lossy(&out.stdout);
     let mut json = 0;
@@ -578,6 +582,7 @@ fn fail_on_overlap_exits_66_and_bad_usage_exits_2() {
     for bad in [
         vec!["attach", "--pid", "1", "--ops", "bogus"],
         vec!["attach", "--pid", "1", "--map", "nothex"],
+        vec!["attach", "--pid", "1", "--aggregate-interval", "1ms"],
         vec!["attach"],
         vec!["bogus-command"],
     ] {

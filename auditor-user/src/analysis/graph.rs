@@ -485,8 +485,9 @@ impl ProcessGraph {
         Some(id)
     }
 
-    fn ingest_access(&mut self, a: &Access, b: &mut Budget) {
-        self.accesses += 1;
+    /// An access, or `n` of them counted together (`access_counts`).
+    fn ingest_access(&mut self, a: &Access, n: u64, b: &mut Budget) {
+        self.accesses += n;
         self.touch(a.ts_ns);
         let map = self.map_id(a.map, a.map_gen, a.ts_ns, b, false);
         match map {
@@ -531,10 +532,10 @@ impl ProcessGraph {
         }
         if let Some(m) = map {
             if let Some(g) = goroutine {
-                count_edge(&mut self.goroutine_edges, (g, m), a.op, b);
+                count_edge(&mut self.goroutine_edges, (g, m), a.op, n, b);
             }
             if let Some(s) = site {
-                count_edge(&mut self.site_edges, (s, m), a.op, b);
+                count_edge(&mut self.site_edges, (s, m), a.op, n, b);
             }
         }
         if let (Some(g), Some(s)) = (goroutine, site) {
@@ -641,13 +642,14 @@ fn count_edge(
     edges: &mut FxHashMap<(u32, u32), OpCounts>,
     key: (u32, u32),
     op: MapOp,
+    n: u64,
     b: &mut Budget,
 ) {
     if let Some(c) = edges.get_mut(&key) {
-        c.add(op);
+        c.add_n(op, n);
     } else if b.usage.edges < b.limits.max_edges {
         b.usage.edges += 1;
-        edges.entry(key).or_default().add(op);
+        edges.entry(key).or_default().add_n(op, n);
     } else {
         b.truncation.edges += 1;
     }
@@ -717,7 +719,29 @@ impl AccessGraph {
         match event {
             AuditEvent::Access(a) => {
                 if let Some((p, mut b)) = self.process(a.pid, a.ts_ns) {
-                    p.ingest_access(a, &mut b);
+                    p.ingest_access(a, 1, &mut b);
+                }
+            }
+            AuditEvent::AccessCounts(c) => {
+                let a = Access {
+                    ts_ns: c.first_ts_ns,
+                    pid: c.pid,
+                    tid: c.tid,
+                    goid: c.goid,
+                    map: c.map,
+                    map_gen: c.map_gen,
+                    op: c.op,
+                    map_type: c.map_type.clone(),
+                    map_global: c.map_global.clone(),
+                    runtime_fn: c.runtime_fn.clone(),
+                    function: c.function.clone(),
+                    file: c.file.clone(),
+                    line: c.line,
+                    stack: Vec::new(),
+                };
+                if let Some((p, mut b)) = self.process(c.pid, c.first_ts_ns) {
+                    p.ingest_access(&a, c.count.max(1), &mut b);
+                    p.touch(c.last_ts_ns);
                 }
             }
             AuditEvent::Overlap(o) => {
@@ -744,7 +768,7 @@ impl AccessGraph {
             }
             AuditEvent::Lost(l) => self.ingest_lost(l),
             // Where tracking went: a live-log notice, nothing to analyse.
-            AuditEvent::Escalation(_) => {}
+            AuditEvent::Escalation(_) | AuditEvent::Coverage(_) => {}
             AuditEvent::Summary(s) => {
                 if self.summaries.len() < self.limits.max_processes
                     || self.summaries.contains_key(&s.pid)

@@ -81,7 +81,12 @@ impl OpCounts {
 
     /// Count one more `op`.
     pub fn add(&mut self, op: MapOp) {
-        self.0[Self::slot(op)] += 1;
+        self.add_n(op, 1);
+    }
+
+    /// `n` accesses of `op` (an `access_counts` event).
+    pub fn add_n(&mut self, op: MapOp, n: u64) {
+        self.0[Self::slot(op)] += n;
     }
 
     /// Add every count of `other`.

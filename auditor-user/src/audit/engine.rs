@@ -18,7 +18,7 @@ use std::{
 
 use auditor_common::{
     Counter,
-    go_map::{MapOp, PID_LOSSES_MAP, PidLosses},
+    go_map::{AccessCount, AccessCountKey, MapOp, PID_LOSSES_MAP, PidLosses},
 };
 use bytes::Bytes;
 use thiserror::Error;
@@ -36,11 +36,12 @@ use crate::{
     probe::{
         self, LoadOptions, ProbeError,
         counters::{CounterSnapshot, KernelCounters},
+        counts::AccessCountTable,
         go::GoAttachment,
         multi::MultiProgram,
     },
     proc::ProcessIdentity,
-    settings::{DetectMode, SettingsError, validate_stack_depth},
+    settings::{AccessStream, DetectMode, SettingsError, validate_stack_depth},
 };
 
 /// Errors of the multi-target engine.
@@ -78,8 +79,8 @@ pub struct TargetOptions {
     pub scope: Option<crate::goexe::Scope>,
     /// User stack frames recorded per access (0-16).
     pub stack_depth: u32,
-    /// Whether the kernel emits every access or only findings.
-    pub emit_access: bool,
+    /// What the kernel sends per access besides findings.
+    pub accesses: AccessStream,
     /// Probe the first instruction instead of the stack-check `jbe`
     /// (measuring placement only; see `--placement`).
     pub function_start: bool,
@@ -104,7 +105,7 @@ impl Default for TargetOptions {
             detect: DetectMode::Entry,
             scope: None,
             stack_depth: 8,
-            emit_access: true,
+            accesses: AccessStream::Records,
             function_start: false,
         }
     }
@@ -129,7 +130,7 @@ pub fn plan_target(pid: u32, opts: &TargetOptions) -> Result<PlannedTarget, Engi
             scope: opts.effective_scope(),
             exit_sites: opts.detect == DetectMode::Interval,
             function_start: opts.function_start,
-            make_exits: opts.emit_access,
+            make_exits: opts.accesses == AccessStream::Records,
             iter_steps: false,
         },
     )?;
@@ -168,6 +169,9 @@ pub struct TargetStats {
     pub events: u64,
     pub accesses: u64,
     pub overlaps: u64,
+    /// `access_counts` events delivered, and the accesses they stand for.
+    pub access_counts: u64,
+    pub counted_accesses: u64,
     /// Kernel drops attributed to this target (only possible while it was
     /// the only target: the kernel counters are global).
     pub dropped: u64,
@@ -214,6 +218,8 @@ pub struct GoEngine {
     ebpf: aya::Ebpf,
     ring: RingReader,
     counters: KernelCounters,
+    /// The kernel's access counts (targets streaming counts).
+    counts: AccessCountTable,
     clock: WallClock,
     targets: HashMap<u32, TargetState>,
     last_counters: CounterSnapshot,
@@ -245,6 +251,7 @@ impl GoEngine {
         let mut ebpf = probe::load(load)?;
         let ring = RingReader::take(&mut ebpf)?;
         let counters = KernelCounters::take(&mut ebpf)?;
+        let counts = AccessCountTable::take(&mut ebpf)?;
         let gauge = RingGauge::map(ring.as_raw_fd());
         let last_counters = counters.read();
         let multi = probe::go::load_programs(&mut ebpf).unwrap_or_else(|e| Err(e.to_string()));
@@ -253,6 +260,7 @@ impl GoEngine {
             ebpf,
             ring,
             counters,
+            counts,
             clock: WallClock::new(),
             targets: HashMap::new(),
             last_counters,
@@ -303,7 +311,7 @@ impl GoEngine {
             &mut self.ebpf,
             pid,
             &plan,
-            probe::go::target_config(&plan, opts.detect, opts.stack_depth, opts.emit_access, bias),
+            probe::go::target_config(&plan, opts.detect, opts.stack_depth, opts.accesses, bias),
             self.multi.as_ref().ok(),
         )?;
         let report = AttachReport::new(self.clock.now_unix_ns(), pid, &plan, &att, opts.detect);
@@ -329,6 +337,8 @@ impl GoEngine {
                     events: 0,
                     accesses: 0,
                     overlaps: 0,
+                    access_counts: 0,
+                    counted_accesses: 0,
                     dropped: 0,
                     attached_at: Instant::now(),
                     attached_unix_ns: report.ts_ns,
@@ -348,8 +358,11 @@ impl GoEngine {
         if let Some(att) = state.take() {
             let _ = att.detach(&mut self.ebpf);
         }
-        // Records written between the drain and the detach.
+        // Records written between the drain and the detach, and what its
+        // probes counted (nothing adds to its counts any more).
         self.drain(out);
+        let counted = self.counts.drain_pid(pid);
+        self.deliver_counts(counted, out);
         // Its last losses, while it is still a target to attribute them to.
         self.check_losses(out);
         probe::go::forget_losses(&mut self.ebpf, pid);
@@ -366,6 +379,36 @@ impl GoEngine {
             stats: t.stats,
             runtime_fatal: t.runtime_fatal,
         })
+    }
+
+    /// Read the kernel's access counts (the epoch flips; counting goes on
+    /// in the other one) and deliver one `access_counts` event per key.
+    pub fn collect_counts(&mut self, out: &mut Vec<AuditEvent>) -> usize {
+        let counted = self.counts.drain();
+        self.deliver_counts(counted, out)
+    }
+
+    fn deliver_counts(
+        &mut self,
+        mut counted: Vec<(AccessCountKey, AccessCount)>,
+        out: &mut Vec<AuditEvent>,
+    ) -> usize {
+        let before = out.len();
+        // In the order the accesses began, per target.
+        counted.sort_by_key(|(k, c)| (k.pid, c.first_ns, k.goid, k.ret));
+        for (k, c) in counted {
+            let Some(t) = self.targets.get_mut(&k.pid) else {
+                self.unattributed += 1;
+                continue;
+            };
+            if let Some(ev) = t.enricher.counts(&k, &c) {
+                t.stats.access_counts += 1;
+                t.stats.counted_accesses += c.count;
+                t.stats.events += 1;
+                out.push(AuditEvent::AccessCounts(ev));
+            }
+        }
+        out.len() - before
     }
 
     /// Wait up to `timeout` for records, then deliver every available one.
@@ -578,7 +621,10 @@ impl GoEngine {
             if delta == 0 {
                 continue;
             }
-            let is_drop = matches!(c, Counter::GoAccessDropped | Counter::GoOverlapDropped);
+            let is_drop = matches!(
+                c,
+                Counter::GoAccessDropped | Counter::GoOverlapDropped | Counter::GoAccessCountsFull
+            );
             match sole.and_then(|p| self.targets.get_mut(&p)) {
                 Some(t) if is_drop => t.stats.dropped += delta,
                 None if is_drop => self.unattributed_drops += delta,
@@ -613,7 +659,10 @@ impl GoEngine {
     /// Records dropped in the kernel or undecodable, over all targets.
     pub fn dropped(&self) -> u64 {
         let c = &self.last_counters;
-        c.get(Counter::GoAccessDropped) + c.get(Counter::GoOverlapDropped) + self.decode_errors
+        c.get(Counter::GoAccessDropped)
+            + c.get(Counter::GoOverlapDropped)
+            + c.get(Counter::GoAccessCountsFull)
+            + self.decode_errors
     }
 
     /// Records read from the ring buffer since load.

@@ -33,7 +33,7 @@ use crate::{
         tally::FindingTally,
     },
     pipeline::filter::AccessFilter,
-    settings::{Format, GoAuditSettings},
+    settings::{AccessStream, Format, GoAuditSettings},
 };
 use engine::{GoEngine, TargetOptions};
 use signals::SignalWatch;
@@ -158,14 +158,15 @@ impl Sinks {
             _ if !self.filter.passes(ev) => return Ok(()),
             _ => {}
         }
-        if matches!(ev, AuditEvent::Access(_)) && self.stream.is_behind() {
+        let stream_line = matches!(ev, AuditEvent::Access(_) | AuditEvent::AccessCounts(_));
+        if stream_line && self.stream.is_behind() {
             self.stream.shed();
             return Ok(());
         }
         // Rendering into memory cannot fail.
         let _ = self.render.write(ev);
         let bytes = self.render.take();
-        if matches!(ev, AuditEvent::Access(_)) {
+        if stream_line {
             self.stream.live(&bytes);
         } else {
             self.stream.keep(&bytes);
@@ -243,6 +244,8 @@ struct GoSession {
     events: Vec<AuditEvent>,
     /// `--scope` as probed (for the summary's advice).
     scope: crate::goexe::Scope,
+    /// How often the kernel's access counts are read (when it counts).
+    count_every: Option<Duration>,
 }
 
 impl GoSession {
@@ -250,8 +253,9 @@ impl GoSession {
         settings.validate()?;
         // With --quiet and no recording nobody reads accesses: the kernel
         // then only reports findings, which keeps the ring buffer quiet.
+        // Otherwise it counts accesses unless every one was asked for.
         let target = TargetOptions {
-            emit_access: !settings.filter.quiet || settings.output.record.is_some(),
+            accesses: settings.access_stream(),
             ..settings.target.clone()
         };
         let planned = engine::plan_target(pid, &target)?;
@@ -265,6 +269,8 @@ impl GoSession {
             started: Instant::now(),
             events: Vec::with_capacity(1024),
             scope: target.effective_scope(),
+            count_every: (target.accesses == AccessStream::Counts)
+                .then_some(settings.aggregate_interval),
         };
         session.sinks.emit(&AuditEvent::Attach(report))?;
         session.sinks.flush();
@@ -287,6 +293,7 @@ impl GoSession {
         target_gone: &dyn Fn() -> bool,
     ) -> Result<Stop> {
         let mut last_check = Instant::now();
+        let mut last_counts = Instant::now();
         let stop = loop {
             let wait = deadline.map_or(Duration::from_millis(100), |d| {
                 d.saturating_duration_since(Instant::now())
@@ -295,6 +302,15 @@ impl GoSession {
             self.engine.read(&mut self.events, wait).await;
             self.emit_pending()?;
             self.sinks.flush();
+            if self
+                .count_every
+                .is_some_and(|every| last_counts.elapsed() >= every)
+            {
+                self.engine.collect_counts(&mut self.events);
+                self.emit_pending()?;
+                self.sinks.flush();
+                last_counts = Instant::now();
+            }
             if last_check.elapsed() >= Duration::from_secs(1) {
                 self.engine.check_losses(&mut self.events);
                 self.emit_pending()?;
@@ -334,6 +350,8 @@ impl GoSession {
             events: stats.map_or(0, |s| s.events),
             accesses: stats.map_or(0, |s| s.accesses),
             overlaps: stats.map_or(0, |s| s.overlaps),
+            access_counts: stats.map_or(0, |s| s.access_counts),
+            counted_accesses: stats.map_or(0, |s| s.counted_accesses),
             dropped: self.engine.dropped(),
             probe_hits: self.engine.counters().get(Counter::GoProbeHits),
             duration_ms: self.started.elapsed().as_millis() as u64,

@@ -11,7 +11,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::settings::{
-    DetectMode, SettingsError, parse_duration, validate_ring_mib, validate_stack_depth,
+    DEFAULT_AGGREGATE_INTERVAL, DetectMode, SettingsError, check_max_overhead, parse_duration,
+    validate_aggregate_interval, validate_ring_mib, validate_stack_depth,
 };
 
 /// Where the daemon listens unless told otherwise.
@@ -56,6 +57,9 @@ struct ConfigFile {
     detect: Option<String>,
     scope: Option<String>,
     stack_depth: Option<u32>,
+    all_accesses: Option<bool>,
+    aggregate_interval: Option<String>,
+    max_overhead: Option<f64>,
     scan_interval: Option<String>,
     #[serde(default)]
     log: LogSection,
@@ -140,7 +144,7 @@ impl Default for RotationPolicy {
 }
 
 /// The daemon's effective settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DaemonConfig {
     pub socket: PathBuf,
     /// Group (name or numeric gid) whose members may use the socket.
@@ -157,6 +161,12 @@ pub struct DaemonConfig {
     /// detection mode's default.
     pub scope: Option<crate::goexe::Scope>,
     pub stack_depth: u32,
+    /// Log one `access` event per access (with its stack) instead of
+    /// `access_counts` every `aggregate_interval` (the default).
+    pub all_accesses: bool,
+    pub aggregate_interval: Duration,
+    /// Overhead budget per target, in percent of its CPU time.
+    pub max_overhead: Option<f64>,
     /// How often /proc is scanned for watched executables and target exits.
     pub scan_interval: Duration,
     pub rotation: RotationPolicy,
@@ -180,6 +190,9 @@ impl Default for DaemonConfig {
             detect: DetectMode::Entry,
             scope: None,
             stack_depth: 8,
+            all_accesses: false,
+            aggregate_interval: DEFAULT_AGGREGATE_INTERVAL,
+            max_overhead: None,
             scan_interval: Duration::from_millis(500),
             rotation: RotationPolicy::default(),
             pids: Vec::new(),
@@ -266,6 +279,13 @@ impl DaemonConfig {
         if let Some(v) = f.stack_depth {
             c.stack_depth = v;
         }
+        if let Some(v) = f.all_accesses {
+            c.all_accesses = v;
+        }
+        if let Some(s) = f.aggregate_interval {
+            c.aggregate_interval = duration("aggregate_interval", &s)?;
+        }
+        c.max_overhead = f.max_overhead;
         if let Some(s) = f.scan_interval {
             c.scan_interval = duration("scan_interval", &s)?;
         }
@@ -330,6 +350,10 @@ impl DaemonConfig {
         // The same rules as `attach` and `run` apply to their flags.
         validate_ring_mib(self.ring_mib)?;
         validate_stack_depth(self.stack_depth)?;
+        validate_aggregate_interval(self.aggregate_interval)?;
+        if let Some(p) = self.max_overhead {
+            check_max_overhead(p)?;
+        }
         if self.scan_interval < Duration::from_millis(50)
             || self.scan_interval > Duration::from_secs(60)
         {
@@ -439,6 +463,28 @@ mod tests {
         let e = DaemonConfig::from_toml("[bpf]\nguard = [\"a_map_name_too_long\"]", "d.toml")
             .unwrap_err();
         assert!(e.to_string().contains("at most 15 bytes"), "{e}");
+    }
+
+    #[test]
+    fn aggregation_and_overhead_keys_use_the_flags_rules() {
+        let c = DaemonConfig::from_toml(
+            "all_accesses = true\naggregate_interval = \"250ms\"\nmax_overhead = 5\n",
+            "x",
+        )
+        .unwrap();
+        assert!(c.all_accesses);
+        assert_eq!(c.aggregate_interval, Duration::from_millis(250));
+        assert_eq!(c.max_overhead, Some(5.0));
+        assert!(!DaemonConfig::default().all_accesses, "counts by default");
+        for (text, key) in [
+            ("max_overhead = 0", "--max-overhead"),
+            ("max_overhead = 101", "--max-overhead"),
+            ("aggregate_interval = \"10ms\"", "--aggregate-interval"),
+        ] {
+            let e = DaemonConfig::from_toml(text, "d.toml").unwrap_err();
+            assert!(e.to_string().contains(key), "{text}: {e}");
+        }
+        assert!(DaemonConfig::from_toml("max_overhead = \"abc\"", "d.toml").is_err());
     }
 
     #[test]

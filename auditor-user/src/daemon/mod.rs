@@ -124,6 +124,8 @@ struct Daemon {
     pending: Vec<AuditEvent>,
     repeats: RepeatedOverlaps,
     events_by_kind: BTreeMap<&'static str, u64>,
+    /// When the kernel's access counts were last read.
+    last_counts: Instant,
     lost_by_what: BTreeMap<String, u64>,
     alerts_by_rule: BTreeMap<String, u64>,
     log_errors: u64,
@@ -383,6 +385,8 @@ impl Daemon {
             events: s.events,
             accesses: s.accesses,
             overlaps: s.overlaps,
+            access_counts: s.access_counts,
+            counted_accesses: s.counted_accesses,
             dropped: s.dropped,
             probe_hits: 0,
             duration_ms: s.attached_at.elapsed().as_millis() as u64,
@@ -727,6 +731,11 @@ impl Daemon {
         self.keep_socket();
         self.engine.drain(&mut self.pending);
         self.record_pending();
+        if !self.cfg.all_accesses && self.last_counts.elapsed() >= self.cfg.aggregate_interval {
+            self.engine.collect_counts(&mut self.pending);
+            self.record_pending();
+            self.last_counts = Instant::now();
+        }
         self.check_targets();
         self.scan_watches();
         self.engine.check_losses(&mut self.pending);
@@ -887,7 +896,11 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
             detect: cfg.detect,
             scope: cfg.scope.clone(),
             stack_depth: cfg.stack_depth,
-            emit_access: true,
+            accesses: if cfg.all_accesses {
+                crate::settings::AccessStream::Records
+            } else {
+                crate::settings::AccessStream::Counts
+            },
             function_start: false,
         },
         stdout: cfg.stdout_json.then(|| BufWriter::new(std::io::stdout())),
@@ -903,6 +916,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
         pending: Vec::with_capacity(4096),
         repeats: RepeatedOverlaps::default(),
         events_by_kind: BTreeMap::new(),
+        last_counts: Instant::now(),
         lost_by_what: BTreeMap::new(),
         alerts_by_rule: BTreeMap::new(),
         log_errors: 0,

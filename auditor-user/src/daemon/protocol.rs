@@ -18,7 +18,7 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
 
 /// Event kinds a subscriber may ask for: every kind.
-pub const EVENT_KINDS: [EventKind; 9] = EventKind::ALL;
+pub const EVENT_KINDS: [EventKind; EventKind::ALL.len()] = EventKind::ALL;
 
 /// What to attach or detach.
 #[derive(Clone, Debug, PartialEq, Eq)]

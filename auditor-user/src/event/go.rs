@@ -47,6 +47,41 @@ pub struct Access {
     pub stack: Vec<Frame>,
 }
 
+/// Accesses one goroutine made to one map at one call site with one
+/// operation during an aggregation interval: what the kernel counts
+/// instead of sending a record per access (the default unless
+/// `--all-accesses`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessCounts {
+    /// When the counts were read from the kernel.
+    pub ts_ns: u64,
+    pub pid: u32,
+    /// Thread of the first access counted.
+    pub tid: u32,
+    pub goid: u64,
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub map: u64,
+    pub map_gen: u32,
+    #[serde(serialize_with = "op_name", deserialize_with = "op_from_name")]
+    pub op: MapOp,
+    /// The map's Go type, the first time a map is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_type: Option<String>,
+    /// The package-level variable holding the map, the first time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_global: Option<String>,
+    pub runtime_fn: String,
+    /// The call site.
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    /// Accesses counted.
+    pub count: u64,
+    /// Times of the first and last access counted.
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+}
+
 /// One side of an overlap.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OverlapParty {

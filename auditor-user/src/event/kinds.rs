@@ -23,11 +23,15 @@ pub enum EventKind {
     Target,
     /// Exit tracking escalated at a call site.
     Escalation,
+    /// Aggregated accesses of one (goroutine, map, call site, operation).
+    AccessCounts,
+    /// The overhead budget changed what is probed.
+    Coverage,
 }
 
 impl EventKind {
     /// Every kind, in the order the schema documents them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::Attach,
         Self::Access,
         Self::Overlap,
@@ -37,6 +41,8 @@ impl EventKind {
         Self::Summary,
         Self::Target,
         Self::Escalation,
+        Self::AccessCounts,
+        Self::Coverage,
     ];
 
     /// The JSON name.
@@ -51,6 +57,8 @@ impl EventKind {
             Self::Summary => "summary",
             Self::Target => "target",
             Self::Escalation => "escalation",
+            Self::AccessCounts => "access_counts",
+            Self::Coverage => "coverage",
         }
     }
 
@@ -58,7 +66,7 @@ impl EventKind {
     /// writes through to disk before anyone is told about it. Everything
     /// but the access streams.
     pub const fn is_durable(self) -> bool {
-        !matches!(self, Self::Access | Self::BpfMap)
+        !matches!(self, Self::Access | Self::AccessCounts | Self::BpfMap)
     }
 
     /// Every name, comma-separated, for messages.
@@ -149,7 +157,14 @@ mod tests {
             .into_iter()
             .filter(|k| !k.is_durable())
             .collect();
-        assert_eq!(buffered, [EventKind::Access, EventKind::BpfMap]);
+        assert_eq!(
+            buffered,
+            [
+                EventKind::Access,
+                EventKind::BpfMap,
+                EventKind::AccessCounts
+            ]
+        );
     }
 
     #[test]

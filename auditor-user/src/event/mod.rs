@@ -10,9 +10,9 @@ pub mod target;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 pub use bpf::{Alert, AlertRule, BpfMapEvent, ConcurrentWriter, MAP_DESTROYED};
-pub use go::{Access, DetectionMode, Escalation, Frame, Overlap, OverlapParty};
+pub use go::{Access, AccessCounts, DetectionMode, Escalation, Frame, Overlap, OverlapParty};
 pub use kinds::EventKind;
-pub use target::{AttachReport, AttachedProbe, FindingGroup, Lost, Summary, TargetEvent};
+pub use target::{AttachReport, AttachedProbe, Coverage, FindingGroup, Lost, Summary, TargetEvent};
 
 /// Version of the JSON event schema (docs/events.md).
 pub const SCHEMA_VERSION: u32 = 1;
@@ -23,6 +23,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub enum AuditEvent {
     Attach(AttachReport),
     Access(Access),
+    AccessCounts(AccessCounts),
     Overlap(Overlap),
     BpfMap(BpfMapEvent),
     /// A finding on BPF maps (guarded map written, concurrent writers, ...).
@@ -30,6 +31,7 @@ pub enum AuditEvent {
     Lost(Lost),
     Summary(Summary),
     Escalation(Escalation),
+    Coverage(Coverage),
 }
 
 impl AuditEvent {
@@ -38,12 +40,14 @@ impl AuditEvent {
         match self {
             Self::Attach(_) => EventKind::Attach,
             Self::Access(_) => EventKind::Access,
+            Self::AccessCounts(_) => EventKind::AccessCounts,
             Self::Overlap(_) => EventKind::Overlap,
             Self::BpfMap(_) => EventKind::BpfMap,
             Self::Alert(_) => EventKind::Alert,
             Self::Lost(_) => EventKind::Lost,
             Self::Summary(_) => EventKind::Summary,
             Self::Escalation(_) => EventKind::Escalation,
+            Self::Coverage(_) => EventKind::Coverage,
         }
     }
 
@@ -51,12 +55,14 @@ impl AuditEvent {
         match self {
             Self::Attach(x) => x.pid,
             Self::Access(x) => x.pid,
+            Self::AccessCounts(x) => x.pid,
             Self::Overlap(x) => x.pid,
             Self::BpfMap(x) => x.pid,
             Self::Alert(x) => x.pid,
             Self::Lost(x) => x.pid,
             Self::Summary(x) => x.pid,
             Self::Escalation(x) => x.pid,
+            Self::Coverage(x) => x.pid,
         }
     }
 
@@ -64,12 +70,14 @@ impl AuditEvent {
         match self {
             Self::Attach(a) => a.ts_ns,
             Self::Access(a) => a.ts_ns,
+            Self::AccessCounts(a) => a.ts_ns,
             Self::Overlap(o) => o.ts_ns,
             Self::BpfMap(b) => b.ts_ns,
             Self::Alert(a) => a.ts_ns,
             Self::Lost(l) => l.ts_ns,
             Self::Summary(s) => s.ts_ns,
             Self::Escalation(e) => e.ts_ns,
+            Self::Coverage(c) => c.ts_ns,
         }
     }
 }

@@ -128,14 +128,45 @@ pub struct Lost {
     pub total: u64,
 }
 
+/// The overhead budget (`--max-overhead`) changed how much of the time a
+/// target is probed: probes are on for `window_on_ms` of every
+/// `window_ms` (100% coverage: always on).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Coverage {
+    pub ts_ns: u64,
+    pub pid: u32,
+    /// Share of the time the probes are on, in percent.
+    pub coverage_pct: f64,
+    pub window_on_ms: u64,
+    pub window_ms: u64,
+    /// The estimate that decided: the auditor's cost in percent of the
+    /// target's CPU time, with the probes on all the time.
+    pub estimated_pct: f64,
+    pub budget_pct: f64,
+    /// Probe hits per second of wall time while the probes were on.
+    pub hits_per_s: f64,
+    /// Cost charged per hit (trap + BPF program), in nanoseconds.
+    pub ns_per_hit: f64,
+    /// Where the BPF program's share came from: `bpf_stats` (measured)
+    /// or `calibrated` (a constant).
+    pub cost_source: String,
+    /// Why the coverage changed, in words.
+    pub reason: String,
+}
+
 /// End-of-session totals.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     pub ts_ns: u64,
     pub pid: u32,
     pub events: u64,
     pub accesses: u64,
     pub overlaps: u64,
+    /// `access_counts` events delivered, and the accesses they stand for.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub access_counts: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub counted_accesses: u64,
     pub dropped: u64,
     pub probe_hits: u64,
     pub duration_ms: u64,
@@ -156,6 +187,12 @@ pub struct Summary {
     /// Live lines (accesses) not shown because the output could not keep up.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub shed: u64,
+    /// `--max-overhead`: share of the session's time the probes were on,
+    /// in percent, and what narrowed it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage_pct: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage_reason: Option<String>,
     /// Every finding, once per map, pair of call sites and operations.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<FindingGroup>,

@@ -4,7 +4,10 @@
 use std::io::{self, Write};
 
 use crate::{
-    event::{Access, AttachReport, AuditEvent, Frame, Overlap, OverlapParty, Summary},
+    event::{
+        Access, AccessCounts, AttachReport, AuditEvent, Coverage, Frame, Overlap, OverlapParty,
+        Summary,
+    },
     settings::Format,
 };
 
@@ -69,7 +72,10 @@ impl<W: Write> LiveLog<W> {
             Format::Json => {
                 serde_json::to_writer(&mut self.out, ev)?;
                 self.out.write_all(b"\n")?;
-                if !matches!(ev, AuditEvent::Access(_) | AuditEvent::BpfMap(_)) {
+                if !matches!(
+                    ev,
+                    AuditEvent::Access(_) | AuditEvent::AccessCounts(_) | AuditEvent::BpfMap(_)
+                ) {
                     self.out.flush()?;
                 }
                 Ok(())
@@ -77,6 +83,8 @@ impl<W: Write> LiveLog<W> {
             Format::Text => match ev {
                 AuditEvent::Attach(r) => self.attach(r),
                 AuditEvent::Access(a) => self.access(a),
+                AuditEvent::AccessCounts(c) => self.access_counts(c),
+                AuditEvent::Coverage(c) => self.coverage(c),
                 AuditEvent::Overlap(o) => self.overlap(o),
                 AuditEvent::Escalation(e) => {
                     let (d, r) = (self.paint(DIM), self.paint(RESET));
@@ -207,7 +215,7 @@ impl<W: Write> LiveLog<W> {
         self.out.flush()
     }
 
-    fn access(&mut self, a: &Access) -> io::Result<()> {
+    fn access_header(&mut self) -> io::Result<()> {
         if !self.header_done {
             self.header_done = true;
             let d = self.paint(DIM);
@@ -218,6 +226,55 @@ impl<W: Write> LiveLog<W> {
                 "TIME", "PID", "TID", "GOID", "OP", "MAP"
             )?;
         }
+        Ok(())
+    }
+
+    /// One line per counted key: the access line's columns, then how many
+    /// accesses and over how long.
+    fn access_counts(&mut self, c: &AccessCounts) -> io::Result<()> {
+        self.access_header()?;
+        let map = if c.map_gen > 0 {
+            format!("{:#x}/{}", c.map, c.map_gen)
+        } else {
+            format!("{:#x}", c.map)
+        };
+        let span_ms = c.last_ts_ns.saturating_sub(c.first_ts_ns) as f64 / 1e6;
+        writeln!(
+            self.out,
+            "{:<15} {:>7} {:>7} {:>6} {:<7} {:<14} {}  x{} in {span_ms:.1}ms",
+            clock_time(c.first_ts_ns),
+            c.pid,
+            c.tid,
+            c.goid,
+            c.op.as_str(),
+            map,
+            site(&c.function, &c.file, c.line),
+            c.count
+        )
+    }
+
+    fn coverage(&mut self, c: &Coverage) -> io::Result<()> {
+        let (y, r) = (self.paint(YELLOW), self.paint(RESET));
+        writeln!(
+            self.out,
+            "{y}{} COVERAGE pid {}: probes on {:.0}% of the time ({} of every {} ms): {}; estimated cost {:.1}% of the target's CPU with every probe on, budget {}% ({:.0} hits/s, {:.0} ns a hit, {}){r}",
+            clock_time(c.ts_ns),
+            c.pid,
+            c.coverage_pct,
+            c.window_on_ms,
+            c.window_ms,
+            c.reason,
+            c.estimated_pct,
+            c.budget_pct,
+            c.hits_per_s,
+            c.ns_per_hit,
+            c.cost_source
+        )?;
+        self.out.flush()
+    }
+
+    fn access(&mut self, a: &Access) -> io::Result<()> {
+        self.access_header()?;
         let map = if a.map_gen > 0 {
             format!("{:#x}/{}", a.map, a.map_gen)
         } else {
@@ -307,6 +364,23 @@ impl<W: Write> LiveLog<W> {
             s.probe_hits,
             s.duration_ms as f64 / 1000.0
         );
+        if s.access_counts > 0 {
+            let _ = writeln!(
+                t,
+                "counted accesses {} in {} access_counts events (the kernel counted them; --all-accesses sends each)",
+                s.counted_accesses, s.access_counts
+            );
+        }
+        if let Some(pct) = s.coverage_pct {
+            let _ = writeln!(
+                t,
+                "coverage: {pct:.0}% of time{}",
+                s.coverage_reason
+                    .as_deref()
+                    .map(|r| format!(", {r}"))
+                    .unwrap_or_default()
+            );
+        }
         if let Some(shown) = s.shown {
             let _ = writeln!(
                 t,

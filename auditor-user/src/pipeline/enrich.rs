@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 
-use auditor_common::go_map::{GoMapAccess, GoMapOverlap, MapOp, Party, mode};
+use auditor_common::go_map::{
+    AccessCount, AccessCountKey, GoMapAccess, GoMapOverlap, MapOp, Party, mode,
+};
 
 use super::clock::WallClock;
-use crate::event::{Access, DetectionMode, Frame, Overlap, OverlapParty};
+use crate::event::{Access, AccessCounts, DetectionMode, Frame, Overlap, OverlapParty};
 
 /// Resolves a return address (a runtime virtual address in the target) to
 /// the frame of the call that will return there.
@@ -231,6 +233,56 @@ impl<R: FrameResolver> GoEnricher<R> {
             file: site.file,
             line: site.line,
             stack,
+        })
+    }
+
+    /// One key of the kernel's access counts, just read. `None` for the
+    /// inner half of a nested pair, as for records.
+    pub fn counts(&mut self, k: &AccessCountKey, c: &AccessCount) -> Option<AccessCounts> {
+        let op = MapOp::from_u8(k.op)?;
+        // The call site as a one-frame stack: inlined code resolves (and
+        // is cached) as it does for records.
+        let mut one = Party::default();
+        one.stack[0] = k.ret;
+        one.stack_len = 1;
+        let site = self.stack(&one).into_iter().next().unwrap_or_default();
+        if self.is_probed(&site.function) {
+            self.nested_skipped += c.count;
+            return None;
+        }
+        let map_gen = self.generation(k.map, false);
+        let (map_type, map_global) = if c.maptype != 0
+            && self.typed.len() < self.max_maps
+            && !self.typed.contains(&(k.map, map_gen))
+        {
+            let name = self.resolver.map_type_name(c.maptype);
+            let global = if name.is_some() {
+                self.typed.insert((k.map, map_gen));
+                self.resolver.global_holding(k.map)
+            } else {
+                None
+            };
+            (name, global)
+        } else {
+            (None, None)
+        };
+        Some(AccessCounts {
+            ts_ns: self.clock.now_unix_ns(),
+            pid: k.pid,
+            tid: c.tid,
+            goid: k.goid,
+            map: k.map,
+            map_gen,
+            op,
+            map_type,
+            map_global,
+            runtime_fn: self.probe_name(c.probe_id),
+            function: site.function,
+            file: site.file,
+            line: site.line,
+            count: c.count,
+            first_ts_ns: self.clock.to_unix_ns(c.first_ns),
+            last_ts_ns: self.clock.to_unix_ns(c.last_ns),
         })
     }
 

@@ -2,7 +2,7 @@
 
 use auditor_common::go_map::MapOp;
 
-use crate::event::{Access, AuditEvent};
+use crate::event::{AccessCounts, AuditEvent};
 
 /// What the user asked to see. Findings (overlaps) pass unless `--map`
 /// excludes their map; losses and summaries always pass.
@@ -40,26 +40,29 @@ pub fn package_of(function: &str) -> &str {
 }
 
 impl AccessFilter {
-    fn access_passes(&self, a: &Access) -> bool {
+    fn access_passes(&self, op: MapOp, map: u64, function: &str) -> bool {
         if self.quiet {
             return false;
         }
-        self.ops.as_ref().is_none_or(|ops| ops.contains(&a.op))
-            && self.map.is_none_or(|m| m == a.map)
+        self.ops.as_ref().is_none_or(|ops| ops.contains(&op))
+            && self.map.is_none_or(|m| m == map)
             && self
                 .function
                 .as_ref()
-                .is_none_or(|f| a.function.contains(f.as_str()))
+                .is_none_or(|f| function.contains(f.as_str()))
             && self
                 .package
                 .as_ref()
-                .is_none_or(|p| package_of(&a.function) == p)
+                .is_none_or(|p| package_of(function) == p)
     }
 
     /// Whether `ev` goes to the live log.
     pub fn passes(&self, ev: &AuditEvent) -> bool {
         match ev {
-            AuditEvent::Access(a) => self.access_passes(a),
+            AuditEvent::Access(a) => self.access_passes(a.op, a.map, &a.function),
+            AuditEvent::AccessCounts(AccessCounts {
+                op, map, function, ..
+            }) => self.access_passes(*op, *map, function),
             AuditEvent::Overlap(o) => self.map.is_none_or(|m| m == o.map),
             AuditEvent::Attach(_) => !self.quiet,
             AuditEvent::BpfMap(_) => !self.quiet,

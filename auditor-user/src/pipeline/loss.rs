@@ -18,8 +18,9 @@ const fn loss(counter: Counter, what: &'static str) -> LossCounter {
 }
 
 /// Losses of the Go audit.
-pub const GO_LOSSES: [LossCounter; 5] = [
+pub const GO_LOSSES: [LossCounter; 6] = [
     loss(Counter::GoAccessDropped, "access"),
+    loss(Counter::GoAccessCountsFull, "access_count"),
     loss(Counter::GoOverlapDropped, "overlap"),
     loss(Counter::GoStateFull, "map_state"),
     loss(Counter::GoSlotsFull, "interval_slot"),

@@ -23,7 +23,7 @@ use super::{
 };
 use crate::{
     goexe::{ProbePlan, ProbeSite},
-    settings::DetectMode,
+    settings::{AccessStream, DetectMode},
 };
 
 /// Name of the uprobe program in the object.
@@ -199,7 +199,7 @@ pub fn target_config(
     plan: &ProbePlan,
     detect: DetectMode,
     stack_depth: u32,
-    emit_access: bool,
+    accesses: AccessStream,
     bias: u64,
 ) -> GoTargetConfig {
     let mut nested_rets = [0u64; auditor_common::go_map::NESTED_RETS];
@@ -216,11 +216,11 @@ pub fn target_config(
             DetectMode::Interval => mode::INTERVAL,
         },
         stack_depth,
-        emit_access: emit_access as u32,
+        emit_access: accesses.kernel_value(),
         seed_off: crate::goexe::offsets::seed_offset(plan.swiss_maps),
         // Interval mode probes every RET already.
         escalate: (detect == DetectMode::Entry) as u32,
-        _pad: 0,
+        paused: 0,
         nested_rets,
     }
 }

@@ -4,8 +4,10 @@
 //! - [`go`]: attaching a Go [`crate::goexe::ProbePlan`] to one process.
 //! - [`multi`]: the kernel's `uprobe_multi` link (one link per target).
 //! - [`counters`]: the kernel's per-CPU counters, summed.
+//! - [`counts`]: the kernel's access counts, drained epoch by epoch.
 
 pub mod counters;
+pub mod counts;
 pub mod go;
 pub mod multi;
 
