@@ -145,6 +145,7 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
                 scope: opts.scope.clone(),
                 stack_depth: opts.stack_depth,
                 function_start: opts.placement == cli::Placement::FunctionStart,
+                max_overhead: opts.max_overhead,
                 ..TargetOptions::default()
             },
             filter: AccessFilter::try_from(opts)?,
@@ -159,7 +160,6 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
             fail_on_overlap: opts.fail_on_overlap,
             all_accesses: opts.all_accesses,
             aggregate_interval: opts.aggregate_interval,
-            max_overhead: opts.max_overhead,
         };
         settings.validate()?;
         Ok(settings)

@@ -241,9 +241,6 @@ pub struct GoAuditSettings {
     pub all_accesses: bool,
     /// How often access counts are drained (`--aggregate-interval`).
     pub aggregate_interval: Duration,
-    /// Overhead budget in percent of the target's CPU time
-    /// (`--max-overhead`).
-    pub max_overhead: Option<f64>,
 }
 
 impl Default for GoAuditSettings {
@@ -257,7 +254,6 @@ impl Default for GoAuditSettings {
             fail_on_overlap: false,
             all_accesses: false,
             aggregate_interval: DEFAULT_AGGREGATE_INTERVAL,
-            max_overhead: None,
         }
     }
 }
@@ -271,9 +267,6 @@ impl GoAuditSettings {
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.load.validate()?;
         validate_aggregate_interval(self.aggregate_interval)?;
-        if let Some(p) = self.max_overhead {
-            check_max_overhead(p)?;
-        }
         self.target.validate()
     }
 

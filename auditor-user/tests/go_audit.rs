@@ -752,3 +752,79 @@ fn quiet_mode_sends_nothing_per_access_or_make() {
     assert!(audit.kind("access").is_empty());
     assert!(audit.kind("access_counts").is_empty());
 }
+
+/// `map-auditor run --quiet --format json --max-overhead PCT -- mapbench N`.
+fn run_with_budget(pct: &str, n: &str) -> Audit {
+    let exe = build_go(
+        "mapbench",
+        include_str!("../../xtask/bench/main.go"),
+        GoToolchain::Swiss,
+        Link::Plain,
+    );
+    let out = auditor()
+        .args([
+            "run",
+            "--quiet",
+            "--format",
+            "json",
+            "--max-overhead",
+            pct,
+            "--",
+        ])
+        .arg(&exe)
+        .arg(n)
+        .output()
+        .expect("start map-auditor");
+    let (events, _) = parse_events(&out.stdout);
+    Audit {
+        events,
+        status: out.status,
+        stderr: String::from_utf8_lossy(&out.stderr).into(),
+    }
+}
+
+#[test]
+fn tight_budget_narrows_coverage_and_says_why() {
+    if !bpf_available("tight_budget_narrows_coverage_and_says_why") {
+        return;
+    }
+    // A map hammered on five goroutines: every probe on costs the target
+    // far more than 1% of its CPU.
+    let audit = run_with_budget("1", "300000");
+    assert!(audit.status.success(), "{}", audit.stderr);
+    let changes = audit.kind("coverage");
+    assert!(!changes.is_empty(), "no coverage event: {}", audit.stderr);
+    let c = changes[0];
+    assert!(c["coverage_pct"].as_f64().unwrap() < 100.0, "{c}");
+    assert!(c["estimated_pct"].as_f64().unwrap() > 1.0, "{c}");
+    assert_eq!(c["budget_pct"], 1.0, "{c}");
+    assert!(c["window_on_ms"].as_u64() < c["window_ms"].as_u64(), "{c}");
+    assert!(c["hits_per_s"].as_f64().unwrap() > 0.0, "{c}");
+    assert!(c["reason"].as_str().unwrap().contains("1% budget"), "{c}");
+    let s = audit.summary();
+    let pct = s["coverage_pct"].as_f64().expect("coverage in the summary");
+    assert!(pct < 100.0, "{s}");
+    assert!(
+        s["coverage_reason"].as_str().unwrap().contains("sampling"),
+        "{s}"
+    );
+}
+
+#[test]
+fn generous_budget_keeps_every_probe_on() {
+    if !bpf_available("generous_budget_keeps_every_probe_on") {
+        return;
+    }
+    let audit = run_with_budget("100", "300000");
+    assert!(audit.status.success(), "{}", audit.stderr);
+    assert!(
+        audit
+            .kind("coverage")
+            .iter()
+            .all(|c| c["coverage_pct"] == 100.0),
+        "{:?}",
+        audit.kind("coverage")
+    );
+    let s = audit.summary();
+    assert_eq!(s["coverage_pct"].as_f64(), Some(100.0), "{s}");
+}

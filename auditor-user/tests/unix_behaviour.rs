@@ -591,6 +591,20 @@ fn fail_on_overlap_exits_66_and_bad_usage_exits_2() {
         assert_eq!(out.status.code(), Some(2), "{bad:?}: {err}");
         assert!(!err.is_empty());
     }
+    // An overhead budget out of range: one line that says what to give.
+    for bad in ["0", "101", "abc"] {
+        let out = auditor()
+            .args(["attach", "--pid", "1", "--max-overhead", bad])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(
+            first.contains("--max-overhead") && first.contains("at most 100"),
+            "{bad}: {err}"
+        );
+    }
     if !bpf_available("fail_on_overlap_exits_66_and_bad_usage_exits_2") {
         return;
     }

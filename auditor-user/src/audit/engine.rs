@@ -18,13 +18,14 @@ use std::{
 
 use auditor_common::{
     Counter,
-    go_map::{AccessCount, AccessCountKey, MapOp, PID_LOSSES_MAP, PidLosses},
+    go_map::{AccessCount, AccessCountKey, GoTargetConfig, MapOp, PID_LOSSES_MAP, PidLosses},
 };
 use bytes::Bytes;
 use thiserror::Error;
 
 use crate::{
-    event::{AttachReport, AuditEvent, Escalation, Lost},
+    audit::budget::{CostSample, SamplingWindow},
+    event::{AttachReport, AuditEvent, Coverage, Escalation, Lost},
     goexe::{PlanOptions, ProbePlan, TargetError},
     pipeline::{
         clock::WallClock,
@@ -41,7 +42,7 @@ use crate::{
         multi::MultiProgram,
     },
     proc::ProcessIdentity,
-    settings::{AccessStream, DetectMode, SettingsError, validate_stack_depth},
+    settings::{AccessStream, DetectMode, SettingsError, check_max_overhead, validate_stack_depth},
 };
 
 /// Errors of the multi-target engine.
@@ -71,7 +72,7 @@ impl From<ProbeError> for EngineError {
 }
 
 /// How one target is audited.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct TargetOptions {
     pub detect: DetectMode,
     /// Whose map accesses are probed (`--scope`); `None`: the detection
@@ -84,6 +85,9 @@ pub struct TargetOptions {
     /// Probe the first instruction instead of the stack-check `jbe`
     /// (measuring placement only; see `--placement`).
     pub function_start: bool,
+    /// Overhead budget in percent of the target's CPU time
+    /// (`--max-overhead`).
+    pub max_overhead: Option<f64>,
 }
 
 impl TargetOptions {
@@ -95,6 +99,9 @@ impl TargetOptions {
     }
 
     pub fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(p) = self.max_overhead {
+            check_max_overhead(p)?;
+        }
         validate_stack_depth(self.stack_depth).map(drop)
     }
 }
@@ -107,6 +114,7 @@ impl Default for TargetOptions {
             stack_depth: 8,
             accesses: AccessStream::Records,
             function_start: false,
+            max_overhead: None,
         }
     }
 }
@@ -199,6 +207,69 @@ struct TargetState {
     recent: RecentOverlaps,
     stats: TargetStats,
     runtime_fatal: Option<String>,
+    /// What the kernel was told for this target (`GO_TARGETS[pid]`).
+    config: GoTargetConfig,
+    budget: Option<BudgetState>,
+}
+
+/// A target under an overhead budget: its sampling window and what the
+/// last estimate saw.
+struct BudgetState {
+    budget_pct: f64,
+    window: SamplingWindow,
+    /// Start of the window's schedule.
+    schedule: Instant,
+    /// Probes on now; since when.
+    on_since: Option<Instant>,
+    /// On time in the current measurement interval, and in the session.
+    on_interval: Duration,
+    on_total: Duration,
+    attached: Instant,
+    last_check: Instant,
+    last_cpu_ns: Option<u64>,
+    /// Why the coverage is what it is (the last change's reason).
+    reason: Option<String>,
+}
+
+impl BudgetState {
+    fn new(pid: u32, budget_pct: f64) -> Self {
+        let now = Instant::now();
+        Self {
+            budget_pct,
+            window: SamplingWindow::ALWAYS,
+            schedule: now,
+            on_since: Some(now),
+            on_interval: Duration::ZERO,
+            on_total: Duration::ZERO,
+            attached: now,
+            last_check: now,
+            last_cpu_ns: super::budget::process_cpu_ns(pid),
+            reason: None,
+        }
+    }
+
+    /// Close the on time counted so far (up to `now`).
+    fn account(&mut self, now: Instant) {
+        if let Some(since) = self.on_since {
+            let d = now.saturating_duration_since(since);
+            self.on_interval += d;
+            self.on_total += d;
+            self.on_since = Some(now);
+        }
+    }
+
+    /// Share of the time since attach the probes were on, in percent.
+    fn coverage_pct(&self, now: Instant) -> f64 {
+        let mut on = self.on_total;
+        if let Some(since) = self.on_since {
+            on += now.saturating_duration_since(since);
+        }
+        let wall = now.saturating_duration_since(self.attached).as_secs_f64();
+        if wall <= 0.0 {
+            return 100.0;
+        }
+        (100.0 * on.as_secs_f64() / wall).min(100.0)
+    }
 }
 
 /// A read-only view of the target list.
@@ -211,6 +282,9 @@ pub struct TargetInfo {
     /// The runtime's `fatal error:` message, when its fatal-error probe saw
     /// a concurrent map access kill the target.
     pub runtime_fatal: Option<String>,
+    /// Under an overhead budget: share of the time the probes were on, in
+    /// percent, and why.
+    pub coverage: Option<(f64, Option<String>)>,
 }
 
 /// The loaded Go probes and every attached target.
@@ -243,6 +317,12 @@ pub struct GoEngine {
     /// The program's `uprobe_multi` copy (one link per target, detached
     /// at once), or why targets get one perf link per site.
     multi: Result<MultiProgram, String>,
+    /// BPF run-time statistics, on while a target has an overhead budget
+    /// (or why they could not be turned on).
+    program_stats: Option<Result<std::os::fd::OwnedFd, String>>,
+    /// Counters and program runs as of the last budget check.
+    budget_counters: CounterSnapshot,
+    budget_runs: (u64, u64),
 }
 
 impl GoEngine {
@@ -274,6 +354,9 @@ impl GoEngine {
             gauge,
             batch: Vec::with_capacity(1024),
             records_read: 0,
+            program_stats: None,
+            budget_counters: CounterSnapshot::default(),
+            budget_runs: (0, 0),
         })
     }
 
@@ -307,13 +390,18 @@ impl GoEngine {
         if ProcessIdentity::of(pid) != Some(identity) {
             return Err(EngineError::Changed(pid));
         }
-        let att = probe::go::attach(
-            &mut self.ebpf,
-            pid,
-            &plan,
-            probe::go::target_config(&plan, opts.detect, opts.stack_depth, opts.accesses, bias),
-            self.multi.as_ref().ok(),
-        )?;
+        let config =
+            probe::go::target_config(&plan, opts.detect, opts.stack_depth, opts.accesses, bias);
+        if opts.max_overhead.is_some() && self.program_stats.is_none() {
+            // On while this descriptor lives; refused on kernels before
+            // 5.8 or without CAP_SYS_ADMIN: the program time is then
+            // charged at a calibrated constant.
+            self.program_stats =
+                Some(aya::sys::enable_stats(aya::sys::Stats::RunTime).map_err(|e| e.to_string()));
+            self.budget_counters = self.counters.read();
+            self.budget_runs = super::budget::own_program_runs();
+        }
+        let att = probe::go::attach(&mut self.ebpf, pid, &plan, config, self.multi.as_ref().ok())?;
         let report = AttachReport::new(self.clock.now_unix_ns(), pid, &plan, &att, opts.detect);
         let names = plan.sites.iter().map(|s| s.function.clone()).collect();
         let resolver = TargetResolver {
@@ -344,6 +432,8 @@ impl GoEngine {
                     attached_unix_ns: report.ts_ns,
                 },
                 runtime_fatal: None,
+                config,
+                budget: opts.max_overhead.map(|pct| BudgetState::new(pid, pct)),
             },
         );
         Ok(report)
@@ -372,12 +462,17 @@ impl GoEngine {
             self.forgotten_pid_losses.overlap_dropped += gone.overlap_dropped;
         }
         let t = self.targets.remove(&pid)?;
+        let now = Instant::now();
         Some(TargetInfo {
             pid,
             exe: t.exe,
             probes,
             stats: t.stats,
             runtime_fatal: t.runtime_fatal,
+            coverage: t
+                .budget
+                .as_ref()
+                .map(|b| (b.coverage_pct(now), b.reason.clone())),
         })
     }
 
@@ -409,6 +504,140 @@ impl GoEngine {
             }
         }
         out.len() - before
+    }
+
+    /// Open and close the sampling windows of targets under an overhead
+    /// budget (call often: every ~100 ms).
+    pub fn run_windows(&mut self) {
+        let now = Instant::now();
+        let multi = self.multi.as_ref().ok();
+        for (&pid, t) in &mut self.targets {
+            let Some(b) = &mut t.budget else { continue };
+            let elapsed = now.saturating_duration_since(b.schedule).as_millis() as u64;
+            let on = b.window.is_on(elapsed);
+            if on == b.on_since.is_some() {
+                continue;
+            }
+            b.account(now);
+            b.on_since = on.then_some(now);
+            // The flag first (closing) or last (opening): a hit in between
+            // never runs the full program in a closed window.
+            if !on {
+                t.config.paused = 1;
+                let _ = probe::go::set_config(&mut self.ebpf, pid, t.config);
+            }
+            if let (Some(att), Some(multi)) = (t.attachment.as_mut(), multi) {
+                if on {
+                    if let Err(why) = att.resume(multi, &t.plan) {
+                        b.reason = Some(why);
+                    }
+                } else {
+                    att.suspend();
+                }
+            }
+            if on {
+                t.config.paused = 0;
+                let _ = probe::go::set_config(&mut self.ebpf, pid, t.config);
+            }
+        }
+    }
+
+    /// Estimate what the probes cost each target under a budget and narrow
+    /// the sampling window when over it (call every second or so). A
+    /// change of coverage is delivered as a `coverage` event.
+    ///
+    /// The kernel's hit counters are global: with several targets, each
+    /// one's estimate charges it every target's hits (an overestimate).
+    pub fn check_budgets(&mut self, out: &mut Vec<AuditEvent>) {
+        if !self.targets.values().any(|t| t.budget.is_some()) {
+            return;
+        }
+        let now_counters = self.counters.read();
+        let prev = self.budget_counters;
+        let delta = |c: Counter| now_counters.get(c).saturating_sub(prev.get(c));
+        let hits = delta(Counter::GoProbeHits);
+        let paused = delta(Counter::GoProbesPaused);
+        let exits = delta(Counter::GoExitHits);
+        let skipped = delta(Counter::GoMorestackSkipped);
+        self.budget_counters = now_counters;
+        let measured = matches!(self.program_stats, Some(Ok(_)));
+        let runs = super::budget::own_program_runs();
+        let program_ns = measured.then(|| runs.0.saturating_sub(self.budget_runs.0));
+        self.budget_runs = runs;
+        let now = Instant::now();
+        for (&pid, t) in &mut self.targets {
+            let Some(b) = &mut t.budget else { continue };
+            b.account(now);
+            let cpu = super::budget::process_cpu_ns(pid);
+            let sample = CostSample {
+                wall_ns: now.saturating_duration_since(b.last_check).as_nanos() as u64,
+                on_ns: b.on_interval.as_nanos() as u64,
+                active_hits: hits.saturating_sub(paused).saturating_sub(skipped),
+                exit_hits: exits,
+                paused_hits: paused,
+                program_ns,
+                target_cpu_ns: match (cpu, b.last_cpu_ns) {
+                    (Some(c), Some(l)) => c.saturating_sub(l),
+                    _ => 0,
+                },
+            };
+            b.last_check = now;
+            b.on_interval = Duration::ZERO;
+            b.last_cpu_ns = cpu;
+            let removes = t.attachment.as_ref().is_some_and(|a| a.is_multi());
+            let paused_hit_ns = if removes {
+                0.0
+            } else {
+                super::budget::PAUSED_HIT_NS
+            };
+            let Some(e) = super::budget::estimate(&sample, b.budget_pct, paused_hit_ns) else {
+                continue;
+            };
+            let (cur, new) = (b.window.share(), e.window.share());
+            // Narrow at once; widen only by a clear step, so a noisy
+            // estimate does not flap between neighbouring windows.
+            if e.window == b.window || (new > cur && new < cur + 0.1 && new < 1.0) {
+                continue;
+            }
+            let reason = if new >= 1.0 {
+                format!(
+                    "within budget: every probe on (estimated {:.1}% of the target's CPU)",
+                    e.full_pct
+                )
+            } else {
+                let mut r = format!(
+                    "sampling: every probe on would cost an estimated {:.1}% of the target's CPU, over the {}% budget",
+                    e.full_pct, b.budget_pct
+                );
+                if e.trap_over_budget {
+                    r.push_str(&format!(
+                        "; the trap of each hit in a closed window ({paused_hit_ns:.0} ns; the probes are one link per site here, so they stay in place) alone is over the budget: narrow what is probed with --scope"
+                    ));
+                }
+                r
+            };
+            b.window = e.window;
+            b.schedule = now;
+            b.reason = Some(reason.clone());
+            out.push(AuditEvent::Coverage(Coverage {
+                ts_ns: self.clock.now_unix_ns(),
+                pid,
+                coverage_pct: 100.0 * e.window.share(),
+                window_on_ms: e.window.on_ms,
+                window_ms: e.window.period_ms,
+                estimated_pct: e.full_pct,
+                budget_pct: b.budget_pct,
+                hits_per_s: e.hits_per_s,
+                ns_per_hit: e.ns_per_hit,
+                cost_source: if e.measured {
+                    "bpf_stats"
+                } else {
+                    "calibrated"
+                }
+                .into(),
+                reason,
+            }));
+        }
     }
 
     /// Wait up to `timeout` for records, then deliver every available one.
@@ -701,6 +930,10 @@ impl GoEngine {
             probes: t.attachment.as_ref().map_or(0, |a| a.attached.len()),
             stats: t.stats,
             runtime_fatal: t.runtime_fatal.clone(),
+            coverage: t
+                .budget
+                .as_ref()
+                .map(|b| (b.coverage_pct(Instant::now()), b.reason.clone())),
         })
     }
 

@@ -8,6 +8,7 @@
 //! - [`engine`]: the loaded probes serving any number of targets; these
 //!   sessions use it with one, the daemon with many.
 
+pub mod budget;
 pub mod engine;
 pub mod signals;
 
@@ -300,6 +301,7 @@ impl GoSession {
                     .min(Duration::from_millis(100))
             });
             self.engine.read(&mut self.events, wait).await;
+            self.engine.run_windows();
             self.emit_pending()?;
             self.sinks.flush();
             if self
@@ -313,6 +315,7 @@ impl GoSession {
             }
             if last_check.elapsed() >= Duration::from_secs(1) {
                 self.engine.check_losses(&mut self.events);
+                self.engine.check_budgets(&mut self.events);
                 self.emit_pending()?;
                 self.sinks.flush();
                 last_check = Instant::now();
@@ -342,6 +345,7 @@ impl GoSession {
         let fatal = end
             .fatal
             .or_else(|| info.as_ref().and_then(|i| i.runtime_fatal.clone()));
+        let coverage = info.as_ref().and_then(|i| i.coverage.clone());
         let stats = info.map(|i| i.stats);
         let unattributed = self.engine.counters().get(Counter::GoFatalUnattributed);
         let summary = Summary {
@@ -362,6 +366,8 @@ impl GoSession {
                 count: unattributed,
                 scope: self.scope.label(),
             }),
+            coverage_pct: coverage.as_ref().map(|c| c.0),
+            coverage_reason: coverage.and_then(|c| c.1),
             ..Summary::default()
         };
         let overlaps = summary.overlaps;

@@ -393,6 +393,8 @@ impl Daemon {
             target_exit_code: None,
             target_signal: None,
             target_fatal: info.runtime_fatal.clone(),
+            coverage_pct: info.coverage.as_ref().map(|c| c.0),
+            coverage_reason: info.coverage.as_ref().and_then(|c| c.1.clone()),
             ..Summary::default()
         };
         self.record(LogEvent::Audit(AuditEvent::Summary(summary)));
@@ -739,6 +741,8 @@ impl Daemon {
         self.check_targets();
         self.scan_watches();
         self.engine.check_losses(&mut self.pending);
+        self.engine.run_windows();
+        self.engine.check_budgets(&mut self.pending);
         self.record_pending();
         self.record_repeats();
         self.recover_log();
@@ -902,6 +906,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
                 crate::settings::AccessStream::Counts
             },
             function_start: false,
+            max_overhead: cfg.max_overhead,
         },
         stdout: cfg.stdout_json.then(|| BufWriter::new(std::io::stdout())),
         cfg: cfg.clone(),

@@ -257,7 +257,7 @@ impl<W: Write> LiveLog<W> {
         let (y, r) = (self.paint(YELLOW), self.paint(RESET));
         writeln!(
             self.out,
-            "{y}{} COVERAGE pid {}: probes on {:.0}% of the time ({} of every {} ms): {}; estimated cost {:.1}% of the target's CPU with every probe on, budget {}% ({:.0} hits/s, {:.0} ns a hit, {}){r}",
+            "{y}{} COVERAGE pid {}: probes on {:.1}% of the time ({} of every {} ms): {}; estimated cost {:.1}% of the target's CPU with every probe on, budget {}% ({:.0} hits/s, {:.0} ns a hit, {}){r}",
             clock_time(c.ts_ns),
             c.pid,
             c.coverage_pct,
@@ -374,7 +374,7 @@ impl<W: Write> LiveLog<W> {
         if let Some(pct) = s.coverage_pct {
             let _ = writeln!(
                 t,
-                "coverage: {pct:.0}% of time{}",
+                "coverage: {pct:.1}% of time{}",
                 s.coverage_reason
                     .as_deref()
                     .map(|r| format!(", {r}"))

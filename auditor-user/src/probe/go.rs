@@ -38,8 +38,9 @@ pub struct AttachedSite {
 /// How a target's probes are held in the kernel.
 #[derive(Debug)]
 enum Links {
-    /// One `uprobe_multi` link for every site: removed at once.
-    Multi(MultiLink),
+    /// One `uprobe_multi` link for every site: removed at once. `None`
+    /// while a sampling window is closed (`--max-overhead`).
+    Multi(Option<MultiLink>),
     /// One perf link per site (kernels before 6.6, or when the multi link
     /// was refused): removed one by one, ~80 ms each.
     PerSite(Vec<UProbeLinkId>),
@@ -133,11 +134,7 @@ pub fn attach(
     if let Some(multi) = multi
         && !plan.sites.is_empty()
     {
-        let sites: Vec<(u64, u64)> = plan
-            .sites
-            .iter()
-            .map(|s| (s.file_offset, site_cookie(s)))
-            .collect();
+        let sites = multi_sites(plan);
         // All or nothing: when the kernel refuses one site, the per-site
         // path below finds which and attaches the others.
         if let Ok(link) = multi.attach(&plan.exe, pid, &sites) {
@@ -149,7 +146,7 @@ pub fn attach(
                     .map(|s| AttachedSite { site: s.clone() })
                     .collect(),
                 failed: Vec::new(),
-                links: Links::Multi(link),
+                links: Links::Multi(Some(link)),
                 escalated: Vec::new(),
             });
         }
@@ -193,6 +190,14 @@ pub fn attach(
     Ok(out)
 }
 
+/// Every site of `plan` as (file offset, cookie), for one multi link.
+fn multi_sites(plan: &ProbePlan) -> Vec<(u64, u64)> {
+    plan.sites
+        .iter()
+        .map(|s| (s.file_offset, site_cookie(s)))
+        .collect()
+}
+
 /// The kernel's configuration for one target (`GO_TARGETS[pid]`): where the
 /// runtime keeps what the probe reads, and what it is asked to do.
 pub fn target_config(
@@ -225,10 +230,50 @@ pub fn target_config(
     }
 }
 
+/// Replace the kernel's configuration of `pid` (an attached target): the
+/// next probe hit reads the new one.
+pub fn set_config(ebpf: &mut Ebpf, pid: u32, config: GoTargetConfig) -> Result<(), ProbeError> {
+    let mut targets: HashMap<_, u32, GoTargetConfig> = super::map_mut(ebpf, TARGETS_MAP)?;
+    targets
+        .insert(pid, config, 0)
+        .map_err(|source| ProbeError::Map {
+            name: TARGETS_MAP,
+            source: Box::new(source),
+        })
+}
+
 impl GoAttachment {
     /// Whether every site is held by one `uprobe_multi` link.
     pub fn is_multi(&self) -> bool {
         matches!(self.links, Links::Multi(_))
+    }
+
+    /// Remove the plan's probes for a closed sampling window, keeping the
+    /// attachment (one link: removed with one grace period). False when the
+    /// sites are held one link each: the window is then closed by the
+    /// configuration's `paused` flag alone. Escalated call sites stay.
+    pub fn suspend(&mut self) -> bool {
+        match &mut self.links {
+            Links::Multi(link) => {
+                if let Some(l) = link.take() {
+                    l.detach();
+                }
+                true
+            }
+            Links::PerSite(_) => false,
+        }
+    }
+
+    /// Place the plan's probes again after [`Self::suspend`].
+    pub fn resume(&mut self, multi: &MultiProgram, plan: &ProbePlan) -> Result<(), String> {
+        if let Links::Multi(link @ None) = &mut self.links {
+            *link = Some(
+                multi
+                    .attach(&plan.exe, self.pid, &multi_sites(plan))
+                    .map_err(|e| format!("cannot place the probes again: {e}"))?,
+            );
+        }
+        Ok(())
     }
 
     /// Place one more site on this process (an escalated call site).
@@ -270,7 +315,11 @@ impl GoAttachment {
             }
         }
         match self.links {
-            Links::Multi(link) => link.detach(),
+            Links::Multi(link) => {
+                if let Some(l) = link {
+                    l.detach();
+                }
+            }
             Links::PerSite(links) => {
                 let prog = program(ebpf)?;
                 for link in links {

@@ -59,6 +59,10 @@ const AUDITOR_MODES: &[AuditorMode] = &[
         args: &["--quiet", "--scope", "all"],
         log_to_file: false,
     },
+    AuditorMode {
+        args: &["--quiet", "--max-overhead", "5"],
+        log_to_file: false,
+    },
 ];
 
 struct AuditorMode {
