@@ -296,7 +296,7 @@ fn a_removed_log_directory_is_created_again_while_requests_are_answered() {
     }
     let targets = Targets::start(1);
     let pid = targets.pids()[0];
-    let mut d = Daemon::start("scan_interval = \"200ms\"\n");
+    let mut d = Daemon::start("all_accesses = true\nscan_interval = \"200ms\"\n");
     d.ctl_ok(&["attach", "--pid", &pid.to_string()]);
     wait_for("accesses in the log", Duration::from_secs(20), || {
         d.events().iter().any(|e| e["kind"] == "access")
