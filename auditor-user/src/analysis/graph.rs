@@ -539,7 +539,7 @@ impl ProcessGraph {
             }
         }
         if let (Some(g), Some(s)) = (goroutine, site) {
-            count_edge(&mut self.goroutine_site_edges, (g, s), a.op, b);
+            count_edge(&mut self.goroutine_site_edges, (g, s), a.op, n, b);
         }
     }
 
