@@ -16,9 +16,14 @@
 //! but tied to a file descriptor, so nothing is left to restore even if the
 //! benchmark is killed), and each configuration's programs are read from
 //! the fdinfo of the process that holds them (only its programs count, not
-//! other BPF users of the machine). Per call = run time of all of its
-//! programs (enter, exit, and the raw_syscalls pair for 32-bit calls, which
-//! also runs on this process's calls) / calls made.
+//! other BPF users of the machine). The auditor's two programs sit on the
+//! raw `sys_enter`/`sys_exit` tracepoints, so they also run (and return at
+//! once) on every other system call of the machine. Their cost per bpf()
+//! call is split out: a one-second window with the auditor up and no load
+//! gives each program's ns per run on other system calls (`b`); during the
+//! load, per bpf() call = (run time − (runs − calls) × b) / calls. The
+//! cost on every other system call is reported beside it, with the
+//! machine's system call rate in that window.
 //!
 //! Then a paced run at `--rate` calls/s (100k by default) writing JSON to a
 //! file: the summary's `dropped` must be 0.
@@ -207,9 +212,17 @@ impl Holder {
 struct Row {
     ns: Vec<f64>,
     kernel_ns: Vec<f64>,
+    /// All program time during the load / calls (other system calls' runs
+    /// included).
+    kernel_all_ns: Vec<f64>,
+    /// ns per other system call (both programs' early returns).
+    other_ns: Vec<f64>,
+    /// System calls per second on the machine in the idle window.
+    other_rate: Vec<f64>,
     dropped: u64,
-    /// Program name → ns per run, last repeat.
-    per_prog: BTreeMap<String, f64>,
+    /// Program name → (ns per bpf() call, ns per other system call), last
+    /// repeat.
+    per_prog: BTreeMap<String, (f64, f64)>,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -222,20 +235,51 @@ fn median(v: &[f64]) -> f64 {
 }
 
 /// Measure one configuration once with `holder` running.
-fn measured(tool: &Path, calls: u64, holder: Holder, row: &mut Row) -> Result<()> {
+/// With `idle_window`, the holder's programs also run on other system
+/// calls: their per-run cost there is measured first and taken out.
+fn measured(
+    tool: &Path,
+    calls: u64,
+    holder: Holder,
+    row: &mut Row,
+    idle_window: bool,
+) -> Result<()> {
     let pid = holder.pid();
+    let mut bail: BTreeMap<u64, f64> = BTreeMap::new();
+    if idle_window {
+        let t0 = Instant::now();
+        let s0 = prog_stats(pid);
+        std::thread::sleep(Duration::from_secs(1));
+        let s1 = prog_stats(pid);
+        let secs = t0.elapsed().as_secs_f64();
+        let idle = stats_delta(&s0, &s1);
+        for (id, (t, n)) in &idle {
+            bail.insert(*id, if *n > 0 { *t as f64 / *n as f64 } else { 0.0 });
+        }
+        row.other_ns.push(bail.values().sum());
+        let runs = idle.values().map(|(_, n)| *n).max().unwrap_or(0);
+        row.other_rate.push(runs as f64 / secs);
+    }
     let before = prog_stats(pid);
     let ns = lookups(tool, calls, None)?;
     let after = prog_stats(pid);
     let delta = stats_delta(&before, &after);
     let total: u64 = delta.values().map(|(t, _)| t).sum();
     row.ns.push(ns);
-    row.kernel_ns.push(total as f64 / calls as f64);
-    row.per_prog = delta
-        .iter()
-        .filter(|(_, (_, n))| *n > 0)
-        .map(|(id, (t, n))| (prog_name(*id), *t as f64 / *n as f64))
-        .collect();
+    row.kernel_all_ns.push(total as f64 / calls as f64);
+    row.per_prog.clear();
+    let mut per_call = 0.0;
+    for (id, (t, n)) in &delta {
+        if *n == 0 {
+            continue;
+        }
+        let b = bail.get(id).copied().unwrap_or(0.0);
+        let others = n.saturating_sub(calls) as f64;
+        let c = ((*t as f64 - others * b) / calls as f64).max(0.0);
+        per_call += c;
+        row.per_prog.insert(prog_name(*id), (c, b));
+    }
+    row.kernel_ns.push(per_call);
     row.dropped += holder.stop()?.unwrap_or(0);
     Ok(())
 }
@@ -270,18 +314,20 @@ pub fn run(args: &BpfBenchArgs) -> Result<()> {
     for rep in 0..args.repeat {
         eprintln!("repeat {}/{}", rep + 1, args.repeat);
         rows[0].ns.push(lookups(&tool, args.calls, None)?);
-        measured(&tool, args.calls, Holder::counting()?, &mut rows[1])?;
+        measured(&tool, args.calls, Holder::counting()?, &mut rows[1], false)?;
         measured(
             &tool,
             args.calls,
             Holder::auditor(&auditor, None)?,
             &mut rows[2],
+            true,
         )?;
         measured(
             &tool,
             args.calls,
             Holder::auditor(&auditor, Some(&json))?,
             &mut rows[3],
+            true,
         )?;
     }
     // Paced: JSON to a file at --rate calls/s, for about five seconds.
@@ -299,12 +345,13 @@ pub fn run(args: &BpfBenchArgs) -> Result<()> {
     let floor = median(&rows[1].kernel_ns);
     let mut md = String::new();
     md.push_str(
-        "| configuration | ns per bpf() call | vs no auditor | kernel ns per call | vs counting program | dropped |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+        "| configuration | ns per bpf() call | vs no auditor | kernel ns per bpf() call | vs counting program | kernel ns per other system call | dropped |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     for (name, r) in names.iter().zip(&rows) {
         let k = median(&r.kernel_ns);
+        let o = median(&r.other_ns);
         md.push_str(&format!(
-            "| {name} | {:.0} | {:.2}x | {} | {} | {} |\n",
+            "| {name} | {:.0} | {:.2}x | {} | {} | {} | {} |\n",
             median(&r.ns),
             median(&r.ns) / base,
             if k.is_nan() {
@@ -317,6 +364,11 @@ pub fn run(args: &BpfBenchArgs) -> Result<()> {
             } else {
                 format!("{:.2}x", k / floor)
             },
+            if o.is_nan() {
+                "-".into()
+            } else {
+                format!("{o:.0}")
+            },
             if r.kernel_ns.is_empty() || name.starts_with("counting") {
                 "-".to_string()
             } else {
@@ -324,11 +376,23 @@ pub fn run(args: &BpfBenchArgs) -> Result<()> {
             },
         ));
     }
-    md.push_str("\nPer program (ns per run, last repeat):\n\n| configuration | program | ns per run |\n| --- | --- | ---: |\n");
+    md.push_str("\nPer program (last repeat): ns per bpf() call, and ns per run on other system calls (the early return):\n\n| configuration | program | ns per bpf() call | ns per other system call |\n| --- | --- | ---: | ---: |\n");
     for (name, r) in names.iter().zip(&rows) {
-        for (p, ns) in &r.per_prog {
-            md.push_str(&format!("| {name} | {p} | {ns:.0} |\n"));
+        for (p, (c, b)) in &r.per_prog {
+            let b = if r.other_ns.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{b:.0}")
+            };
+            md.push_str(&format!("| {name} | {p} | {c:.0} | {b} |\n"));
         }
+    }
+    for (name, r) in names.iter().zip(&rows).skip(2) {
+        md.push_str(&format!(
+            "\n{name}: all program time during the load / calls = {:.0} ns (other system calls' early returns included); the machine made {:.0} system calls/s in the idle window.\n",
+            median(&r.kernel_all_ns),
+            median(&r.other_rate)
+        ));
     }
     md.push_str(&format!(
         "\nPaced run, JSON to a file: {paced_calls} calls at {} calls/s: {paced_events} events written, {paced_dropped} dropped.\n",
