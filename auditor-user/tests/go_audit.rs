@@ -828,3 +828,52 @@ fn generous_budget_keeps_every_probe_on() {
     let s = audit.summary();
     assert_eq!(s["coverage_pct"].as_f64(), Some(100.0), "{s}");
 }
+/// A target that races and dies of it within milliseconds (tests/go/race.go)
+/// still has its overlap named by the variable holding the map: `run`
+/// holds it at its exit stop and reads its globals there, so the name does
+/// not depend on the auditor reading them before the process is gone. With
+/// `--quiet` no access is streamed: the finding names the map by itself.
+#[test]
+fn overlap_of_a_target_that_dies_at_once_names_its_global() {
+    if !bpf_available("overlap_of_a_target_that_dies_at_once_names_its_global") {
+        return;
+    }
+    for tc in [GoToolchain::Classic, GoToolchain::Swiss] {
+        let exe = build_go("race", RACE, tc, Link::Plain);
+        let mut overlaps = Vec::new();
+        for _ in 0..3 {
+            let dir = tempfile::tempdir().unwrap();
+            let log = dir.path().join("live.jsonl");
+            let started = std::time::Instant::now();
+            let out = auditor()
+                .args(["run", "--quiet", "--format", "json", "-o"])
+                .arg(&log)
+                .arg("--")
+                .arg(&exe)
+                .output()
+                .expect("start map-auditor");
+            let (events, _) = parse_events(&std::fs::read(&log).unwrap_or_default());
+            let audit = Audit {
+                events,
+                status: out.status,
+                stderr: String::from_utf8_lossy(&out.stderr).into(),
+            };
+            let ctx = format!("{tc:?}, {:?}: {}", started.elapsed(), audit.stderr);
+            let found = audit.kind("overlap");
+            for o in &found {
+                assert_eq!(o["map_global"], "main.counts", "{o} {ctx}");
+            }
+            let summary = audit.summary();
+            if !found.is_empty() {
+                for f in summary["findings"].as_array().unwrap() {
+                    assert_eq!(f["map_global"], "main.counts", "{summary} {ctx}");
+                }
+            }
+            overlaps.extend(found.into_iter().cloned());
+            if !overlaps.is_empty() {
+                break;
+            }
+        }
+        assert!(!overlaps.is_empty(), "{tc:?}: no overlap caught in 3 runs");
+    }
+}

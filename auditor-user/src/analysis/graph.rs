@@ -554,7 +554,14 @@ impl ProcessGraph {
             b.truncation.overlap_groups += 1;
             return;
         };
-        self.maps[m as usize].overlaps += 1 + o.suppressed;
+        let info = &mut self.maps[m as usize];
+        info.overlaps += 1 + o.suppressed;
+        if info.type_name.is_none() {
+            info.type_name.clone_from(&o.map_type);
+        }
+        if info.global.is_none() {
+            info.global.clone_from(&o.map_global);
+        }
         let (f, s) = (&o.first, &o.second);
         let first = self.site_id(&f.function, &f.file, f.line, &f.runtime_fn, b, room);
         let second = self.site_id(&s.function, &s.file, s.line, &s.runtime_fn, b, room);

@@ -81,6 +81,8 @@ pub fn overlap(ts: u64, map: u64, first: OverlapParty, second: OverlapParty) -> 
         first,
         second,
         suppressed: 0,
+        map_type: None,
+        map_global: None,
     })
 }
 

@@ -148,6 +148,8 @@ mod tests {
             first,
             second,
             suppressed,
+            map_type: None,
+            map_global: None,
         }
     }
 

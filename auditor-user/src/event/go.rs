@@ -131,6 +131,12 @@ pub struct Overlap {
     /// and second).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub suppressed: u64,
+    /// Go type of the map, when an access of it carried its descriptor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_type: Option<String>,
+    /// Package-level variable holding the map, e.g. `main.counts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_global: Option<String>,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -220,6 +220,9 @@ fn is_zero(n: &u64) -> bool {
 pub struct FindingGroup {
     #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
     pub map: u64,
+    /// The variable holding the map, when known (e.g. `main.counts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map_global: Option<String>,
     /// The two call sites (`function (file:line)`), in sorted order.
     pub sites: [String; 2],
     /// The operations of the two sites, in the same order.

@@ -320,10 +320,10 @@ impl<W: Write> LiveLog<W> {
         let (red, r) = (self.paint(RED), self.paint(RESET));
         writeln!(
             self.out,
-            "{red}{} OVERLAP pid {} map {:#x}: concurrent {}/{} ({}){}{r}",
+            "{red}{} OVERLAP pid {} map {}: concurrent {}/{} ({}){}{r}",
             clock_time(o.ts_ns),
             o.pid,
-            o.map,
+            map_label(o),
             o.first.op.as_str(),
             o.second.op.as_str(),
             match o.detection {
@@ -421,8 +421,16 @@ impl<W: Write> LiveLog<W> {
                 };
                 let _ = writeln!(
                     t,
-                    "{red}  map {:#x}: {} {} / {} {}: {}x{span}{r}",
-                    g.map, g.sites[0], g.ops[0], g.sites[1], g.ops[1], g.count
+                    "{red}  map {}: {} {} / {} {}: {}x{span}{r}",
+                    match &g.map_global {
+                        Some(name) => format!("{name} ({:#x})", g.map),
+                        None => format!("{:#x}", g.map),
+                    },
+                    g.sites[0],
+                    g.ops[0],
+                    g.sites[1],
+                    g.ops[1],
+                    g.count
                 );
             }
         }
@@ -436,6 +444,17 @@ impl<W: Write> LiveLog<W> {
             let _ = writeln!(t, "target fatal error: {f}");
         }
         t
+    }
+}
+
+/// `main.counts map[int]int (0xc000012000)`, or the address alone when
+/// the map has no known name.
+fn map_label(o: &Overlap) -> String {
+    match (&o.map_global, &o.map_type) {
+        (Some(g), Some(t)) => format!("{g} {t} ({:#x})", o.map),
+        (Some(g), None) => format!("{g} ({:#x})", o.map),
+        (None, Some(t)) => format!("{:#x} {t}", o.map),
+        (None, None) => format!("{:#x}", o.map),
     }
 }
 

@@ -41,11 +41,15 @@ impl FindingTally {
             g.count += 1 + o.suppressed;
             g.first_ts_ns = g.first_ts_ns.min(o.ts_ns);
             g.last_ts_ns = g.last_ts_ns.max(o.ts_ns);
+            if g.map_global.is_none() {
+                g.map_global.clone_from(&o.map_global);
+            }
             return false;
         }
         self.index.insert(key.clone(), self.groups.len());
         self.groups.push(FindingGroup {
             map: key.0,
+            map_global: o.map_global.clone(),
             sites: key.1,
             ops: key.2,
             // Identical overlaps the kernel held back are instances too.
@@ -94,6 +98,8 @@ mod tests {
             first,
             second,
             suppressed: 0,
+            map_type: None,
+            map_global: None,
         }
     }
 

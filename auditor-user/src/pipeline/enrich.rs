@@ -59,8 +59,12 @@ pub struct GoEnricher<R> {
     frames: HashMap<u64, Frame>,
     /// Return addresses inside inlined code, with all their frames.
     inlined: HashMap<u64, Vec<Frame>>,
-    /// Current generation of each map address.
-    generations: HashMap<u64, u32>,
+    /// Each map address: its current generation, whether that
+    /// generation's `make` was seen, and its earliest event (kernel ns).
+    generations: HashMap<u64, Generation>,
+    /// Type and holding variable found for a map (address, generation),
+    /// for the overlaps on it.
+    names: HashMap<(u64, u32), (Option<String>, Option<String>)>,
     /// Most map addresses tracked for generations.
     max_maps: usize,
     /// Map addresses not tracked because `max_maps` was reached.
@@ -88,12 +92,18 @@ impl<R: FrameResolver> GoEnricher<R> {
             frames: HashMap::new(),
             inlined: HashMap::new(),
             generations: HashMap::new(),
+            names: HashMap::new(),
             max_maps: 1 << 20,
             untracked_maps: 0,
             nested_skipped: 0,
             typed: std::collections::HashSet::new(),
             global_retries: HashMap::new(),
         }
+    }
+
+    /// The lookups this enricher asks.
+    pub fn resolver(&self) -> &R {
+        &self.resolver
     }
 
     fn frame(&mut self, pc: u64) -> Frame {
@@ -143,17 +153,34 @@ impl<R: FrameResolver> GoEnricher<R> {
             .unwrap_or_else(|| format!("probe#{id}"))
     }
 
-    fn generation(&mut self, map: u64, made: bool) -> u32 {
+    /// The generation an event at kernel time `ts` on `map` belongs to; a
+    /// `make` starts a new one. Findings are read before accesses, so an
+    /// overlap can arrive before the `make` of its map: a make earlier
+    /// than every event of the current generation, when that generation
+    /// has no make yet, is that generation's own make, not a new map.
+    fn generation(&mut self, map: u64, made: bool, ts: u64) -> u32 {
         match self.generations.get_mut(&map) {
             Some(g) => {
                 if made {
-                    *g += 1;
+                    if g.made || ts > g.first_ts {
+                        g.number += 1;
+                        g.first_ts = ts;
+                    }
+                    g.made = true;
                 }
-                *g
+                g.first_ts = g.first_ts.min(ts);
+                g.number
             }
             None => {
                 if self.generations.len() < self.max_maps {
-                    self.generations.insert(map, 0);
+                    self.generations.insert(
+                        map,
+                        Generation {
+                            number: 0,
+                            made,
+                            first_ts: ts,
+                        },
+                    );
                 } else {
                     self.untracked_maps += 1;
                 }
@@ -180,7 +207,7 @@ impl<R: FrameResolver> GoEnricher<R> {
             return None;
         }
         let made = op == MapOp::Make;
-        let map_gen = self.generation(a.map, made);
+        let map_gen = self.generation(a.map, made, a.header.ts_ns);
         // Names are looked up once per map (address + generation), on its
         // first access that carries a type descriptor.
         let (map_type, mut map_global) = if a.maptype != 0
@@ -218,6 +245,15 @@ impl<R: FrameResolver> GoEnricher<R> {
                     .insert((a.map, map_gen), (tries + 1, a.header.ts_ns));
             }
         }
+        if (map_type.is_some() || map_global.is_some()) && self.names.len() < self.max_maps {
+            let e = self.names.entry((a.map, map_gen)).or_default();
+            if e.0.is_none() {
+                e.0.clone_from(&map_type);
+            }
+            if e.1.is_none() {
+                e.1.clone_from(&map_global);
+            }
+        }
         Some(Access {
             ts_ns: self.clock.to_unix_ns(a.header.ts_ns),
             pid: a.header.pid,
@@ -250,7 +286,7 @@ impl<R: FrameResolver> GoEnricher<R> {
             self.nested_skipped += c.count;
             return None;
         }
-        let map_gen = self.generation(k.map, false);
+        let map_gen = self.generation(k.map, false, c.first_ns);
         let (map_type, map_global) = if c.maptype != 0
             && self.typed.len() < self.max_maps
             && !self.typed.contains(&(k.map, map_gen))
@@ -321,7 +357,21 @@ impl<R: FrameResolver> GoEnricher<R> {
 
     /// One overlap record.
     pub fn overlap(&mut self, o: &GoMapOverlap) -> Overlap {
-        let map_gen = self.generation(o.map, false);
+        let map_gen = self.generation(o.map, false, o.header.ts_ns);
+        // A finding names its map by itself (no access may be streamed):
+        // what the accesses found, else a look for the holding variable
+        // now (at the target's exit stop, `run` keeps its globals).
+        let (map_type, mut map_global) = self
+            .names
+            .get(&(o.map, map_gen))
+            .cloned()
+            .unwrap_or_default();
+        if map_global.is_none() {
+            map_global = self.resolver.global_holding(o.map);
+            if map_global.is_some() && self.names.len() < self.max_maps {
+                self.names.entry((o.map, map_gen)).or_default().1 = map_global.clone();
+            }
+        }
         Overlap {
             ts_ns: self.clock.to_unix_ns(o.header.ts_ns),
             pid: o.header.pid,
@@ -336,8 +386,18 @@ impl<R: FrameResolver> GoEnricher<R> {
             first: self.party(&o.first),
             second: self.party(&o.second),
             suppressed: u64::from(o.suppressed),
+            map_type,
+            map_global,
         }
     }
+}
+
+/// What [`GoEnricher`] knows of one map address.
+#[derive(Clone, Copy, Debug)]
+struct Generation {
+    number: u32,
+    made: bool,
+    first_ts: u64,
 }
 
 /// Call sites and map types of one target: pclntab and type-descriptor
@@ -345,7 +405,8 @@ impl<R: FrameResolver> GoEnricher<R> {
 pub struct TargetResolver {
     pub symbols: crate::goexe::Symbolizer,
     pub types: Option<crate::goexe::TypeNamer>,
-    pub globals: Option<crate::goexe::GlobalIndex>,
+    /// Shared with `run`'s tracer, which reads them at the target's exit.
+    pub globals: Option<std::sync::Arc<crate::goexe::GlobalIndex>>,
     pub pid: u32,
     /// Runtime minus link-time address (non-zero for PIE).
     pub bias: u64,
@@ -521,6 +582,67 @@ mod tests {
                 .unwrap()
                 .map_gen,
             1
+        );
+    }
+
+    fn overlap_record(map: u64, ts: u64) -> GoMapOverlap {
+        let party = |op: MapOp| Party {
+            goid: 5,
+            op: op as u8,
+            stack_len: 1,
+            stack: {
+                let mut st = [0; auditor_common::go_map::MAX_STACK];
+                st[0] = 0x1000;
+                st
+            },
+            ..Party::default()
+        };
+        GoMapOverlap {
+            header: EventHeader {
+                kind: EventKind::GoMapOverlap as u32,
+                ts_ns: ts,
+                ..Default::default()
+            },
+            map,
+            first: party(MapOp::Write),
+            second: party(MapOp::Write),
+            mode: mode::ENTRY,
+            writing_seen: 1,
+            suppressed: 0,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn an_overlap_read_before_its_maps_make_is_on_the_same_map() {
+        let mut e = GoEnricher::new(LateGlobal(Default::default()), vec![], WallClock::new());
+        // Findings are read first: the overlap (t=200) before the make (t=100).
+        let o = e.overlap(&overlap_record(0xc0, 200));
+        let mut make = record(MapOp::Make, 0xc0, 0x1000);
+        make.header.ts_ns = 100;
+        make.maptype = 0x4000;
+        let m = e.access(&make).unwrap();
+        assert_eq!(o.map_gen, m.map_gen, "one map");
+        // A make after the events seen is a new map at the same address.
+        let mut again = make;
+        again.header.ts_ns = 300;
+        assert_eq!(e.access(&again).unwrap().map_gen, o.map_gen + 1);
+    }
+
+    #[test]
+    fn an_overlap_names_its_map_by_the_variable_holding_it() {
+        // The holder is found on the third look: two accesses miss it.
+        let mut e = GoEnricher::new(LateGlobal(Default::default()), vec![], WallClock::new());
+        let mut w = record(MapOp::Write, 0xc0, 0x1000);
+        w.maptype = 0x4000;
+        assert_eq!(e.access(&w).unwrap().map_global, None);
+        assert_eq!(e.overlap(&overlap_record(0xc0, 10)).map_global, None);
+        let o = e.overlap(&overlap_record(0xc0, 20));
+        assert_eq!(o.map_global.as_deref(), Some("main.counts"));
+        assert_eq!(
+            o.map_type.as_deref(),
+            Some("map[int]int"),
+            "from the access"
         );
     }
 }
