@@ -471,6 +471,21 @@ fn sigterm_to_run_reaches_the_target_and_run_exits_with_its_status() {
     assert_eq!(summary["target_exit_code"], 3, "{summary}");
 }
 
+/// The one child of process `pid`, whichever of its threads forked it
+/// (`run`'s tracer thread does).
+fn child_of(pid: u32) -> i32 {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
+        .flat_map(|c| {
+            c.split_whitespace()
+                .map(|p| p.parse::<i32>().unwrap())
+                .collect::<Vec<_>>()
+        })
+        .next()
+        .expect("run has a child")
+}
+
 #[test]
 fn a_second_signal_detaches_at_once_and_leaves_the_target() {
     if !bpf_available("a_second_signal_detaches_at_once_and_leaves_the_target") {
@@ -490,13 +505,7 @@ fn a_second_signal_detaches_at_once_and_leaves_the_target() {
     let rx = stderr_lines(a.stderr.take().unwrap());
     let mut err = Vec::new();
     wait_for_banner(&rx, &mut err);
-    let target_pid = std::fs::read_to_string(format!("/proc/{}/task/{}/children", a.id(), a.id()))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse::<i32>()
-        .unwrap();
+    let target_pid = child_of(a.id());
     // SAFETY: signalling processes this test started.
     unsafe {
         libc::kill(target_pid, libc::SIGSTOP);
