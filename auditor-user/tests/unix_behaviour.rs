@@ -506,11 +506,21 @@ fn a_second_signal_detaches_at_once_and_leaves_the_target() {
     let mut err = Vec::new();
     wait_for_banner(&rx, &mut err);
     let target_pid = child_of(a.id());
-    // SAFETY: signalling processes this test started.
-    unsafe {
-        libc::kill(target_pid, libc::SIGSTOP);
-        libc::kill(a.id() as i32, libc::SIGINT);
+    let state_of = |pid: i32| {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        stat.rsplit(')').next().unwrap_or("").trim().chars().next()
+    };
+    // SAFETY: signalling a process this test started.
+    unsafe { libc::kill(target_pid, libc::SIGSTOP) };
+    // Stopped first (traced, its stop goes through run's tracer), then
+    // the signal it cannot act on.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !matches!(state_of(target_pid), Some('T' | 't')) {
+        assert!(std::time::Instant::now() < deadline, "target never stopped");
+        std::thread::sleep(Duration::from_millis(10));
     }
+    // SAFETY: as above.
+    unsafe { libc::kill(a.id() as i32, libc::SIGINT) };
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: as above.
     unsafe { libc::kill(a.id() as i32, libc::SIGINT) };
