@@ -471,21 +471,6 @@ fn sigterm_to_run_reaches_the_target_and_run_exits_with_its_status() {
     assert_eq!(summary["target_exit_code"], 3, "{summary}");
 }
 
-/// The one child of process `pid`, whichever of its threads forked it
-/// (`run`'s tracer thread does).
-fn child_of(pid: u32) -> i32 {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("children")).ok())
-        .flat_map(|c| {
-            c.split_whitespace()
-                .map(|p| p.parse::<i32>().unwrap())
-                .collect::<Vec<_>>()
-        })
-        .next()
-        .expect("run has a child")
-}
-
 #[test]
 fn a_second_signal_detaches_at_once_and_leaves_the_target() {
     if !bpf_available("a_second_signal_detaches_at_once_and_leaves_the_target") {
@@ -505,22 +490,18 @@ fn a_second_signal_detaches_at_once_and_leaves_the_target() {
     let rx = stderr_lines(a.stderr.take().unwrap());
     let mut err = Vec::new();
     wait_for_banner(&rx, &mut err);
-    let target_pid = child_of(a.id());
-    let state_of = |pid: i32| {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        stat.rsplit(')').next().unwrap_or("").trim().chars().next()
-    };
-    // SAFETY: signalling a process this test started.
-    unsafe { libc::kill(target_pid, libc::SIGSTOP) };
-    // Stopped first (traced, its stop goes through run's tracer), then
-    // the signal it cannot act on.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !matches!(state_of(target_pid), Some('T' | 't')) {
-        assert!(std::time::Instant::now() < deadline, "target never stopped");
-        std::thread::sleep(Duration::from_millis(10));
+    let target_pid = std::fs::read_to_string(format!("/proc/{}/task/{}/children", a.id(), a.id()))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
+    // SAFETY: signalling processes this test started.
+    unsafe {
+        libc::kill(target_pid, libc::SIGSTOP);
+        libc::kill(a.id() as i32, libc::SIGINT);
     }
-    // SAFETY: as above.
-    unsafe { libc::kill(a.id() as i32, libc::SIGINT) };
     std::thread::sleep(Duration::from_millis(300));
     // SAFETY: as above.
     unsafe { libc::kill(a.id() as i32, libc::SIGINT) };

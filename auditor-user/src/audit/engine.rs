@@ -407,7 +407,7 @@ impl GoEngine {
         let resolver = TargetResolver {
             symbols: plan.symbolizer.clone(),
             types: plan.type_names.take(),
-            globals: plan.globals.take().map(std::sync::Arc::new),
+            globals: plan.globals.take(),
             pid,
             bias,
         };
@@ -935,13 +935,6 @@ impl GoEngine {
                 .as_ref()
                 .map(|b| (b.coverage_pct(Instant::now()), b.reason.clone())),
         })
-    }
-
-    /// The package-level variables of target `pid` and its load bias, for
-    /// reading them when it exits (`run` holds it at its exit stop).
-    pub fn globals_of(&self, pid: u32) -> Option<(std::sync::Arc<crate::goexe::GlobalIndex>, u64)> {
-        let t = self.targets.get(&pid)?;
-        Some((t.enricher.resolver().globals.clone()?, t.bias))
     }
 
     pub fn targets(&self) -> Vec<TargetInfo> {

@@ -11,12 +11,11 @@
 pub mod budget;
 pub mod engine;
 pub mod signals;
-pub mod tracer;
 
 use std::{
     fs::File,
     io::{BufWriter, IsTerminal, Write},
-    os::unix::process::ExitStatusExt,
+    os::unix::process::{CommandExt, ExitStatusExt},
     process::Command,
     sync::Arc,
     time::{Duration, Instant},
@@ -406,8 +405,7 @@ fn findings_status(settings: &GoAuditSettings, overlaps: u64, otherwise: i32) ->
 }
 
 /// `map-auditor run -- PROGRAM ARGS`: the program is stopped at its first
-/// instruction (ptrace stop after exec), probed, then released; it stays
-/// traced so its package-level variables can be read at its exit stop.
+/// instruction (ptrace stop after exec), probed, then released.
 ///
 /// The target shares the auditor's standard input, output and error: the
 /// auditor never sits between the target and its output, so its bytes
@@ -420,26 +418,47 @@ pub async fn run(command: &[String], settings: &GoAuditSettings) -> Result<i32> 
     let mut signals = SignalWatch::install().context("cannot handle SIGINT and SIGTERM")?;
     let mut cmd = Command::new(prog);
     cmd.args(rest);
-    // Started stopped before its first instruction, traced until it exits
-    // (see `tracer`): probes first, and its globals read at its exit stop.
-    let target = tracer::TracedTarget::spawn(cmd)?;
-    let pid = target.pid;
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // Rust ignores SIGPIPE; an ignored signal survives exec, and the
+            // target must get the default it would have had without us.
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            if libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().with_context(|| {
+        format!("cannot start {prog}: check the path and that it is executable")
+    })?;
+    let pid = child.id();
+    // The child stops with SIGTRAP right after exec, before its first instruction.
+    let mut status = 0;
+    // SAFETY: waiting on our own child.
+    let r = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
+    if r != pid as i32 || !libc::WIFSTOPPED(status) {
+        bail!("{prog} did not start (it exited before it could be probed)");
+    }
     let session = GoSession::start(pid, settings);
+    // Release the target whether or not probing worked.
+    // SAFETY: detaching our own traced child.
+    unsafe { libc::ptrace(libc::PTRACE_DETACH, pid as i32, 0, 0) };
     let mut session = match session {
         Ok(s) => s,
         Err(e) => {
-            target.release(tracer::Release::Kill);
-            let _ = target.wait();
+            let _ = child.kill();
+            let _ = child.wait();
             return Err(e);
         }
     };
-    target.release(tracer::Release::Run(session.engine.globals_of(pid)));
 
-    let exited = Arc::new(std::sync::Mutex::new(None::<tracer::ExitReport>));
+    let exited = Arc::new(std::sync::Mutex::new(None::<std::process::ExitStatus>));
     let exited_w = exited.clone();
     let waiter = std::thread::spawn(move || {
-        if let Some(end) = target.wait() {
-            *exited_w.lock().unwrap() = Some(end);
+        if let Ok(st) = child.wait() {
+            *exited_w.lock().unwrap() = Some(st);
         }
     });
 
@@ -465,11 +484,10 @@ pub async fn run(command: &[String], settings: &GoAuditSettings) -> Result<i32> 
             Stop::Done | Stop::OutputClosed => break,
         }
     }
-    let end = *exited.lock().unwrap();
-    if end.is_some() {
+    let status = *exited.lock().unwrap();
+    if status.is_some() {
         let _ = waiter.join();
     }
-    let status = end.map(|e| e.status);
     let end = TargetEnd {
         exit_code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),

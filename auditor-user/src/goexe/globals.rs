@@ -34,9 +34,6 @@ pub struct GlobalIndex {
     /// (link-time address, name), sorted by address.
     vars: Vec<(u64, String)>,
     budget: Mutex<(Instant, u32)>,
-    /// Every variable's value, read at the target's exit stop (`run`):
-    /// the last word on its globals once its memory is gone.
-    at_exit: Mutex<Option<Vec<u64>>>,
 }
 
 /// Variables of the runtime and the standard library's internals are not
@@ -77,7 +74,6 @@ impl GlobalIndex {
         Some(Self {
             vars,
             budget: Mutex::new((Instant::now(), 0)),
-            at_exit: Mutex::new(None),
         })
     }
 
@@ -126,21 +122,7 @@ impl GlobalIndex {
     /// The variable of process `pid` (load bias `bias`) that holds `map`,
     /// if any — or `None` also when the scan budget is spent.
     pub fn holder(&self, pid: u32, bias: u64, map: u64) -> Option<String> {
-        if map == 0 {
-            return None;
-        }
-        // Once the target is at its exit, its values are final.
-        if let Ok(at_exit) = self.at_exit.lock()
-            && let Some(values) = at_exit.as_ref()
-        {
-            return self
-                .vars
-                .iter()
-                .zip(values)
-                .find(|(_, v)| **v == map)
-                .map(|((_, name), _)| name.clone());
-        }
-        if !self.take_budget() {
+        if map == 0 || !self.take_budget() {
             return None;
         }
         let mem = crate::proc::open_mem(pid).ok()?;
@@ -148,38 +130,6 @@ impl GlobalIndex {
             |addr, buf| mem.read_exact_at(buf, addr.wrapping_add(bias)).is_ok(),
             map,
         )
-    }
-
-    /// Read every variable of thread `tid` (load bias `bias`) and keep the
-    /// values for [`GlobalIndex::holder`]: called while the target is held
-    /// at its exit, when its memory is still there. Returns how many
-    /// variables were read.
-    pub fn read_at_exit(&self, tid: u32, bias: u64) -> usize {
-        // The thread's own mem file: the group leader may be gone already.
-        let Ok(mem) = crate::proc::open_mem(tid) else {
-            return 0;
-        };
-        let mut values = vec![0u64; self.vars.len()];
-        let mut read = 0;
-        let mut at = 0;
-        for (lo, hi, vars) in self.ranges() {
-            let mut buf = vec![0u8; (hi - lo) as usize];
-            let ok = mem.read_exact_at(&mut buf, lo.wrapping_add(bias)).is_ok();
-            for (addr, _) in vars {
-                if ok {
-                    let off = (addr - lo) as usize;
-                    let mut word = [0u8; 8];
-                    word.copy_from_slice(&buf[off..off + 8]);
-                    values[at] = u64::from_le_bytes(word);
-                    read += 1;
-                }
-                at += 1;
-            }
-        }
-        if let Ok(mut slot) = self.at_exit.lock() {
-            *slot = Some(values);
-        }
-        read
     }
 
     /// Scan with a memory reader (`read(link_addr, buf) -> ok`).
@@ -209,7 +159,6 @@ mod tests {
         GlobalIndex {
             vars: vars.iter().map(|(a, n)| (*a, n.to_string())).collect(),
             budget: Mutex::new((Instant::now(), 0)),
-            at_exit: Mutex::new(None),
         }
     }
 

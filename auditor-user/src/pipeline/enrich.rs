@@ -101,11 +101,6 @@ impl<R: FrameResolver> GoEnricher<R> {
         }
     }
 
-    /// The lookups this enricher asks.
-    pub fn resolver(&self) -> &R {
-        &self.resolver
-    }
-
     fn frame(&mut self, pc: u64) -> Frame {
         if let Some(f) = self.frames.get(&pc) {
             return f.clone();
@@ -359,8 +354,7 @@ impl<R: FrameResolver> GoEnricher<R> {
     pub fn overlap(&mut self, o: &GoMapOverlap) -> Overlap {
         let map_gen = self.generation(o.map, false, o.header.ts_ns);
         // A finding names its map by itself (no access may be streamed):
-        // what the accesses found, else a look for the holding variable
-        // now (at the target's exit stop, `run` keeps its globals).
+        // what the accesses found, else a look for the holding variable now.
         let (map_type, mut map_global) = self
             .names
             .get(&(o.map, map_gen))
@@ -405,8 +399,7 @@ struct Generation {
 pub struct TargetResolver {
     pub symbols: crate::goexe::Symbolizer,
     pub types: Option<crate::goexe::TypeNamer>,
-    /// Shared with `run`'s tracer, which reads them at the target's exit.
-    pub globals: Option<std::sync::Arc<crate::goexe::GlobalIndex>>,
+    pub globals: Option<crate::goexe::GlobalIndex>,
     pub pid: u32,
     /// Runtime minus link-time address (non-zero for PIE).
     pub bias: u64,
