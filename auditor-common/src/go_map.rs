@@ -6,36 +6,100 @@ use crate::{EventHeader, Pod};
 /// Deepest user stack a record carries.
 pub const MAX_STACK: usize = 16;
 
-/// Name of the per-target configuration hash map (key: tgid).
+/// Name of the per-target configuration array, indexed by the target's
+/// slot ([`cookie::target_slot`]): every probe of a target carries its slot
+/// in the attach cookie, so a hit finds its configuration without a hash
+/// lookup.
 pub const TARGETS_MAP: &str = "GO_TARGETS";
-/// Name of the per-goroutine "current map" hash map (key: [`MapKey`] with
-/// the goroutine's `g` address in place of the map; value:
-/// [`CurrentAccess`]). `g` structs are recycled by the runtime, so the key
-/// set stays as small as the peak number of goroutines and entries are
-/// updated in place instead of churning the table.
+/// Slots of [`TARGETS_MAP`]: the most processes one loaded object audits
+/// at once.
+pub const TARGET_SLOTS: u32 = 1024;
+
+/// Name of the per-goroutine "current access" array (value:
+/// [`CurrentAccess`]), direct-mapped: a goroutine's record lives in the
+/// slot its (process, `g` address) hashes to, overwritten in place.
 pub const CURRENT_MAP: &str = "GO_CURRENT";
+/// Slots of [`CURRENT_MAP`] (a power of two).
+pub const CURRENT_SLOTS: u32 = 1 << 16;
 
 /// The map access a goroutine entered last (value of [`CURRENT_MAP`]).
 /// A goroutine is inside at most one map function at a time; an exit probe
 /// only closes the access whose entry this record still describes.
+///
+/// Two goroutines whose `g` hash to the same slot overwrite each other's
+/// record, possibly at the same moment on two CPUs. A record is therefore
+/// trusted only when its tag (`pid`, `g`, `goid`) is the reader's own and
+/// `check` is [`CurrentAccess::checksum`] of its other fields: a record
+/// overwritten by another goroutine has another tag, a torn one (fields
+/// of two writers) fails the check. Either way the exit or fatal-error
+/// probe that wanted it makes no decision: a collision can lose a decision,
+/// never produce one from someone else's entry.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CurrentAccess {
     /// Goroutine id (a recycled `g` carries another one).
     pub goid: u64,
+    /// Address of the goroutine's `g`.
+    pub g: u64,
     pub map: u64,
     /// Entry time; 0 once the access was closed by an exit probe.
     pub ts_ns: u64,
-    /// Return address of the runtime call (the call site's next
-    /// instruction), where an escalated exit probe sits.
+    /// Where the runtime call's return address is on the goroutine's
+    /// stack (`rsp` at the map function's entry). An escalated exit probe
+    /// on a call site closes this access only if its own `rsp - 8` is this
+    /// slot and the slot still holds that call site's return address: the
+    /// most recent call from that frame is then the call this access
+    /// entered. Recorded instead of the return address itself, which costs
+    /// a user-memory read at every entry.
+    pub ret_slot: u64,
+    /// The return address itself when the entry had it for free (a probed
+    /// `call` instruction) or read it anyway; else 0.
     pub ret: u64,
     /// The map of the last iteration this goroutine started: the runtime's
     /// "concurrent map iteration" error is raised in the unprobed
     /// `mapiternext`, after other accesses may have replaced `map`.
     pub iter_map: u64,
+    /// [`CurrentAccess::checksum`] of the fields above and below, XOR the
+    /// target's [`GoTargetConfig::salt`]; written last.
+    pub check: u64,
+    pub pid: u32,
     pub probe_id: u16,
     pub op: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+}
+
+impl CurrentAccess {
+    /// A mix of every field but `check`: a record assembled from two
+    /// writers' fields matches it with probability about 2^-64.
+    #[inline(always)]
+    pub const fn checksum(&self) -> u64 {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let tail = (self.pid as u64) | ((self.probe_id as u64) << 32) | ((self.op as u64) << 48);
+        let mut h = self.goid ^ K;
+        h = (h ^ self.g).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.map).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.ts_ns).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.ret_slot).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.ret).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.iter_map).wrapping_mul(K).rotate_left(29);
+        h = (h ^ tail).wrapping_mul(K);
+        // Never 0, so an all-zero slot is never a valid record.
+        h | 1
+    }
+
+    /// Whether this record (a copy) is a whole one written by goroutine
+    /// `goid` at `g` of process `pid`, attached with `salt`.
+    #[inline(always)]
+    pub const fn is_of(&self, pid: u32, g: u64, goid: u64, salt: u64) -> bool {
+        self.pid == pid && self.g == g && self.goid == goid && self.check == self.checksum() ^ salt
+    }
+}
+
+/// Slot of a goroutine in [`CURRENT_MAP`].
+#[inline(always)]
+pub const fn current_slot(pid: u32, g: u64) -> u32 {
+    let h = (g ^ ((pid as u64) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 40) as u32 & (CURRENT_SLOTS - 1)
 }
 
 /// Name of the per-address owner table (an array indexed by a hash of
@@ -71,6 +135,10 @@ pub struct MapOwner {
     pub op: u8,
     /// Non-zero once a second goroutine touched the map.
     pub shared: u8,
+    /// Once shared: the goroutine that last entered a mutation (0: none
+    /// since the map became shared). A read of a shared map whose last
+    /// writer is none or itself needs nothing from the per-map state.
+    pub writer_goid: u64,
 }
 
 /// Name of the table of call sites already escalated (key: [`SiteKey`]).
@@ -190,7 +258,10 @@ impl MapOp {
 /// bit  29     [`cookie::CALL_INSN`]
 /// bits 30..32 unused (zero)
 /// bits 32..40 argument register holding the map (see [`MapArg`])
-/// bits 40..64 unused (zero)
+/// bits 40..50 the target's slot in [`super::TARGETS_MAP`]
+/// bits 50..56 unused (zero)
+/// bits 56..64 with [`cookie::CALLSITE`]: how many bytes past the call's
+///             return address the exit probe sits ([`cookie::exit_delta`])
 pub mod cookie {
     /// The probe sits on a RET instruction: the function is leaving.
     pub const EXIT: u64 = 1 << 24;
@@ -222,6 +293,20 @@ pub mod cookie {
 
     pub const fn encode(op: u8, probe_id: u16, flags: u64, map_arg: u8) -> u64 {
         (op as u64) | ((probe_id as u64) << 8) | flags | ((map_arg as u64) << 32)
+    }
+    /// `c` with the target's slot set.
+    pub const fn with_target_slot(c: u64, slot: u32) -> u64 {
+        (c & !(0x3ff << 40)) | (((slot & 0x3ff) as u64) << 40)
+    }
+    pub const fn target_slot(c: u64) -> u32 {
+        ((c >> 40) & 0x3ff) as u32
+    }
+    /// `c` with the distance from the return address to the exit probe.
+    pub const fn with_exit_delta(c: u64, delta: u8) -> u64 {
+        (c & !(0xff << 56)) | ((delta as u64) << 56)
+    }
+    pub const fn exit_delta(c: u64) -> u64 {
+        c >> 56
     }
     pub const fn op(c: u64) -> u8 {
         (c & 0xff) as u8
@@ -349,9 +434,17 @@ pub struct GoTargetConfig {
     /// returns right after reading this configuration, so a hit costs the
     /// trap and one hash lookup.
     pub paused: u32,
-    /// Run-time return addresses of calls from one map function to another
-    /// (0: unused slot).
+    /// Run-time return addresses of calls from one map function to another,
+    /// ascending, the first [`GoTargetConfig::nested_len`] used.
     pub nested_rets: [u64; NESTED_RETS],
+    /// The process this slot of [`TARGETS_MAP`] configures (0: free).
+    pub pid: u32,
+    /// Used entries of `nested_rets`.
+    pub nested_len: u32,
+    /// Mixed into every [`CurrentAccess::check`] this target writes, new
+    /// at each attach: records a previous process with the same pid left
+    /// behind never pass the check, without clearing the table.
+    pub salt: u64,
 }
 
 /// Slots of [`GoTargetConfig::nested_rets`]. Go 1.19's classic maps have

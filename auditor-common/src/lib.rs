@@ -135,12 +135,16 @@ pub enum Counter {
     /// Hits on exit probes (RET sites, escalated call sites): the kind a
     /// cost estimate charges as single-stepped.
     GoExitHits = 21,
+    /// Exit or fatal-error probes that found their goroutine's
+    /// current-access slot taken by another goroutine (or torn): that
+    /// exit made no decision.
+    GoCurrentLost = 22,
 }
 
 impl Counter {
     /// Every counter, in index order (checked below: `ALL[i] as u32 == i`).
     /// A new counter goes at the end of the enum and of this list.
-    pub const ALL: [Counter; 22] = [
+    pub const ALL: [Counter; 23] = [
         Self::GoProbeHits,
         Self::GoAccessDropped,
         Self::GoOverlapDropped,
@@ -163,6 +167,7 @@ impl Counter {
         Self::GoAccessCountsFull,
         Self::GoProbesPaused,
         Self::GoExitHits,
+        Self::GoCurrentLost,
     ];
 }
 
@@ -195,13 +200,13 @@ const _: () = {
     assert!(size_of::<EventHeader>() == 24);
     assert!(size_of::<GoMapAccess>() == 200);
     assert!(size_of::<GoMapOverlap>() == 352);
-    assert!(size_of::<GoTargetConfig>() == 424);
+    assert!(size_of::<GoTargetConfig>() == 440);
     assert!(size_of::<MapKey>() == 16);
     assert!(size_of::<Party>() == 152);
-    assert!(size_of::<CurrentAccess>() == 48);
+    assert!(size_of::<CurrentAccess>() == 72);
     assert!(size_of::<PidLosses>() == 16);
     assert!(size_of::<MapState>() == 464);
-    assert!(size_of::<MapOwner>() == 56);
+    assert!(size_of::<MapOwner>() == 64);
     assert!(size_of::<GoEscalate>() == 48);
     assert!(size_of::<AccessCountKey>() == 32);
     assert!(size_of::<AccessCount>() == 40);

@@ -25,9 +25,10 @@
 use auditor_common::{
     Counter, EventKind,
     go_map::{
-        CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig, MAX_STACK, MapArg,
-        MapKey, MapOp, MapOwner, MapState, NESTED_RETS, OWNER_SLOTS, PAIR_REPORT_INTERVAL_NS,
-        PairKey, PairSeen, Party, PidLosses, SiteKey, cookie, emit, mode,
+        CURRENT_SLOTS, CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig,
+        MAX_STACK, MapArg, MapKey, MapOp, MapOwner, MapState, NESTED_RETS, OWNER_SLOTS,
+        PAIR_REPORT_INTERVAL_NS, PairKey, PairSeen, Party, PidLosses, SiteKey, TARGET_SLOTS,
+        cookie, current_slot, emit, mode,
     },
 };
 use aya_ebpf::{
@@ -35,7 +36,7 @@ use aya_ebpf::{
     bindings::pt_regs,
     helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, uprobe},
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, LruHashMap, PerCpuArray},
     programs::ProbeContext,
 };
 
@@ -44,8 +45,9 @@ use crate::shared::{EVENTS, FINDINGS, count, header, now};
 /// `BPF_NOEXIST`: insert only if absent.
 const BPF_NOEXIST: u64 = 1;
 
+/// Per-target configuration, indexed by the slot in each probe's cookie.
 #[map(name = "GO_TARGETS")]
-static GO_TARGETS: HashMap<u32, GoTargetConfig> = HashMap::with_max_entries(1024, 0);
+static GO_TARGETS: Array<GoTargetConfig> = Array::with_max_entries(TARGET_SLOTS, 0);
 
 /// Per-map state of shared maps. Userspace sizes this at load time
 /// (`--max-maps`).
@@ -56,11 +58,12 @@ static GO_MAP_STATE: LruHashMap<MapKey, MapState> = LruHashMap::with_max_entries
 #[map(name = "GO_OWNERS")]
 static GO_OWNERS: Array<MapOwner> = Array::with_max_entries(OWNER_SLOTS, 0);
 
-/// The access each goroutine entered last, keyed by (pid, `g` address).
-/// Exits find the access they close here; the fatal-error probe finds the
-/// map the runtime is complaining about here.
+/// The access each goroutine entered last, in the slot its (pid, `g`
+/// address) hashes to (see [`CurrentAccess`] for why a collision cannot
+/// create a finding). Exits find the access they close here; the
+/// fatal-error probe finds the map the runtime is complaining about here.
 #[map(name = "GO_CURRENT")]
-static GO_CURRENT: LruHashMap<MapKey, CurrentAccess> = LruHashMap::with_max_entries(65536, 0);
+static GO_CURRENT: Array<CurrentAccess> = Array::with_max_entries(CURRENT_SLOTS, 0);
 
 /// Call sites already handed to userspace for an exit probe.
 #[map(name = "GO_ESCALATED")]
@@ -123,7 +126,11 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     let c = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     let pid_tgid = bpf_get_current_pid_tgid();
     let pid = (pid_tgid >> 32) as u32;
-    let cfg = unsafe { GO_TARGETS.get(&pid) }?;
+    let cfg = GO_TARGETS.get(cookie::target_slot(c))?;
+    // A slot freed and reused while a detached link still fires.
+    if cfg.pid != pid {
+        return None;
+    }
     let hit = Hit {
         regs: unsafe { &*(ctx.regs as *const pt_regs) },
         cfg,
@@ -163,16 +170,6 @@ fn try_morestack_skip(hit: &Hit) -> bool {
     false
 }
 
-/// Where the map function will return to: pushed at `[rsp]` at its entry;
-/// at a probed `call rel32` instruction, the next instruction.
-#[inline(always)]
-fn return_address(hit: &Hit) -> u64 {
-    if hit.cookie & cookie::CALL_INSN != 0 {
-        return hit.regs.rip + 5;
-    }
-    unsafe { bpf_probe_read_user(hit.regs.rsp as *const u64) }.unwrap_or(0)
-}
-
 /// This hit's stack: the return address, then the frame-pointer chain.
 #[inline(always)]
 fn fill_stack_at(party: &mut Party, hit: &Hit) {
@@ -183,7 +180,9 @@ fn fill_stack_at(party: &mut Party, hit: &Hit) {
     }
 }
 
-/// Read `g` (R14) once: stack bounds and goroutine id.
+/// Read `g` (R14) once: stack bounds and goroutine id. One read of 256
+/// bytes, not two small ones: a user read costs ~150 ns here whatever its
+/// size (8 to 160 bytes measured alike), so reads are counted, not bytes.
 #[inline(always)]
 fn try_goroutine(hit: &Hit) -> Option<Goroutine> {
     let g = hit.regs.r14;
@@ -254,8 +253,14 @@ fn try_map_header(hit: &Hit, map: u64) -> (u8, u32) {
 fn try_entry(hit: &Hit) -> Option<()> {
     let op_raw = cookie::op(hit.cookie);
     let op = MapOp::from_u8(op_raw)?;
-    let map = try_map_arg(hit)?;
-    let gr = try_goroutine(hit)?;
+    let Some(map) = try_map_arg(hit) else {
+        forget_current(hit);
+        return None;
+    };
+    let Some(gr) = try_goroutine(hit) else {
+        forget_current(hit);
+        return None;
+    };
     let ts = now();
     let emit = hit.cfg.emit_access == emit::RECORDS;
     let maptype = if cookie::map_arg(hit.cookie) == MapArg::Rbx as u8 {
@@ -263,23 +268,28 @@ fn try_entry(hit: &Hit) -> Option<()> {
     } else {
         0
     };
-    // The return address into the caller: the call site, and where an
-    // escalated exit probe sits.
-    let ret = return_address(hit);
-    if hit.cookie & cookie::NESTED != 0 && is_nested_call(hit.cfg, ret) {
+    // The return address into the caller (the call site) costs a user
+    // read: it is taken only where it is used.
+    let mut ret = CallerReturn::new(hit);
+    if hit.cookie & cookie::NESTED != 0 && is_nested_call(hit.cfg, ret.get(hit)) {
         // The calling map function's entry already stands for this access.
         return None;
     }
     // Recorded for every access, even of a nil or stack-local map: an
     // escalated exit at this call site must never close an older access.
-    try_record_current(hit, &gr, map, ts, ret, op);
+    if op.mutates() {
+        // Named as the map's writer if another goroutine shows up.
+        ret.get(hit);
+    }
+    try_record_current(hit, &gr, map, ts, ret.known(), op);
     if map == 0 {
         // A nil map (reads of nil maps are legal).
         return None;
     }
     if hit.cfg.emit_access == emit::COUNTS {
         let id = cookie::probe_id(hit.cookie);
-        crate::go_agg::count_access(hit.pid, hit.tid, gr.goid, map, ret, op_raw, id, maptype, ts);
+        let site = ret.get(hit);
+        crate::go_agg::count_access(hit.pid, hit.tid, gr.goid, map, site, op_raw, id, maptype, ts);
     }
 
     // A map on the goroutine's own stack did not escape: the compiler
@@ -291,23 +301,32 @@ fn try_entry(hit: &Hit) -> Option<()> {
         count(Counter::GoStackLocal);
         if emit {
             let party = try_party(hit, &gr, ts, op_raw)?;
-            fill_stack_at(party, hit);
+            fill_stack_with(party, hit, ret.get(hit));
             emit_access(hit.pid, hit.tid, ts, map, maptype, party, false, 0);
         }
         return Some(());
     }
 
+    if !emit && !op.mutates() && try_own_read(hit, &gr, map, ts, op) {
+        // A read of a map only this goroutine has touched: the map header
+        // (writing marker, seed) cannot matter, no other goroutine is in.
+        return Some(());
+    }
+
     let (writing, seed) = try_map_header(hit, map);
 
-    let state = try_shared_state(hit, &gr, map, seed, ts, ret, op);
-    let Some(state) = state else {
-        // Only this goroutine has touched the map: nothing can race yet.
-        if emit {
-            let party = try_party(hit, &gr, ts, op_raw)?;
-            fill_stack_at(party, hit);
-            emit_access(hit.pid, hit.tid, ts, map, maptype, party, false, writing);
+    let (state, owner) = match try_shared_state(hit, &gr, map, seed, writing, ts, ret.known(), op) {
+        Sharing::Shared { state, owner } => (state, owner),
+        // Only this goroutine has touched the map, or a read of a shared
+        // map nobody else writes: nothing can race, nothing to escalate.
+        Sharing::Owned | Sharing::QuietRead => {
+            if emit {
+                let party = try_party(hit, &gr, ts, op_raw)?;
+                fill_stack_with(party, hit, ret.get(hit));
+                emit_access(hit.pid, hit.tid, ts, map, maptype, party, false, writing);
+            }
+            return Some(());
         }
-        return Some(());
     };
     let state = unsafe { &mut *state };
     let interval = hit.cfg.mode == mode::INTERVAL;
@@ -318,12 +337,15 @@ fn try_entry(hit: &Hit) -> Option<()> {
     // mode, last reader, or an overlap found right now).
     let mut stack_taken = false;
     if emit || op.mutates() || interval {
-        fill_stack_at(party, hit);
+        fill_stack_with(party, hit, ret.get(hit));
         stack_taken = true;
     }
 
     if writing != 0 {
-        try_marker_overlap(hit, state, party, map, ts, stack_taken);
+        if !stack_taken {
+            fill_stack_with(party, hit, ret.get(hit));
+        }
+        try_marker_overlap(hit, state, party, map, ts);
     }
 
     if op.mutates() {
@@ -331,6 +353,7 @@ fn try_entry(hit: &Hit) -> Option<()> {
             state.prev_writer = state.last_writer;
         }
         state.last_writer = *party;
+        unsafe { (*owner).writer_goid = gr.goid };
         if op == MapOp::Clear {
             // A clear draws a new seed: the state stays with the map.
             state.seed = 0;
@@ -340,7 +363,7 @@ fn try_entry(hit: &Hit) -> Option<()> {
             state.last_reader = *party;
         }
         if hit.cfg.escalate != 0 {
-            try_escalate(hit, state, &gr, map, ret, op_raw);
+            try_escalate(hit, state, &gr, map, &mut ret, op_raw);
         }
     }
     if emit {
@@ -362,54 +385,156 @@ fn try_party(hit: &Hit, gr: &Goroutine, ts: u64, op: u8) -> Option<&'static mut 
     Some(party)
 }
 
-/// Where this goroutine is now, updated in place (an insert only for a
-/// `g` seen for the first time). Per goroutine, not per CPU: the thread
-/// can be preempted and moved between our probe and the runtime's check.
+/// Where this goroutine is now: its slot of [`GO_CURRENT`], overwritten
+/// in place. Per goroutine, not per CPU: the thread can be preempted and
+/// moved between our probe and the runtime's check.
 #[inline(always)]
 fn try_record_current(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, ret: u64, op: MapOp) {
-    let key = MapKey {
-        pid: hit.pid,
-        _pad: 0,
-        map: gr.g,
-    };
-    let probe_id = cookie::probe_id(hit.cookie);
-    if let Some(cur) = GO_CURRENT.get_ptr_mut(&key) {
-        let cur = unsafe { &mut *cur };
-        cur.goid = gr.goid;
-        cur.map = map;
-        cur.ts_ns = ts;
-        cur.ret = ret;
-        cur.probe_id = probe_id;
-        cur.op = op as u8;
-        if op == MapOp::Iterate {
-            cur.iter_map = map;
-        }
+    let Some(cur) = GO_CURRENT.get_ptr_mut(current_slot(hit.pid, gr.g)) else {
         return;
-    }
-    let cur = CurrentAccess {
-        goid: gr.goid,
-        map,
-        ts_ns: ts,
-        ret,
-        iter_map: if op == MapOp::Iterate { map } else { 0 },
-        probe_id,
-        op: op as u8,
-        _pad: [0; 5],
     };
-    if GO_CURRENT.insert(&key, &cur, 0).is_err() {
-        count(Counter::GoStateFull);
+    let cur = unsafe { &mut *cur };
+    // The last iteration this goroutine started, if the slot is still its
+    // own (a colliding goroutine took it meanwhile: the name is lost).
+    let iter_map = if op == MapOp::Iterate {
+        map
+    } else if cur.is_of(hit.pid, gr.g, gr.goid, hit.cfg.salt) {
+        cur.iter_map
+    } else {
+        0
+    };
+    cur.goid = gr.goid;
+    cur.g = gr.g;
+    cur.map = map;
+    cur.ts_ns = ts;
+    cur.ret_slot = ret_slot(hit);
+    cur.ret = ret;
+    cur.iter_map = iter_map;
+    cur.pid = hit.pid;
+    cur.probe_id = cookie::probe_id(hit.cookie);
+    cur.op = op as u8;
+    cur._pad = 0;
+    cur.check = cur.checksum() ^ hit.cfg.salt;
+}
+
+/// An entry that could not be recorded (its goroutine or map unreadable):
+/// the goroutine's slot is invalidated, so no exit closes an older access
+/// in its place.
+#[inline(always)]
+fn forget_current(hit: &Hit) {
+    if let Some(cur) = GO_CURRENT.get_ptr_mut(current_slot(hit.pid, hit.regs.r14)) {
+        unsafe { (*cur).check = 0 };
     }
 }
 
+/// Where the map function's return address is (or, at a probed `call`
+/// instruction, is about to be) on the stack.
+#[inline(always)]
+fn ret_slot(hit: &Hit) -> u64 {
+    if hit.cookie & cookie::CALL_INSN != 0 {
+        hit.regs.rsp.wrapping_sub(8)
+    } else {
+        hit.regs.rsp
+    }
+}
+
+/// The return address into the caller, read from the stack at most once
+/// and only when something needs it (at a probed `call` it is free).
+struct CallerReturn(Option<u64>);
+
+impl CallerReturn {
+    #[inline(always)]
+    fn new(hit: &Hit) -> Self {
+        if hit.cookie & cookie::CALL_INSN != 0 {
+            Self(Some(hit.regs.rip + 5))
+        } else {
+            Self(None)
+        }
+    }
+
+    #[inline(always)]
+    fn get(&mut self, hit: &Hit) -> u64 {
+        match self.0 {
+            Some(r) => r,
+            None => {
+                let r = unsafe { bpf_probe_read_user(hit.regs.rsp as *const u64) }.unwrap_or(0);
+                self.0 = Some(r);
+                r
+            }
+        }
+    }
+
+    /// The address if it was read already, else 0.
+    #[inline(always)]
+    fn known(&self) -> u64 {
+        self.0.unwrap_or(0)
+    }
+}
+
+/// A read of a map whose owner slot says only this goroutine has touched
+/// it: the slot is brought up to date and nothing else is needed.
+#[inline(always)]
+fn try_own_read(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, op: MapOp) -> bool {
+    let Some(o) = GO_OWNERS.get_ptr_mut(owner_slot(hit.pid, map)) else {
+        return false;
+    };
+    let o = unsafe { &mut *o };
+    if o.map != map || o.pid != hit.pid || o.shared != 0 || o.goid != gr.goid {
+        return false;
+    }
+    o.ts_ns = ts;
+    o.ret = 0;
+    o.ret2 = 0;
+    o.tid = hit.tid;
+    o.probe_id = cookie::probe_id(hit.cookie);
+    o.op = op as u8;
+    true
+}
+
+/// This hit's stack, given its return address into the caller.
+#[inline(always)]
+fn fill_stack_with(party: &mut Party, hit: &Hit, ret: u64) {
+    fill_stack_from(party, ret, hit.regs.rbp, hit.cfg.stack_depth);
+}
+
+/// This goroutine's current-access record, copied out of its slot: `None`
+/// when the slot holds another goroutine's record or a torn one.
+#[inline(always)]
+fn current_of(hit: &Hit, gr: &Goroutine) -> Option<(*mut CurrentAccess, CurrentAccess)> {
+    let (pid, salt) = (hit.pid, hit.cfg.salt);
+    let slot = GO_CURRENT.get_ptr_mut(current_slot(pid, gr.g))?;
+    let rec = unsafe { *slot };
+    if !rec.is_of(pid, gr.g, gr.goid, salt) {
+        return None;
+    }
+    Some((slot, rec))
+}
+
+/// Whether `ret` is one of the sorted `nested_rets` (a bounded binary
+/// search: 2^6 > [`NESTED_RETS`]).
 #[inline(always)]
 fn is_nested_call(cfg: &GoTargetConfig, ret: u64) -> bool {
-    for i in 0..NESTED_RETS {
-        let r = cfg.nested_rets[i];
-        if r == 0 {
+    let mut lo = 0usize;
+    let mut hi = cfg.nested_len as usize;
+    if hi > NESTED_RETS {
+        hi = NESTED_RETS;
+    }
+    for _ in 0..6 {
+        if lo >= hi {
             return false;
         }
+        let mid = (lo + hi) / 2;
+        if mid >= NESTED_RETS {
+            return false;
+        }
+        let r = cfg.nested_rets[mid];
         if r == ret {
             return true;
+        }
+        if r < ret {
+            lo = mid + 1;
+        } else {
+            hi = mid;
         }
     }
     false
@@ -422,34 +547,61 @@ fn owner_slot(pid: u32, map: u64) -> u32 {
     (h >> 48) as u32 & (OWNER_SLOTS - 1)
 }
 
-/// The per-map state of a shared map, or `None` while only this goroutine
-/// has touched it. The second goroutine to touch a map creates the state
-/// and hands it the owner's last access, so a writer that entered before
-/// the map became shared can still be named (by its call site).
+/// What an access needs of a map's sharing.
+enum Sharing {
+    /// Only this goroutine has touched the map.
+    Owned,
+    /// A read (entry mode, marker clear) of a shared map whose last writer
+    /// is nobody or this goroutine: nothing to decide, nothing to escalate,
+    /// so the per-map state is not even looked up.
+    QuietRead,
+    /// A shared map: its state, and its owner slot (held by this map).
+    Shared {
+        state: *mut MapState,
+        owner: *mut MapOwner,
+    },
+}
+
+/// How shared a map is, creating its per-map state when this is the second
+/// goroutine to touch it. The second goroutine hands the state the owner's
+/// last access, so a writer that entered before the map became shared can
+/// still be named (by its call site).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn try_shared_state(
     hit: &Hit,
     gr: &Goroutine,
     map: u64,
     seed: u32,
+    writing: u8,
     ts: u64,
     ret: u64,
     op: MapOp,
-) -> Option<*mut MapState> {
+) -> Sharing {
     let key = MapKey {
         pid: hit.pid,
         _pad: 0,
         map,
     };
-    let o = unsafe { &mut *GO_OWNERS.get_ptr_mut(owner_slot(hit.pid, map))? };
+    let Some(o) = GO_OWNERS.get_ptr_mut(owner_slot(hit.pid, map)) else {
+        return Sharing::Owned;
+    };
+    let o = unsafe { &mut *o };
     let same_map = o.map == map && o.pid == hit.pid && (o.seed == seed || o.seed == 0);
     if same_map && o.shared != 0 {
         o.seed = seed;
-        return try_state(&key, seed);
+        if !op.mutates()
+            && writing == 0
+            && hit.cfg.mode != mode::INTERVAL
+            && (o.writer_goid == 0 || o.writer_goid == gr.goid)
+        {
+            return Sharing::QuietRead;
+        }
+        return shared(try_state(&key, seed), o);
     }
     if same_map && o.goid == gr.goid {
         set_owner(o, hit, gr, map, seed, ts, ret, op);
-        return None;
+        return Sharing::Owned;
     }
     if !same_map {
         // A new map at this address, or another map's slot: shared state
@@ -460,25 +612,36 @@ fn try_shared_state(
             o.pid = hit.pid;
             o.seed = seed;
             o.shared = 1;
-            return try_state(&key, seed);
+            let state = try_state(&key, seed);
+            o.writer_goid = match state {
+                Some(st) => unsafe { (*st).last_writer.goid },
+                None => 0,
+            };
+            return shared(state, o);
         }
         set_owner(o, hit, gr, map, seed, ts, ret, op);
         o.shared = 0;
-        return None;
+        return Sharing::Owned;
     }
     // A second goroutine: the map is shared from now on.
     let owner = *o;
     o.shared = 1;
     o.seed = seed;
+    o.writer_goid = if is_mutating(owner.op) { owner.goid } else { 0 };
     count(Counter::GoSharedMaps);
-    let zero = SCRATCH_STATE.get_ptr(0)?;
+    let Some(zero) = SCRATCH_STATE.get_ptr(0) else {
+        return Sharing::Owned;
+    };
     if GO_MAP_STATE.insert(&key, unsafe { &*zero }, 0).is_err() {
         count(Counter::GoStateFull);
     }
-    let state = unsafe { &mut *GO_MAP_STATE.get_ptr_mut(&key)? };
-    state.seed = seed;
+    let Some(state) = GO_MAP_STATE.get_ptr_mut(&key) else {
+        return Sharing::Owned;
+    };
+    let st = unsafe { &mut *state };
+    st.seed = seed;
     if is_mutating(owner.op) {
-        let w = &mut state.last_writer;
+        let w = &mut st.last_writer;
         w.ts_ns = owner.ts_ns;
         w.goid = owner.goid;
         w.tid = owner.tid;
@@ -494,7 +657,15 @@ fn try_shared_state(
             2
         };
     }
-    Some(state)
+    Sharing::Shared { state, owner: o }
+}
+
+#[inline(always)]
+fn shared(state: Option<*mut MapState>, owner: &mut MapOwner) -> Sharing {
+    match state {
+        Some(state) => Sharing::Shared { state, owner },
+        None => Sharing::Owned,
+    }
 }
 
 #[inline(always)]
@@ -518,6 +689,7 @@ fn set_owner(
     o.tid = hit.tid;
     o.probe_id = cookie::probe_id(hit.cookie);
     o.op = op as u8;
+    o.writer_goid = 0;
     // A writer may be handed over as the map's last writer when a second
     // goroutine shows up: one more read names its caller too.
     o.ret2 = 0;
@@ -562,7 +734,6 @@ fn try_marker_overlap(
     party: &mut Party,
     map: u64,
     ts: u64,
-    stack_taken: bool,
 ) -> Option<()> {
     // The writer may be updating its record on another CPU right now: copy
     // it out, then check the copy.
@@ -570,9 +741,6 @@ fn try_marker_overlap(
     *first = state.last_writer;
     if first.goid == 0 || first.goid == party.goid {
         return None;
-    }
-    if !stack_taken {
-        fill_stack_at(party, hit);
     }
     if first.ts_ns <= ts {
         report_pair(hit.pid, hit.tid, ts, map, first, party, mode::ENTRY, 1);
@@ -592,11 +760,15 @@ fn try_escalate(
     state: &MapState,
     gr: &Goroutine,
     map: u64,
-    ret: u64,
+    ret: &mut CallerReturn,
     op: u8,
 ) -> Option<()> {
     let w = state.last_writer.goid;
-    if w == 0 || w == gr.goid || ret == 0 {
+    if w == 0 || w == gr.goid {
+        return None;
+    }
+    let ret = ret.get(hit);
+    if ret == 0 {
         return None;
     }
     let key = SiteKey {
@@ -653,25 +825,37 @@ fn try_make_exit(hit: &Hit) -> Option<()> {
 #[inline(always)]
 fn try_exit(hit: &Hit) -> Option<()> {
     let gr = try_goroutine(hit)?;
-    let key = MapKey {
-        pid: hit.pid,
-        _pad: 0,
-        map: gr.g,
+    let Some((slot, cur)) = current_of(hit, &gr) else {
+        count(Counter::GoCurrentLost);
+        return None;
     };
-    let cur = unsafe { &mut *GO_CURRENT.get_ptr_mut(&key)? };
     let callsite = hit.cookie & cookie::CALLSITE != 0;
-    if cur.goid != gr.goid || cur.ts_ns == 0 {
+    if cur.ts_ns == 0 {
         return None;
     }
-    // An escalated site closes only the call it belongs to.
-    if callsite && cur.ret != hit.regs.rip {
+    // An escalated site closes only the call it belongs to. Its probe may
+    // sit a few instructions past the return address (on the first one the
+    // kernel emulates, with nothing in between that could synchronise or
+    // move the stack pointer), so the call's return address is the probe's
+    // address less the cookie's delta.
+    let ret = hit.regs.rip.wrapping_sub(cookie::exit_delta(hit.cookie));
+    if callsite && !is_call_returned(hit, &cur, ret) {
         return None;
     }
     let entered = cur.ts_ns;
     let map = cur.map;
     let op = cur.op;
     let probe_id = cur.probe_id;
-    cur.ts_ns = 0;
+    // Closed: the record is rewritten whole, so a torn close fails the
+    // check like a torn entry.
+    {
+        let s = unsafe { &mut *slot };
+        let mut closed = cur;
+        closed.ts_ns = 0;
+        closed.check = closed.checksum() ^ hit.cfg.salt;
+        s.ts_ns = 0;
+        s.check = closed.check;
+    }
 
     let state = unsafe {
         &*GO_MAP_STATE.get_ptr(&MapKey {
@@ -698,14 +882,32 @@ fn try_exit(hit: &Hit) -> Option<()> {
     me.probe_id = probe_id;
     me.op = op;
     if callsite {
-        // In the caller already: the probed address is the return address.
-        fill_stack_from(me, hit.regs.rip, hit.regs.rbp, hit.cfg.stack_depth);
+        // In the caller already: the call's return address, then the
+        // caller's frames.
+        fill_stack_from(me, ret, hit.regs.rbp, hit.cfg.stack_depth);
     } else {
         fill_stack_at(me, hit);
     }
     let m = if callsite { mode::EXIT } else { mode::INTERVAL };
     report_pair(hit.pid, hit.tid, ts, map, me, second, m, 0);
     Some(())
+}
+
+/// At an escalated call site: the access `cur` records is the call that
+/// just returned to `ret`. Its entry saw the return address's stack slot
+/// where this frame's calls push theirs (`rsp - 8` here), it entered the
+/// map function called at this site, and that slot still holds `ret`: so
+/// the most recent call made from this frame is this site's, and no later
+/// map call of this goroutine was recorded. A frame reached without that
+/// call returning (a jump to the return address), a stack moved meanwhile,
+/// or an entry that was not recorded all fail one of these.
+#[inline(always)]
+fn is_call_returned(hit: &Hit, cur: &CurrentAccess, ret: u64) -> bool {
+    let slot = hit.regs.rsp.wrapping_sub(8);
+    if cur.ret_slot != slot || cur.probe_id != cookie::probe_id(hit.cookie) {
+        return false;
+    }
+    matches!(unsafe { bpf_probe_read_user(slot as *const u64) }, Ok(r) if r == ret)
 }
 
 /// `other` (a copy) entered after `entered` on another goroutine.
@@ -768,15 +970,7 @@ fn try_fatal(hit: &Hit) -> Option<()> {
         j += 1;
     }
     let gr = try_goroutine(hit)?;
-    let rec = unsafe {
-        GO_CURRENT.get(&MapKey {
-            pid: hit.pid,
-            _pad: 0,
-            map: gr.g,
-        })
-    }
-    .copied();
-    let Some(rec) = rec.filter(|r| r.goid == gr.goid) else {
+    let Some((_, rec)) = current_of(hit, &gr) else {
         // This goroutine made no probed map call yet.
         count(Counter::GoFatalUnattributed);
         return None;
@@ -800,7 +994,16 @@ fn try_fatal(hit: &Hit) -> Option<()> {
     } else {
         // The runtime dies inside the very call recorded: that call's
         // return address is still on the stack.
-        if rec.ret == 0 || !stack_holds(party, rec.ret) {
+        // An entry probed on the function itself may not have read it:
+        // then it is in the slot the entry saw, if that call is still on
+        // the stack (every map call is probed there, so no later one from
+        // that frame went unrecorded).
+        let ret = if rec.ret != 0 {
+            rec.ret
+        } else {
+            unsafe { bpf_probe_read_user(rec.ret_slot as *const u64) }.unwrap_or(0)
+        };
+        if ret == 0 || !stack_holds(party, ret) {
             count(Counter::GoFatalUnattributed);
             return None;
         }

@@ -13,12 +13,12 @@ use auditor_common::{
     COUNTERS_MAP, Counter, EventHeader, EventKind, FINDINGS_MAP,
     go_map::{
         GoEscalate, GoMapOverlap, GoTargetConfig, MAP_STATE_MAP, MapArg, MapKey, MapOp, MapState,
-        NESTED_RETS, TARGETS_MAP, cookie, emit, mode,
+        NESTED_RETS, TARGETS_MAP, cookie, current_slot, emit, mode,
     },
 };
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
@@ -34,6 +34,9 @@ const GOID_OFF: u32 = 152;
 const WRITING_OFF: usize = 8;
 const WRITING_BIT: u8 = 4;
 const SEED_OFF: usize = 12;
+/// The test process's slot in `GO_TARGETS` (not 0, so a cookie without
+/// its slot finds no configuration).
+const TARGET_SLOT: u32 = 3;
 
 // Fake runtime map functions. The probe sits on the first instruction (a
 // `nop`, which the kernel emulates); the cookie says which operation the
@@ -92,6 +95,35 @@ extern "C" fn kp_call_site() {
 #[unsafe(no_mangle)]
 extern "C" fn kp_call_site_during_write() {
     core::arch::naked_asm!("call {r}", "nop", "ret", r = sym kp_fake_read_during_write)
+}
+
+/// A read (by R14's goroutine, of RBX's map) during which a second
+/// goroutine (R12) reads another map (R13) and a third (R15) then writes
+/// that other map.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn kp_fake_read_then_others() {
+    core::arch::naked_asm!(
+        "nop",
+        "push r14",
+        "push rbx",
+        "mov r14, r12",
+        "mov rbx, r13",
+        "call {r}",
+        "mov r14, r15",
+        "call {w}",
+        "pop rbx",
+        "pop r14",
+        "ret",
+        r = sym kp_fake_read,
+        w = sym kp_fake_write,
+    )
+}
+
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn kp_call_site_then_others() {
+    core::arch::naked_asm!("call {r}", "nop", "ret", r = sym kp_fake_read_then_others)
 }
 
 /// A fake `runtime.g`: stack bounds first, `goid` at [`GOID_OFF`].
@@ -178,6 +210,33 @@ fn call(f: extern "C" fn(), g: &FakeG, map: *const FakeMap, other: *const FakeG,
     }
 }
 
+/// Call `f` with `g` reading `map` while `g2` reads `map2` and `g3` writes
+/// it (see [`kp_fake_read_then_others`]); goroutines given by address.
+fn call_with_others(f: extern "C" fn(), g: u64, map: u64, g2: u64, map2: u64, g3: u64) {
+    // SAFETY: as in `call`; R13 and R15 are declared inputs the fake
+    // functions only read.
+    unsafe {
+        asm!(
+            "push rbx",
+            "push r14",
+            "mov rbx, {m}",
+            "mov r14, {g}",
+            "test rsp, rsp",
+            "call {f}",
+            "pop r14",
+            "pop rbx",
+            g = in(reg) g,
+            m = in(reg) map,
+            f = in(reg) f as *const () as usize,
+            in("rax") 0x5eed_u64,
+            in("r12") g2,
+            in("r13") map2,
+            in("r15") g3,
+            clobber_abi("C"),
+        );
+    }
+}
+
 /// File offset of a function of this test binary.
 fn file_offset(name: &str) -> u64 {
     let data = std::fs::read("/proc/self/exe").unwrap();
@@ -196,11 +255,17 @@ fn file_offset(name: &str) -> u64 {
         .unwrap()
 }
 
+/// Every test attaches to the same fake functions: a program of one test
+/// would see the other's calls, so they take turns.
+static ONE_KERNEL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct Kernel {
     ebpf: Ebpf,
     findings: RingBuf<MapData>,
     counters: PerCpuArray<MapData, u64>,
     pid: NonZeroU32,
+    /// Last: released after the programs are gone.
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl Kernel {
@@ -209,10 +274,12 @@ impl Kernel {
     }
 
     fn load_with(configure: impl FnOnce(&mut GoTargetConfig)) -> Self {
+        let turn = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
         let mut ebpf = probe::load(LoadOptions::default()).expect("load the kernel object");
         let pid = std::process::id();
         let mut nested_rets = [0u64; NESTED_RETS];
         nested_rets[0] = 1;
+        nested_rets[1] = 2;
         let cfg = GoTargetConfig {
             goid_off: GOID_OFF,
             writing_off: WRITING_OFF as u32,
@@ -225,12 +292,15 @@ impl Kernel {
             escalate: 1,
             paused: 0,
             nested_rets,
+            pid,
+            nested_len: 2,
+            salt: 0x5a17,
         };
         let mut cfg = cfg;
         configure(&mut cfg);
-        let mut targets: HashMap<_, u32, GoTargetConfig> =
-            HashMap::try_from(ebpf.map_mut(TARGETS_MAP).unwrap()).unwrap();
-        targets.insert(pid, cfg, 0).unwrap();
+        let mut targets: Array<_, GoTargetConfig> =
+            Array::try_from(ebpf.map_mut(TARGETS_MAP).unwrap()).unwrap();
+        targets.set(TARGET_SLOT, cfg, 0).unwrap();
         let findings = RingBuf::try_from(ebpf.take_map(FINDINGS_MAP).unwrap()).unwrap();
         let counters = PerCpuArray::try_from(ebpf.take_map(COUNTERS_MAP).unwrap()).unwrap();
         let prog: &mut UProbe = ebpf
@@ -244,6 +314,7 @@ impl Kernel {
             findings,
             counters,
             pid: NonZeroU32::new(pid).unwrap(),
+            _turn: turn,
         }
     }
 
@@ -256,7 +327,10 @@ impl Kernel {
             .unwrap();
         let point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(file_offset(function) + at),
-            cookie: Some(cookie::encode(op as u8, 7, flags, MapArg::Rbx as u8)),
+            cookie: Some(cookie::with_target_slot(
+                cookie::encode(op as u8, 7, flags, MapArg::Rbx as u8),
+                TARGET_SLOT,
+            )),
         };
         prog.attach(point, "/proc/self/exe", UProbeScope::OneProcess(self.pid))
             .unwrap_or_else(|e| panic!("attach {function}+{at}: {e}"));
@@ -482,12 +556,85 @@ fn counts_mode_counts_each_access_once_per_goroutine_map_site_and_op() {
     assert!(events.next().is_none(), "an access record in counts mode");
 
     // A closed sampling window: hits are counted as paused, nothing else.
-    let mut targets: HashMap<_, u32, GoTargetConfig> =
-        HashMap::try_from(k.ebpf.map_mut(TARGETS_MAP).unwrap()).unwrap();
-    let mut cfg = targets.get(&k.pid.get(), 0).unwrap();
+    let mut targets: Array<_, GoTargetConfig> =
+        Array::try_from(k.ebpf.map_mut(TARGETS_MAP).unwrap()).unwrap();
+    let mut cfg = targets.get(&TARGET_SLOT, 0).unwrap();
     cfg.paused = 1;
-    targets.insert(k.pid.get(), cfg, 0).unwrap();
+    targets.set(TARGET_SLOT, cfg, 0).unwrap();
     call(kp_count_write, &g1, a, none, false);
     assert_eq!(k.counter(Counter::GoProbesPaused), 1);
     assert!(table.drain().is_empty());
+}
+
+/// Two goroutines whose `g` addresses hash to the same slot of the
+/// current-access table, laid out in `arena`: (g1, g2) addresses.
+fn colliding_gs(arena: &mut [u64], pid: u32, stack: &[u8], goids: (u64, u64)) -> (u64, u64) {
+    let words = 64; // 512 bytes apart at least: a fake g is 320 bytes
+    let mut seen = std::collections::HashMap::new();
+    for i in 0..arena.len() / words {
+        let addr = arena[i * words..].as_ptr() as u64;
+        if let Some(&j) = seen.get(&current_slot(pid, addr)) {
+            for (k, goid) in [(j, goids.0), (i, goids.1)] {
+                let g = &mut arena[k * words..k * words + 40];
+                g[0] = stack.as_ptr() as u64;
+                g[1] = stack.as_ptr() as u64 + stack.len() as u64;
+                g[GOID_OFF as usize / 8] = goid;
+            }
+            return (
+                arena[j * words..].as_ptr() as u64,
+                arena[i * words..].as_ptr() as u64,
+            );
+        }
+        seen.insert(current_slot(pid, addr), i);
+    }
+    panic!("no two of {} addresses share a slot", arena.len() / words);
+}
+
+#[test]
+fn current_slot_collision_loses_the_exit_decision_and_reports_nothing() {
+    if !bpf_available("current_slot_collision_loses_the_exit_decision_and_reports_nothing") {
+        return;
+    }
+    let mut k = Kernel::load();
+    k.attach("kp_fake_read", 0, MapOp::Read, cookie::STACKCHECK);
+    k.attach("kp_fake_write", 0, MapOp::Write, cookie::STACKCHECK);
+    k.attach("kp_fake_read_then_others", 0, MapOp::Read, 0);
+    k.attach(
+        "kp_call_site_then_others",
+        5,
+        MapOp::Read,
+        cookie::EXIT | cookie::CALLSITE,
+    );
+    let stack = vec![0u8; 4096];
+    let mut arena = vec![0u64; 1 << 20];
+    let (g1, g2) = colliding_gs(&mut arena, k.pid.get(), &stack, (11, 22));
+    let g3 = FakeG::new(33, &stack);
+    let g3 = &*g3 as *const FakeG as u64;
+    let (b, c) = (FakeMap::new(0xb0b), FakeMap::new(0xc0c));
+    let (b, c) = (&*b as *const FakeMap as u64, &*c as *const FakeMap as u64);
+
+    // Map c is shared and written by g3.
+    call_with_others(kp_fake_write, g2, c, 0, 0, 0);
+    call_with_others(kp_fake_write, g3, c, 0, 0, 0);
+    assert!(k.state(c as *const FakeMap).is_some());
+    k.findings();
+
+    // g1 reads b at the call site; while it is inside, g2 (same slot)
+    // reads c and g3 writes c. At g1's exit the slot holds g2's record,
+    // whose map (c) has a writer that entered after g2's entry. The tag
+    // says the record is not g1's: no decision, counted.
+    let lost = k.counter(Counter::GoCurrentLost);
+    call_with_others(kp_call_site_then_others, g1, b, g2, c, g3);
+    let recs = k.findings();
+    assert!(overlaps(&recs).is_empty(), "{:?}", overlaps(&recs));
+    assert_eq!(k.counter(Counter::GoCurrentLost), lost + 1);
+
+    // Without a collision the same exit decides normally (g1's record is
+    // there; b has no writer inside the read, so nothing to report).
+    let g4 = FakeG::new(44, &stack);
+    let g4 = &*g4 as *const FakeG as u64;
+    assert_ne!(current_slot(k.pid.get(), g1), current_slot(k.pid.get(), g4));
+    call_with_others(kp_call_site_then_others, g1, b, g4, c, g3);
+    assert!(overlaps(&k.findings()).is_empty());
+    assert_eq!(k.counter(Counter::GoCurrentLost), lost + 1);
 }

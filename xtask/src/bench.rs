@@ -53,6 +53,10 @@ pub struct BenchArgs {
     /// Also write the table as Markdown to this file.
     #[arg(long)]
     pub markdown: Option<PathBuf>,
+    /// Measure this map-auditor executable instead of building one (e.g.
+    /// to compare two builds).
+    #[arg(long)]
+    pub auditor: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,7 +186,10 @@ fn run_loop(args: &BenchArgs) -> Result<()> {
     }
     let go: GoToolchains = setup::run()?;
     let root = paths::workspace_root();
-    let auditor = process::build_auditor(&root)?;
+    let auditor = match &args.auditor {
+        Some(path) => path.clone(),
+        None => process::build_auditor(&root)?,
+    };
     let go_bin = go.for_flavour(args.go);
     let plain = build(&root, go_bin, false)?;
     let race = build(&root, go_bin, true);

@@ -511,7 +511,7 @@ impl GoEngine {
     pub fn run_windows(&mut self) {
         let now = Instant::now();
         let multi = self.multi.as_ref().ok();
-        for (&pid, t) in &mut self.targets {
+        for t in self.targets.values_mut() {
             let Some(b) = &mut t.budget else { continue };
             let elapsed = now.saturating_duration_since(b.schedule).as_millis() as u64;
             let on = b.window.is_on(elapsed);
@@ -524,7 +524,9 @@ impl GoEngine {
             // never runs the full program in a closed window.
             if !on {
                 t.config.paused = 1;
-                let _ = probe::go::set_config(&mut self.ebpf, pid, t.config);
+                if let Some(att) = t.attachment.as_ref() {
+                    let _ = att.set_config(&mut self.ebpf, t.config);
+                }
             }
             if let (Some(att), Some(multi)) = (t.attachment.as_mut(), multi) {
                 if on {
@@ -537,7 +539,9 @@ impl GoEngine {
             }
             if on {
                 t.config.paused = 0;
-                let _ = probe::go::set_config(&mut self.ebpf, pid, t.config);
+                if let Some(att) = t.attachment.as_ref() {
+                    let _ = att.set_config(&mut self.ebpf, t.config);
+                }
             }
         }
     }
@@ -758,7 +762,7 @@ impl GoEngine {
             Some(cs) => {
                 ev.instruction = cs.site.instruction.clone();
                 ev.emulated = cs.site.emulated;
-                if let Err(why) = att.attach_site(&mut self.ebpf, &t.plan.exe, &cs.site) {
+                if let Err(why) = att.attach_site(&mut self.ebpf, &t.plan.exe, &cs) {
                     ev.error = Some(why);
                 }
             }

@@ -201,6 +201,79 @@ pub fn function_start_site(code: &[u8], ip: u64) -> Option<Placement> {
     })
 }
 
+/// How many instructions past a call's return address an escalated exit
+/// probe may move.
+const EXIT_SCAN_LIMIT: usize = 24;
+
+/// Registers the kernel side reads at an escalated exit (stack pointer,
+/// frame pointer, current g): an instruction that writes one of them may
+/// not run before the probe.
+const EXIT_PROTECTED: [Register; 3] = [Register::RSP, Register::RBP, Register::R14];
+
+/// Where an escalated call site's exit probe goes, given the code at the
+/// call's return address `ip`: the return address itself when the kernel
+/// emulates that instruction; else the first instruction after it that the
+/// kernel emulates, provided everything before it runs straight through
+/// (no branch, call or return), cannot synchronise with another goroutine
+/// (no lock prefix, `xchg`, `cmpxchg`, `xadd` or fence: Go's atomic
+/// stores and read-modify-writes are those on amd64, plain loads and
+/// stores cannot release) and leaves RSP, RBP and R14 alone. An access
+/// then seen "inside" until that probe was inside until its return as far
+/// as any other goroutine can tell; else the return address, single-stepped.
+pub fn call_exit_site(code: &[u8], ip: u64) -> Option<Placement> {
+    let mut decoder = Decoder::with_ip(64, code, ip, DecoderOptions::NONE);
+    let mut factory = InstructionInfoFactory::new();
+    let mut first: Option<Placement> = None;
+    for _ in 0..EXIT_SCAN_LIMIT {
+        if !decoder.can_decode() {
+            break;
+        }
+        let pos = decoder.position();
+        let instr = decoder.decode();
+        if instr.is_invalid() {
+            break;
+        }
+        let raw = &code[pos..pos + instr.len()];
+        let here = Placement {
+            addr: instr.ip(),
+            stackcheck: false,
+            instruction: format(&instr),
+            emulated: kernel_emulates(&instr, raw),
+        };
+        if here.emulated {
+            return Some(here);
+        }
+        if first.is_none() {
+            first = Some(here);
+        }
+        let synchronising = instr.has_lock_prefix()
+            || matches!(
+                instr.mnemonic(),
+                Mnemonic::Xchg
+                    | Mnemonic::Cmpxchg
+                    | Mnemonic::Cmpxchg8b
+                    | Mnemonic::Cmpxchg16b
+                    | Mnemonic::Xadd
+                    | Mnemonic::Mfence
+                    | Mnemonic::Sfence
+                    | Mnemonic::Lfence
+            );
+        let writes_protected = factory.info(&instr).used_registers().iter().any(|u| {
+            matches!(
+                u.access(),
+                OpAccess::Write
+                    | OpAccess::CondWrite
+                    | OpAccess::ReadWrite
+                    | OpAccess::ReadCondWrite
+            ) && EXIT_PROTECTED.contains(&u.register().full_register())
+        });
+        if instr.flow_control() != FlowControl::Next || synchronising || writes_protected {
+            break;
+        }
+    }
+    first
+}
+
 /// Direct `call rel32` instructions in the function's code, as (return
 /// address, target).
 pub fn direct_call_sites(code: &[u8], ip: u64) -> Vec<(u64, u64)> {
@@ -310,6 +383,36 @@ mod tests {
             vec![0x12, 0x14]
         );
         assert!(r.iter().all(|p| !p.emulated && p.instruction == "ret"));
+    }
+
+    #[test]
+    fn call_exit_moves_to_the_next_emulated_instruction() {
+        // mov rcx,[rax+18h]; inc rcx; call rel32 (refresh's shape).
+        let code = [
+            0x48, 0x8b, 0x48, 0x18, 0x48, 0xff, 0xc1, 0xe8, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let p = call_exit_site(&code, 0x1000).unwrap();
+        assert_eq!(p.addr, 0x1007);
+        assert!(p.emulated && p.instruction.starts_with("call"));
+        // An emulated instruction at the return address stays there.
+        let p = call_exit_site(&[0x90, 0xc3], 0x2000).unwrap();
+        assert_eq!((p.addr, p.emulated), (0x2000, true));
+    }
+
+    #[test]
+    fn call_exit_stays_before_anything_that_could_synchronise() {
+        // mov rcx,[rax+18h]; xchg [rdx],ecx (an atomic store); call rel32.
+        let code = [0x48, 0x8b, 0x48, 0x18, 0x87, 0x0a, 0xe8, 0, 0, 0, 0];
+        let p = call_exit_site(&code, 0x1000).unwrap();
+        assert_eq!((p.addr, p.emulated), (0x1000, false));
+        // mov; call [rsi] (indirect, stepped): no emulated one reachable.
+        let code = [0x48, 0x8b, 0x48, 0x18, 0xff, 0x16, 0xe8, 0, 0, 0, 0];
+        let p = call_exit_site(&code, 0x1000).unwrap();
+        assert_eq!((p.addr, p.emulated), (0x1000, false));
+        // mov; pop rbp; call: the frame pointer changes first.
+        let code = [0x48, 0x8b, 0x48, 0x18, 0x5d, 0xe8, 0, 0, 0, 0];
+        let p = call_exit_site(&code, 0x1000).unwrap();
+        assert_eq!(p.addr, 0x1000);
     }
 
     #[test]

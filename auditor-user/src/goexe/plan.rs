@@ -25,8 +25,13 @@ use super::{
 /// function called there.
 #[derive(Clone, Debug)]
 pub struct CallSite {
+    /// Where the exit probe goes: the call's return address, or the first
+    /// instruction after it the kernel emulates (see
+    /// `disasm::call_exit_site`).
     pub site: ProbeSite,
     pub runtime_fn: String,
+    /// The call's return address (as linked).
+    pub ret_addr: u64,
 }
 
 /// Which code's map accesses are probed.
@@ -642,17 +647,18 @@ impl ProbePlan {
             .iter()
             .find(|s| ret_addr >= s.vaddr && ret_addr - s.vaddr < s.filesz)?;
         let file_offset = seg.offset + (ret_addr - seg.vaddr);
-        let mut code = [0u8; 16];
-        {
+        let mut code = [0u8; 128];
+        let n = {
             use std::io::{Read, Seek, SeekFrom};
             let mut f = std::fs::File::open(&self.exe).ok()?;
             f.seek(SeekFrom::Start(file_offset)).ok()?;
-            let n = f.read(&mut code).ok()?;
-            if n == 0 {
-                return None;
-            }
+            f.read(&mut code).ok()?
+        };
+        if n == 0 {
+            return None;
         }
-        let p = disasm::function_start_site(&code, ret_addr)?;
+        let p = disasm::call_exit_site(&code[..n], ret_addr)?;
+        let file_offset = file_offset + (p.addr - ret_addr);
         let callee = self.sites.get(map_fn as usize)?;
         let frame = self.symbolizer.lookup_return_address(ret_addr);
         Some(CallSite {
@@ -665,7 +671,7 @@ impl ProbePlan {
                 op: callee.op,
                 map_arg: MapArg::None,
                 func_addr: ret_addr,
-                addr: ret_addr,
+                addr: p.addr,
                 file_offset,
                 exit: true,
                 fatal: false,
@@ -676,6 +682,7 @@ impl ProbePlan {
                 call_site: None,
             },
             runtime_fn: callee.function.clone(),
+            ret_addr,
         })
     }
 

@@ -18,13 +18,14 @@ const fn loss(counter: Counter, what: &'static str) -> LossCounter {
 }
 
 /// Losses of the Go audit.
-pub const GO_LOSSES: [LossCounter; 6] = [
+pub const GO_LOSSES: [LossCounter; 7] = [
     loss(Counter::GoAccessDropped, "access"),
     loss(Counter::GoAccessCountsFull, "access_count"),
     loss(Counter::GoOverlapDropped, "overlap"),
     loss(Counter::GoStateFull, "map_state"),
     loss(Counter::GoSlotsFull, "interval_slot"),
     loss(Counter::GoReadFailed, "unreadable"),
+    loss(Counter::GoCurrentLost, "exit_decision"),
 ];
 
 /// Losses of the bpf(2) audit.

@@ -1,16 +1,17 @@
 //! Attaching a Go [`ProbePlan`] to one process: the per-target
-//! configuration goes into `GO_TARGETS`, then one uprobe per site, each with
-//! a cookie saying what the site is.
+//! configuration goes into a free slot of `GO_TARGETS`, then one uprobe per
+//! site, each with a cookie saying what the site is and which slot
+//! configures it.
 
 use std::num::NonZeroU32;
 
 use auditor_common::go_map::{
-    CURRENT_MAP, CurrentAccess, ESCALATED_MAP, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState,
-    PAIRS_MAP, PID_LOSSES_MAP, PairKey, PairSeen, PidLosses, SiteKey, TARGETS_MAP, cookie, mode,
+    ESCALATED_MAP, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, PAIRS_MAP, PID_LOSSES_MAP,
+    PairKey, PairSeen, PidLosses, SiteKey, TARGET_SLOTS, TARGETS_MAP, cookie, mode,
 };
 use aya::{
     Ebpf,
-    maps::HashMap,
+    maps::{Array, HashMap},
     programs::{
         UProbe,
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLinkId, UProbeScope},
@@ -22,7 +23,7 @@ use super::{
     multi::{MultiLink, MultiProgram},
 };
 use crate::{
-    goexe::{ProbePlan, ProbeSite},
+    goexe::{CallSite, ProbePlan, ProbeSite},
     settings::{AccessStream, DetectMode},
 };
 
@@ -53,6 +54,8 @@ pub struct GoAttachment {
     pub attached: Vec<AttachedSite>,
     /// Sites the kernel refused, with its error.
     pub failed: Vec<FailedSite>,
+    /// This target's slot in `GO_TARGETS` (carried in every cookie).
+    slot: u32,
     links: Links,
     /// Escalated call sites, placed one by one after the attach.
     escalated: Vec<UProbeLinkId>,
@@ -83,8 +86,9 @@ fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, ProbeError> {
     Ok(prog)
 }
 
-/// The attach cookie for a site (layout in `auditor_common::go_map::cookie`).
-pub fn site_cookie(site: &ProbeSite) -> u64 {
+/// The attach cookie for a site of the target in `slot` (layout in
+/// `auditor_common::go_map::cookie`).
+pub fn site_cookie(site: &ProbeSite, slot: u32) -> u64 {
     let mut flags = 0;
     if site.exit {
         flags |= cookie::EXIT;
@@ -107,7 +111,55 @@ pub fn site_cookie(site: &ProbeSite) -> u64 {
             cookie::CALL_INSN
         };
     }
-    cookie::encode(site.op as u8, site.id, flags, site.map_arg as u8)
+    cookie::with_target_slot(
+        cookie::encode(site.op as u8, site.id, flags, site.map_arg as u8),
+        slot,
+    )
+}
+
+/// Take a free slot of `GO_TARGETS` for `pid` and write its configuration
+/// there.
+fn claim_slot(ebpf: &mut Ebpf, pid: u32, mut config: GoTargetConfig) -> Result<u32, ProbeError> {
+    let mut targets: Array<_, GoTargetConfig> = super::map_mut(ebpf, TARGETS_MAP)?;
+    let map_err = |source| ProbeError::Map {
+        name: TARGETS_MAP,
+        source: Box::new(source),
+    };
+    let mut free = None;
+    for slot in 0..TARGET_SLOTS {
+        let cfg = targets.get(&slot, 0).map_err(map_err)?;
+        if cfg.pid == pid {
+            // Left by a detach that failed half-way: reuse it.
+            free = Some(slot);
+            break;
+        }
+        if cfg.pid == 0 && free.is_none() {
+            free = Some(slot);
+        }
+    }
+    let slot = free.ok_or(ProbeError::TooManyTargets(TARGET_SLOTS))?;
+    config.pid = pid;
+    targets.set(slot, config, 0).map_err(map_err)?;
+    Ok(slot)
+}
+
+/// Clear a target's slot of `GO_TARGETS`: its probes find no
+/// configuration there any more.
+fn release_slot(ebpf: &mut Ebpf, slot: u32) {
+    if let Some(map) = ebpf.map_mut(TARGETS_MAP)
+        && let Ok(mut targets) = Array::<_, GoTargetConfig>::try_from(map)
+    {
+        let _ = targets.set(slot, GoTargetConfig::default(), 0);
+    }
+}
+
+/// A random value for [`GoTargetConfig::salt`] (std's hasher keys are
+/// drawn from the OS per `RandomState`).
+fn fresh_salt() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
 }
 
 /// Configure the kernel for `pid` and attach every site of `plan`.
@@ -122,19 +174,26 @@ pub fn attach(
     multi: Option<&MultiProgram>,
 ) -> Result<GoAttachment, ProbeError> {
     let nz = NonZeroU32::new(pid).ok_or(ProbeError::PidZero)?;
-    {
-        let mut targets: HashMap<_, u32, GoTargetConfig> = super::map_mut(ebpf, TARGETS_MAP)?;
-        targets
-            .insert(pid, config, 0)
-            .map_err(|source| ProbeError::Map {
-                name: TARGETS_MAP,
-                source: Box::new(source),
-            })?;
+    let slot = claim_slot(ebpf, pid, config)?;
+    let out = attach_sites(ebpf, nz, slot, plan, multi);
+    if out.is_err() {
+        release_slot(ebpf, slot);
     }
+    out
+}
+
+fn attach_sites(
+    ebpf: &mut Ebpf,
+    nz: NonZeroU32,
+    slot: u32,
+    plan: &ProbePlan,
+    multi: Option<&MultiProgram>,
+) -> Result<GoAttachment, ProbeError> {
+    let pid = nz.get();
     if let Some(multi) = multi
         && !plan.sites.is_empty()
     {
-        let sites = multi_sites(plan);
+        let sites = multi_sites(plan, slot);
         // All or nothing: when the kernel refuses one site, the per-site
         // path below finds which and attaches the others.
         if let Ok(link) = multi.attach(&plan.exe, pid, &sites) {
@@ -146,6 +205,7 @@ pub fn attach(
                     .map(|s| AttachedSite { site: s.clone() })
                     .collect(),
                 failed: Vec::new(),
+                slot,
                 links: Links::Multi(Some(link)),
                 escalated: Vec::new(),
             });
@@ -156,6 +216,7 @@ pub fn attach(
         pid,
         attached: Vec::new(),
         failed: Vec::new(),
+        slot,
         links: Links::PerSite(Vec::new()),
         escalated: Vec::new(),
     };
@@ -163,7 +224,7 @@ pub fn attach(
     for site in &plan.sites {
         let point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
-            cookie: Some(site_cookie(site)),
+            cookie: Some(site_cookie(site, slot)),
         };
         match prog.attach(point, &plan.exe, UProbeScope::OneProcess(nz)) {
             Ok(link) => {
@@ -191,10 +252,10 @@ pub fn attach(
 }
 
 /// Every site of `plan` as (file offset, cookie), for one multi link.
-fn multi_sites(plan: &ProbePlan) -> Vec<(u64, u64)> {
+fn multi_sites(plan: &ProbePlan, slot: u32) -> Vec<(u64, u64)> {
     plan.sites
         .iter()
-        .map(|s| (s.file_offset, site_cookie(s)))
+        .map(|s| (s.file_offset, site_cookie(s, slot)))
         .collect()
 }
 
@@ -207,10 +268,17 @@ pub fn target_config(
     accesses: AccessStream,
     bias: u64,
 ) -> GoTargetConfig {
+    // Sorted: the kernel looks a return address up by binary search.
+    let mut rets: Vec<u64> = plan
+        .nested_rets
+        .iter()
+        .map(|r| r.wrapping_add(bias))
+        .collect();
+    rets.sort_unstable();
+    rets.dedup();
+    rets.truncate(auditor_common::go_map::NESTED_RETS);
     let mut nested_rets = [0u64; auditor_common::go_map::NESTED_RETS];
-    for (slot, ret) in nested_rets.iter_mut().zip(&plan.nested_rets) {
-        *slot = ret.wrapping_add(bias);
-    }
+    nested_rets[..rets.len()].copy_from_slice(&rets);
     GoTargetConfig {
         goid_off: plan.offsets.goid,
         writing_off: plan.offsets.writing,
@@ -227,22 +295,27 @@ pub fn target_config(
         escalate: (detect == DetectMode::Entry) as u32,
         paused: 0,
         nested_rets,
+        // Set when a slot is claimed.
+        pid: 0,
+        nested_len: rets.len() as u32,
+        salt: fresh_salt(),
     }
 }
 
-/// Replace the kernel's configuration of `pid` (an attached target): the
-/// next probe hit reads the new one.
-pub fn set_config(ebpf: &mut Ebpf, pid: u32, config: GoTargetConfig) -> Result<(), ProbeError> {
-    let mut targets: HashMap<_, u32, GoTargetConfig> = super::map_mut(ebpf, TARGETS_MAP)?;
-    targets
-        .insert(pid, config, 0)
-        .map_err(|source| ProbeError::Map {
-            name: TARGETS_MAP,
-            source: Box::new(source),
-        })
-}
-
 impl GoAttachment {
+    /// Replace the kernel's configuration of this target (in its slot):
+    /// the next probe hit reads the new one.
+    pub fn set_config(&self, ebpf: &mut Ebpf, mut config: GoTargetConfig) -> Result<(), ProbeError> {
+        let mut targets: Array<_, GoTargetConfig> = super::map_mut(ebpf, TARGETS_MAP)?;
+        config.pid = self.pid;
+        targets
+            .set(self.slot, config, 0)
+            .map_err(|source| ProbeError::Map {
+                name: TARGETS_MAP,
+                source: Box::new(source),
+            })
+    }
+
     /// Whether every site is held by one `uprobe_multi` link.
     pub fn is_multi(&self) -> bool {
         matches!(self.links, Links::Multi(_))
@@ -269,7 +342,7 @@ impl GoAttachment {
         if let Links::Multi(link @ None) = &mut self.links {
             *link = Some(
                 multi
-                    .attach(&plan.exe, self.pid, &multi_sites(plan))
+                    .attach(&plan.exe, self.pid, &multi_sites(plan, self.slot))
                     .map_err(|e| format!("cannot place the probes again: {e}"))?,
             );
         }
@@ -281,8 +354,15 @@ impl GoAttachment {
         &mut self,
         ebpf: &mut Ebpf,
         exe: &std::path::Path,
-        site: &ProbeSite,
+        call: &CallSite,
     ) -> Result<(), String> {
+        let site = &call.site;
+        let delta = u8::try_from(site.addr.wrapping_sub(call.ret_addr)).map_err(|_| {
+            format!(
+                "exit probe {:#x} too far past {:#x}",
+                site.addr, call.ret_addr
+            )
+        })?;
         let nz = NonZeroU32::new(self.pid).ok_or("pid 0")?;
         let prog = program(ebpf).map_err(|e| e.to_string())?;
         let mut flags = cookie::EXIT | cookie::CALLSITE;
@@ -291,11 +371,12 @@ impl GoAttachment {
         }
         let point = UProbeAttachPoint {
             location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
-            cookie: Some(cookie::encode(
-                site.op as u8,
-                site.id,
-                flags,
-                site.map_arg as u8,
+            cookie: Some(cookie::with_exit_delta(
+                cookie::with_target_slot(
+                    cookie::encode(site.op as u8, site.id, flags, site.map_arg as u8),
+                    self.slot,
+                ),
+                delta,
             )),
         };
         let link = prog
@@ -328,13 +409,9 @@ impl GoAttachment {
                 }
             }
         }
-        if let Some(map) = ebpf.map_mut(TARGETS_MAP)
-            && let Ok(mut targets) = HashMap::<_, u32, GoTargetConfig>::try_from(map)
-        {
-            let _ = targets.remove(&self.pid);
-        }
+        release_slot(ebpf, self.slot);
         forget_pid::<MapState>(ebpf, MAP_STATE_MAP, self.pid);
-        forget_pid::<CurrentAccess>(ebpf, CURRENT_MAP, self.pid);
+        // GO_CURRENT needs no clearing: the next target's salt differs.
         forget_where::<SiteKey, u8>(ebpf, ESCALATED_MAP, |k| k.pid == self.pid);
         forget_where::<PairKey, PairSeen>(ebpf, PAIRS_MAP, |k| k.pid == self.pid);
 

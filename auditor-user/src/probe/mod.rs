@@ -28,6 +28,10 @@ pub enum ProbeError {
     MissingProgram { name: &'static str },
     #[error("pid 0 is not a process: give the PID of a running program")]
     PidZero,
+    #[error(
+        "already auditing {0} Go processes, the most one map-auditor can: detach one first or start another map-auditor"
+    )]
+    TooManyTargets(u32),
     #[error("kernel map {name} missing from the object (build mismatch): rebuild map-auditor")]
     MissingMap { name: &'static str },
     #[error("kernel refused program {name}: {source}; run `map-auditor doctor`")]
