@@ -289,7 +289,9 @@ fn try_entry(hit: &Hit) -> Option<()> {
     if hit.cfg.emit_access == emit::COUNTS {
         let id = cookie::probe_id(hit.cookie);
         let site = ret.get(hit);
-        crate::go_agg::count_access(hit.pid, hit.tid, gr.goid, map, site, op_raw, id, maptype, ts);
+        crate::go_agg::count_access(
+            hit.pid, hit.tid, gr.goid, map, site, op_raw, id, maptype, ts,
+        );
     }
 
     // A map on the goroutine's own stack did not escape: the compiler

@@ -305,7 +305,11 @@ pub fn target_config(
 impl GoAttachment {
     /// Replace the kernel's configuration of this target (in its slot):
     /// the next probe hit reads the new one.
-    pub fn set_config(&self, ebpf: &mut Ebpf, mut config: GoTargetConfig) -> Result<(), ProbeError> {
+    pub fn set_config(
+        &self,
+        ebpf: &mut Ebpf,
+        mut config: GoTargetConfig,
+    ) -> Result<(), ProbeError> {
         let mut targets: Array<_, GoTargetConfig> = super::map_mut(ebpf, TARGETS_MAP)?;
         config.pid = self.pid;
         targets
