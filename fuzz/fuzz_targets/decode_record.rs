@@ -56,6 +56,8 @@ fuzz_target!(|data: &[u8]| {
             let mut e = GoEnricher::new(OneFrame, names, clock());
             Some(AuditEvent::Overlap(e.overlap(&o)))
         }
+        // Turned into a probe by the engine, not into an event.
+        RawRecord::GoEscalate(_) => None,
     };
     if let Some(ev) = event {
         let _ = serde_json::to_string(&ev);

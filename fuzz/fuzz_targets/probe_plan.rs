@@ -7,7 +7,7 @@
 use std::{path::PathBuf, sync::OnceLock};
 
 use libfuzzer_sys::fuzz_target;
-use map_auditor::goexe::{PlanOptions, ProbePlan, Symbolizer};
+use map_auditor::goexe::{PlanOptions, ProbePlan, Scope, Symbolizer};
 
 /// One file per fuzzing process, rewritten for each input (on tmpfs when
 /// there is one, so this costs a memcpy, not a disk write).
@@ -26,14 +26,26 @@ fn scratch() -> &'static PathBuf {
 fuzz_target!(|data: &[u8]| {
     let path = scratch();
     std::fs::write(path, data).expect("write scratch executable");
-    let opts = PlanOptions {
+    // Every kind of site: function entries with their RETs, and the call
+    // sites a scoped plan finds by disassembling the program's functions.
+    let everything = PlanOptions {
+        scope: Scope::All,
         exit_sites: true,
+        make_exits: true,
+        iter_steps: true,
         function_start: false,
     };
-    if let Ok(plan) = ProbePlan::for_exe_with(path, opts) {
-        for s in &plan.sites {
-            let _ = plan.symbolizer.lookup(s.addr);
-            let _ = plan.map_type_name(s.addr);
+    let user = PlanOptions {
+        scope: Scope::User,
+        make_exits: true,
+        ..PlanOptions::default()
+    };
+    for opts in [everything, user] {
+        if let Ok(plan) = ProbePlan::for_exe_with(path, opts) {
+            for s in &plan.sites {
+                let _ = plan.symbolizer.lookup(s.addr);
+                let _ = plan.map_type_name(s.addr);
+            }
         }
     }
     if let Ok(sym) = Symbolizer::from_exe(path) {

@@ -1,12 +1,12 @@
 //! JSON-lines recordings (`map-auditor report FILE`): read into a report,
-//! then rendered as text, JSON and Graphviz dot.
+//! then rendered as text, JSON, Graphviz dot and HTML.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use map_auditor::{
     analysis::report_from_jsonl,
-    cli::ReportFormat,
     output::report::{RenderOptions, render},
+    settings::ReportFormat,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -14,7 +14,12 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let opts = RenderOptions::default();
-    for format in [ReportFormat::Text, ReportFormat::Json, ReportFormat::Dot] {
+    for format in [
+        ReportFormat::Text,
+        ReportFormat::Json,
+        ReportFormat::Dot,
+        ReportFormat::Html,
+    ] {
         let _ = render(&report, format, &opts);
     }
 });

@@ -6,7 +6,8 @@
 
 use auditor_common::{
     EventKind,
-    bpf_syscall::{BpfSyscallEvent, cmd},
+    bpf_syscall::{BpfCallJudged, BpfCallPath, cmd},
+    decode::read_pod,
     go_map::{GoMapAccess, GoMapOverlap},
 };
 
@@ -358,26 +359,27 @@ pub fn ring_records() -> Vec<(&'static str, Vec<u8>)> {
     for b in access[24..].iter_mut().chain(overlap[24..].iter_mut()) {
         *b = 1;
     }
-    let mut bpf: BpfSyscallEvent =
-        decode_bpf(&zeroed_record::<BpfSyscallEvent>(EventKind::BpfSyscall));
-    bpf.cmd = cmd::MAP_UPDATE_ELEM;
-    bpf.attr_len = 64;
-    bpf.attr_size = 32;
-    bpf.map.id = 7;
-    bpf.comm[..4].copy_from_slice(b"tool");
-    bpf.exe_ino = 1;
+    // A judged call (an update: the guard's part follows the call) and a
+    // pin with its path: the two larger of the three call records.
+    let mut judged: BpfCallJudged =
+        read_pod(&zeroed_record::<BpfCallJudged>(EventKind::BpfSyscallJudged)).unwrap();
+    judged.call.cmd = cmd::MAP_UPDATE_ELEM;
+    judged.call.attr_len = 64;
+    judged.call.attr_size = 32;
+    judged.call.map.id = 7;
+    judged.call.comm[..4].copy_from_slice(b"tool");
+    judged.detail.exe_ino = 1;
+    let mut path: BpfCallPath =
+        read_pod(&zeroed_record::<BpfCallPath>(EventKind::BpfSyscallPath)).unwrap();
+    path.call.cmd = cmd::OBJ_PIN;
+    path.call.map.id = 7;
+    path.path[..12].copy_from_slice(b"/sys/fs/bpf/");
     vec![
         ("go_map_access", access),
         ("go_map_overlap", overlap),
-        ("bpf_syscall", as_bytes(&bpf)),
+        ("bpf_syscall", as_bytes(&judged)),
+        ("bpf_syscall_path", as_bytes(&path)),
     ]
-}
-
-fn decode_bpf(b: &[u8]) -> BpfSyscallEvent {
-    match map_auditor::pipeline::decode::decode(b) {
-        Ok(map_auditor::pipeline::decode::RawRecord::BpfSyscall(e)) => e,
-        other => panic!("seed record did not decode: {other:?}"),
-    }
 }
 
 /// `union bpf_attr` prefixes: a command number (4 bytes), the size the
@@ -411,9 +413,9 @@ pub fn bpf_attrs() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// A BTF blob with the structs the kernel-side walk needs (one member
-/// each, some behind an anonymous union), plus an int, an array, an enum
-/// and a function prototype.
+/// A BTF blob with the structs and members the kernel-side walk needs
+/// (task_struct's `files` and `mm` behind an anonymous union), plus an int,
+/// an array, an enum and a function prototype.
 pub fn btf() -> Vec<u8> {
     const INT: u32 = 1;
     const ARRAY: u32 = 3;
@@ -437,49 +439,67 @@ pub fn btf() -> Vec<u8> {
     // 5: union { int files; int mm; }
     let (files, mm) = (s("files"), s("mm"));
     t.extend([0, (UNION << 24) | 2, 4, files, 1, 0, mm, 1, 0]);
-    // 6: struct task_struct { int pad; <anon union 5> @ 64 bits }
+    // 6: struct task_struct { int pad; <anon union 5> @ 8; int cred @ 16;
+    // int thread_info @ 24 } (byte offsets)
     t.extend([
         s("task_struct"),
-        (STRUCT << 24) | 2,
-        16,
+        (STRUCT << 24) | 4,
+        32,
         s("pad"),
         1,
         0,
         0,
         5,
         64,
+        s("cred"),
+        1,
+        128,
+        s("thread_info"),
+        1,
+        192,
     ]);
-    let members: &[(&str, &[&str])] = &[
-        ("files_struct", &["fdt"]),
-        ("fdtable", &["max_fds", "fd"]),
-        ("file", &["f_op", "private_data", "f_path"]),
-        ("path", &["dentry"]),
-        ("dentry", &["d_parent", "d_name"]),
-        ("qstr", &["name"]),
-        ("mm_struct", &["exe_file"]),
+    // Byte offsets, laid out as the walk's layout checks expect (fdtable.fd
+    // right after max_fds, bpf_map's type..id as in the kernel).
+    let members: &[(&str, &[(&str, u32)])] = &[
+        ("files_struct", &[("fdt", 8)]),
+        ("fdtable", &[("max_fds", 8), ("fd", 16)]),
+        ("file", &[("f_op", 8), ("private_data", 16), ("f_path", 24)]),
+        ("path", &[("dentry", 8)]),
+        (
+            "dentry",
+            &[("d_parent", 8), ("d_name", 16), ("d_inode", 24)],
+        ),
+        ("qstr", &[("name", 8)]),
+        ("inode", &[("i_ino", 8), ("i_sb", 16)]),
+        ("super_block", &[("s_dev", 8)]),
+        ("mm_struct", &[("exe_file", 8)]),
+        ("cred", &[("euid", 8), ("cap_effective", 16)]),
+        ("thread_info", &[("status", 8)]),
+        ("bpf_prog", &[("aux", 8)]),
+        (
+            "bpf_prog_aux",
+            &[("id", 8), ("used_map_cnt", 16), ("used_maps", 24)],
+        ),
         (
             "bpf_map",
             &[
-                "map_type",
-                "key_size",
-                "value_size",
-                "max_entries",
-                "map_flags",
-                "id",
-                "name",
+                ("map_type", 8),
+                ("key_size", 12),
+                ("value_size", 16),
+                ("max_entries", 20),
+                ("map_flags", 32),
+                ("id", 36),
+                ("name", 40),
             ],
         ),
     ];
     for (strukt, fields) in members {
         let name = s(strukt);
-        t.extend([
-            name,
-            (STRUCT << 24) | fields.len() as u32,
-            8 * fields.len() as u32,
-        ]);
-        for (i, field) in fields.iter().enumerate() {
+        let size = fields.iter().map(|(_, at)| at + 8).max().unwrap_or(0);
+        t.extend([name, (STRUCT << 24) | fields.len() as u32, size]);
+        for (field, at) in fields.iter() {
             let m = s(field);
-            t.extend([m, 1, 64 * i as u32 + 64]);
+            t.extend([m, 1, 8 * at]);
         }
     }
     let types: Vec<u8> = t.iter().flat_map(|w| w.to_le_bytes()).collect();

@@ -9,12 +9,12 @@ use map_auditor::{
     analysis::report_from_jsonl,
     bpf::{attr::parse_attr, btf::KernelBtf},
     event::{AuditEvent, Lost, Summary},
+    goexe::{PcLnTab, PclnVersion, ProbePlan, Symbolizer, fuzzing},
     pipeline::{
         clock::WallClock,
         decode::{RawRecord, decode},
         enrich::{FrameResolver, GoEnricher},
     },
-    goexe::{PcLnTab, PclnVersion, ProbePlan, Symbolizer, fuzzing},
 };
 use map_auditor_fuzz as seeds;
 
@@ -45,7 +45,9 @@ fn recording() -> String {
                 b.ts_ns = 4;
                 AuditEvent::BpfMap(b)
             }
-            RawRecord::GoAccess(_) => continue,
+            // Accesses and escalation requests have no recording line of
+            // their own.
+            RawRecord::GoAccess(_) | RawRecord::GoEscalate(_) => continue,
         };
         out.push_str(&serde_json::to_string(&ev).unwrap());
         out.push('\n');
@@ -111,11 +113,20 @@ fn all_seeds() -> BTreeMap<(&'static str, String), Vec<u8>> {
     m.insert(("btf", "walk_structs".into()), seeds::btf());
     for (name, line) in [
         ("attach_pid", r#"{"v":1,"id":1,"op":"attach","pid":4242}"#),
-        ("attach_exe", r#"{"v":1,"id":2,"op":"attach","exe":"/usr/bin/true"}"#),
-        ("subscribe", r#"{"v":1,"id":3,"op":"subscribe","pid":7,"kinds":["overlap"],"since_ns":0,"follow":true}"#),
+        (
+            "attach_exe",
+            r#"{"v":1,"id":2,"op":"attach","exe":"/usr/bin/true"}"#,
+        ),
+        (
+            "subscribe",
+            r#"{"v":1,"id":3,"op":"subscribe","pid":7,"kinds":["overlap"],"since_ns":0,"follow":true}"#,
+        ),
         ("list", r#"{"v":1,"id":4,"op":"list"}"#),
     ] {
-        m.insert(("daemon_request", name.to_owned()), line.as_bytes().to_vec());
+        m.insert(
+            ("daemon_request", name.to_owned()),
+            line.as_bytes().to_vec(),
+        );
     }
     m.insert(
         ("daemon_config", "example".into()),
@@ -184,7 +195,7 @@ fn seeds_are_accepted_by_their_parsers() {
     let stats = report.recording.as_ref().unwrap();
     assert_eq!(
         (stats.events, stats.skipped(), stats.blank_lines),
-        (6, 1, 1)
+        (7, 1, 1)
     );
 
     let create = &all_seeds()[&("bpf_attr", "map_create".to_owned())];
@@ -194,7 +205,10 @@ fn seeds_are_accepted_by_their_parsers() {
 
     let btf = KernelBtf::parse(&all_seeds()[&("btf", "walk_structs".to_owned())]).unwrap();
     let off = btf.kernel_offsets().unwrap();
-    assert_eq!((off.task_files, off.task_mm, off.map_name), (8, 8, 56));
+    assert_eq!(
+        (off.task_files, off.task_mm, off.task_cred, off.map_name),
+        (8, 8, 16, 40)
+    );
 }
 
 #[test]
