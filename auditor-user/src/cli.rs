@@ -286,9 +286,10 @@ pub struct GoAuditOptions {
     /// Exit with status 66 when an overlap was found (for CI gates).
     #[arg(long)]
     pub fail_on_overlap: bool,
-    /// Ring buffer size in MiB (a power of two, 1-1024).
-    #[arg(long, default_value_t = 16)]
-    pub ring_mib: u32,
+    /// Ring buffer size in MiB (a power of two, 1-1024). Default: 16, or 1
+    /// with --quiet and no --record (nothing is sent per access then).
+    #[arg(long)]
+    pub ring_mib: Option<u32>,
     /// Print the probe plan (functions, offsets, instructions) before tailing.
     #[arg(long)]
     pub show_plan: bool,

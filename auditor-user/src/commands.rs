@@ -137,9 +137,7 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
 
     fn try_from(opts: &GoAuditOptions) -> Result<Self> {
         let settings = Self {
-            load: LoadSettings {
-                ring_mib: opts.ring_mib,
-            },
+            load: LoadSettings::for_session(opts.ring_mib, !opts.quiet || opts.record.is_some()),
             target: TargetOptions {
                 detect: opts.detect.into(),
                 scope: opts.scope.clone(),
@@ -331,6 +329,15 @@ mod tests {
             assert_eq!(toml, format!("config: {flag}"));
         }
         assert_eq!(go_settings(&["--ring-mib", "4"]).unwrap().load.ring_mib, 4);
+    }
+
+    #[test]
+    fn a_findings_only_session_gets_a_small_ring_unless_told() {
+        let mib = |args: &[&str]| go_settings(args).unwrap().load.ring_mib;
+        assert_eq!(mib(&[]), 16);
+        assert_eq!(mib(&["--quiet"]), 1);
+        assert_eq!(mib(&["--quiet", "--record", "r.jsonl"]), 16);
+        assert_eq!(mib(&["--quiet", "--ring-mib", "8"]), 8);
     }
 
     #[test]

@@ -187,6 +187,19 @@ impl Default for LoadSettings {
 }
 
 impl LoadSettings {
+    /// The ring buffer a session gets when `--ring-mib` is not given: a
+    /// session that streams accesses needs room for bursts (16 MiB); a
+    /// findings-only one (`--quiet`, no recording) sends nothing per access
+    /// (findings have their own 1 MiB ring), so 1 MiB will do. The ring's
+    /// pages are the kernel's, but they are mapped into the auditor twice
+    /// (to read across the wrap) and count in its resident size.
+    pub fn for_session(ring_mib: Option<u32>, streams_accesses: bool) -> Self {
+        let default = if streams_accesses { 16 } else { 1 };
+        Self {
+            ring_mib: ring_mib.unwrap_or(default),
+        }
+    }
+
     pub fn validate(&self) -> Result<(), SettingsError> {
         validate_ring_mib(self.ring_mib).map(drop)
     }
