@@ -924,6 +924,13 @@ fn is_inside_after(other: &Party, goid: u64, entered: u64) -> bool {
 /// address is among the first few.
 const FATAL_STACK_CHECK: usize = 6;
 
+/// At an iteration's fatal error with the map's writing marker already
+/// cleared: how recently a writer must have entered the last iterated map
+/// for it to be the map the runtime saw written (the runtime calls its
+/// fatal-error function right after the check; 10 ms covers a thread
+/// preempted in between on a loaded machine).
+const FATAL_WRITER_RECENT_NS: u64 = 10_000_000;
+
 /// Whether `ret` is one of the party's return addresses.
 #[inline(always)]
 fn stack_holds(party: &Party, ret: u64) -> bool {
@@ -985,12 +992,13 @@ fn try_fatal(hit: &Hit) -> Option<()> {
     // Iteration is probed once per loop (at its start): the step that
     // found the writer runs unprobed, so the map is the last iterated one,
     // and it is the one only if a writer is inside it right now (the
-    // runtime saw its marker an instant ago).
+    // runtime saw its marker an instant ago) or entered it a moment ago
+    // (the marker is cleared by the time this probe runs); checked below.
+    let mut writer_needed_since = 0;
     let (map, op) = if iteration && rec.iter_map != 0 {
         let (writing, _) = try_map_header(hit, rec.iter_map);
         if writing == 0 {
-            count(Counter::GoFatalUnattributed);
-            return None;
+            writer_needed_since = now().saturating_sub(FATAL_WRITER_RECENT_NS);
         }
         (rec.iter_map, MapOp::Iterate as u8)
     } else {
@@ -1025,6 +1033,12 @@ fn try_fatal(hit: &Hit) -> Option<()> {
         if first.goid == 0 || first.goid == gr.goid {
             return None;
         }
+    }
+    if first.ts_ns < writer_needed_since {
+        // No writer was inside this map a moment ago: the loop the runtime
+        // dies in is another one (an enclosing loop, or one not probed).
+        count(Counter::GoFatalUnattributed);
+        return None;
     }
     let ts = now();
     let party = try_party(hit, &gr, ts, op)?;

@@ -90,6 +90,12 @@ pub const MAP_FUNCTIONS: &[MapFunction] = &[
     f("runtime.mapiternext", Iterate, IterInRax, Classic),
     f("runtime.mapIterStart", Iterate, Rbx, Swiss),
     f("runtime.mapIterNext", Iterate, IterInRax, Swiss),
+    // With Swiss tables reflect iterates by itself (MapIter, MapKeys, and
+    // so encoding/json, fmt, text/template), calling the iterator's
+    // methods in internal/runtime/maps rather than the runtime's
+    // functions; same arguments.
+    f("reflect.mapIterStart", Iterate, Rbx, Swiss),
+    f("reflect.mapIterNext", Iterate, IterInRax, Swiss),
     f("runtime.makemap", Make, Rax, Both),
     f("runtime.makemap_small", Make, Rax, Both),
     f("runtime.makemap64", Make, Rax, Both),
@@ -121,6 +127,9 @@ mod tests {
         );
         assert!(swiss.contains(&"runtime.mapIterStart") && !swiss.contains(&"runtime.mapiternext"));
         assert!(!swiss.contains(&"runtime.mapaccessK"));
+        assert!(
+            swiss.contains(&"reflect.mapIterStart") && !classic.contains(&"reflect.mapIterStart")
+        );
     }
 
     #[test]
