@@ -287,7 +287,8 @@ pub struct GoAuditOptions {
     #[arg(long)]
     pub fail_on_overlap: bool,
     /// Ring buffer size in MiB (a power of two, 1-1024). Default: 16, or 1
-    /// with --quiet and no --record (nothing is sent per access then).
+    /// with --quiet and neither --record nor --all-accesses (nothing is
+    /// sent per access then).
     #[arg(long)]
     pub ring_mib: Option<u32>,
     /// Print the probe plan (functions, offsets, instructions) before tailing.

@@ -136,8 +136,8 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
     type Error = anyhow::Error;
 
     fn try_from(opts: &GoAuditOptions) -> Result<Self> {
-        let settings = Self {
-            load: LoadSettings::for_session(opts.ring_mib, !opts.quiet || opts.record.is_some()),
+        let mut settings = Self {
+            load: LoadSettings::default(),
             target: TargetOptions {
                 detect: opts.detect.into(),
                 scope: opts.scope.clone(),
@@ -159,6 +159,7 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
             all_accesses: opts.all_accesses,
             aggregate_interval: opts.aggregate_interval,
         };
+        settings.load = LoadSettings::for_session(opts.ring_mib, settings.access_stream());
         settings.validate()?;
         Ok(settings)
     }
@@ -337,6 +338,7 @@ mod tests {
         assert_eq!(mib(&[]), 16);
         assert_eq!(mib(&["--quiet"]), 1);
         assert_eq!(mib(&["--quiet", "--record", "r.jsonl"]), 16);
+        assert_eq!(mib(&["--quiet", "--all-accesses"]), 16);
         assert_eq!(mib(&["--quiet", "--ring-mib", "8"]), 8);
     }
 

@@ -187,14 +187,14 @@ impl Default for LoadSettings {
 }
 
 impl LoadSettings {
-    /// The ring buffer a session gets when `--ring-mib` is not given: a
-    /// session that streams accesses needs room for bursts (16 MiB); a
-    /// findings-only one (`--quiet`, no recording) sends nothing per access
-    /// (findings have their own 1 MiB ring), so 1 MiB will do. The ring's
-    /// pages are the kernel's, but they are mapped into the auditor twice
-    /// (to read across the wrap) and count in its resident size.
-    pub fn for_session(ring_mib: Option<u32>, streams_accesses: bool) -> Self {
-        let default = if streams_accesses { 16 } else { 1 };
+    /// The ring buffer a session gets when `--ring-mib` is not given: 16
+    /// MiB, room for bursts; a session whose kernel sends nothing per
+    /// access ([`AccessStream::None`]: findings have their own 1 MiB ring)
+    /// gets 1 MiB. The ring's pages are the kernel's, but they are mapped
+    /// into the auditor twice (to read across the wrap) and count in its
+    /// resident size.
+    pub fn for_session(ring_mib: Option<u32>, stream: AccessStream) -> Self {
+        let default = if stream == AccessStream::None { 1 } else { 16 };
         Self {
             ring_mib: ring_mib.unwrap_or(default),
         }
