@@ -397,7 +397,7 @@ impl<W: Write> LiveLog<W> {
         }
         if let Some(f) = &s.fatal_unattributed {
             let advice = if f.scope == "all" {
-                "it died in an iteration step whose map had no writer inside any more by the time the probe looked"
+                "the call it died in was not the one recorded (an iteration step of an enclosing loop, or a loop whose map no writer entered in the last 10 ms)"
             } else {
                 "run again with --scope all to probe every map access"
             };
