@@ -102,6 +102,56 @@ pub const fn current_slot(pid: u32, g: u64) -> u32 {
     (h >> 40) as u32 & (CURRENT_SLOTS - 1)
 }
 
+/// Name of the per-goroutine cache of what `g` says (value:
+/// [`GoroutineCache`]), direct-mapped like [`CURRENT_MAP`] and indexed by
+/// [`current_slot`].
+pub const GCACHE_MAP: &str = "GO_GCACHE";
+
+/// The fields of a goroutine's `g` a probe needs (its id and stack
+/// bounds), kept so that a hit does not read `g` from user memory (~150 ns
+/// here) every time. They change only when the goroutine exits (its `g`
+/// is then recycled for another goroutine) or its stack is copied (grown
+/// or shrunk): probes on the runtime's `goexit0` and `copystack`
+/// ([`cookie::G_CHANGE`]) invalidate the entry of the `g` they are given,
+/// so an entry is used only while those probes are attached
+/// ([`GoTargetConfig::gcache`] is non-zero, a fresh value each time they
+/// are placed). Two goroutines whose slots collide overwrite each other;
+/// `check` ([`GoroutineCache::checksum`] XOR `gcache`) rejects another
+/// goroutine's entry, a torn one, and one from before the probes were last
+/// placed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GoroutineCache {
+    pub g: u64,
+    pub goid: u64,
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    pub check: u64,
+    pub pid: u32,
+    pub _pad: u32,
+}
+
+impl GoroutineCache {
+    /// A mix of every field but `check`.
+    #[inline(always)]
+    pub const fn checksum(&self) -> u64 {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut h = self.g ^ K;
+        h = (h ^ self.goid).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.stack_lo).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.stack_hi).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.pid as u64).wrapping_mul(K);
+        h | 1
+    }
+
+    /// Whether this entry (a copy) is a whole one for `g` of `pid`, written
+    /// under the cache generation `gcache` (0: the cache is off).
+    #[inline(always)]
+    pub const fn is_of(&self, pid: u32, g: u64, gcache: u64) -> bool {
+        gcache != 0 && self.pid == pid && self.g == g && self.check == self.checksum() ^ gcache
+    }
+}
+
 /// Name of the per-address owner table (an array indexed by a hash of
 /// process and map address; value: [`MapOwner`]).
 pub const OWNERS_MAP: &str = "GO_OWNERS";
@@ -139,6 +189,11 @@ pub struct MapOwner {
     /// since the map became shared). A read of a shared map whose last
     /// writer is none or itself needs nothing from the per-map state.
     pub writer_goid: u64,
+    /// Once shared: a call site (return address) whose reads of this map
+    /// were already handed to userspace for an exit probe. Its next reads
+    /// (entry mode, marker clear) need nothing from the per-map state or
+    /// the escalation table. 0: none.
+    pub escalated_ret: u64,
 }
 
 /// Name of the table of call sites already escalated (key: [`SiteKey`]).
@@ -290,6 +345,10 @@ pub mod cookie {
     /// program's own code (`--scope`): the arguments are in registers, and
     /// the return address is the next instruction, five bytes on.
     pub const CALL_INSN: u64 = 1 << 29;
+    /// The probe sits on the runtime's goroutine exit (`goexit0`) or
+    /// stack copy (`copystack`), whose first argument (RAX) is the `g`
+    /// concerned: its [`super::GoroutineCache`] entry is dropped.
+    pub const G_CHANGE: u64 = 1 << 30;
 
     pub const fn encode(op: u8, probe_id: u16, flags: u64, map_arg: u8) -> u64 {
         (op as u64) | ((probe_id as u64) << 8) | flags | ((map_arg as u64) << 32)
@@ -445,6 +504,10 @@ pub struct GoTargetConfig {
     /// at each attach: records a previous process with the same pid left
     /// behind never pass the check, without clearing the table.
     pub salt: u64,
+    /// Non-zero while the goroutine-change probes ([`cookie::G_CHANGE`])
+    /// are placed: the generation of [`GCACHE_MAP`] entries to trust, new
+    /// each time they are placed. 0: read `g` at every hit.
+    pub gcache: u64,
 }
 
 /// Slots of [`GoTargetConfig::nested_rets`]. Go 1.19's classic maps have
@@ -578,6 +641,7 @@ unsafe impl Pod for CurrentAccess {}
 unsafe impl Pod for PidLosses {}
 unsafe impl Pod for GoEscalate {}
 unsafe impl Pod for MapOwner {}
+unsafe impl Pod for GoroutineCache {}
 unsafe impl Pod for AccessCountKey {}
 unsafe impl Pod for AccessCount {}
 
@@ -591,6 +655,7 @@ mod user {
     unsafe impl aya::Pod for CurrentAccess {}
     unsafe impl aya::Pod for PidLosses {}
     unsafe impl aya::Pod for MapOwner {}
+    unsafe impl aya::Pod for GoroutineCache {}
     unsafe impl aya::Pod for SiteKey {}
     unsafe impl aya::Pod for PairKey {}
     unsafe impl aya::Pod for PairSeen {}

@@ -139,12 +139,15 @@ pub enum Counter {
     /// current-access slot taken by another goroutine (or torn): that
     /// exit made no decision.
     GoCurrentLost = 22,
+    /// Hits on the goroutine-change probes (`goexit0`, `copystack`): a
+    /// goroutine's cached `g` fields dropped.
+    GoGoroutineChanges = 23,
 }
 
 impl Counter {
     /// Every counter, in index order (checked below: `ALL[i] as u32 == i`).
     /// A new counter goes at the end of the enum and of this list.
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 24] = [
         Self::GoProbeHits,
         Self::GoAccessDropped,
         Self::GoOverlapDropped,
@@ -168,6 +171,7 @@ impl Counter {
         Self::GoProbesPaused,
         Self::GoExitHits,
         Self::GoCurrentLost,
+        Self::GoGoroutineChanges,
     ];
 }
 
@@ -194,19 +198,20 @@ const _: () = {
     };
     use go_map::{
         AccessCount, AccessCountKey, CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap,
-        GoTargetConfig, MapKey, MapOwner, MapState, Party, PidLosses,
+        GoTargetConfig, GoroutineCache, MapKey, MapOwner, MapState, Party, PidLosses,
     };
 
     assert!(size_of::<EventHeader>() == 24);
     assert!(size_of::<GoMapAccess>() == 200);
     assert!(size_of::<GoMapOverlap>() == 352);
-    assert!(size_of::<GoTargetConfig>() == 440);
+    assert!(size_of::<GoTargetConfig>() == 448);
     assert!(size_of::<MapKey>() == 16);
     assert!(size_of::<Party>() == 152);
     assert!(size_of::<CurrentAccess>() == 72);
     assert!(size_of::<PidLosses>() == 16);
     assert!(size_of::<MapState>() == 464);
-    assert!(size_of::<MapOwner>() == 64);
+    assert!(size_of::<MapOwner>() == 72);
+    assert!(size_of::<GoroutineCache>() == 48);
     assert!(size_of::<GoEscalate>() == 48);
     assert!(size_of::<AccessCountKey>() == 32);
     assert!(size_of::<AccessCount>() == 40);

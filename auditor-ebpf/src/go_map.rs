@@ -26,9 +26,9 @@ use auditor_common::{
     Counter, EventKind,
     go_map::{
         CURRENT_SLOTS, CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig,
-        MAX_STACK, MapArg, MapKey, MapOp, MapOwner, MapState, NESTED_RETS, OWNER_SLOTS,
-        PAIR_REPORT_INTERVAL_NS, PairKey, PairSeen, Party, PidLosses, SiteKey, TARGET_SLOTS,
-        cookie, current_slot, emit, mode,
+        GoroutineCache, MAX_STACK, MapArg, MapKey, MapOp, MapOwner, MapState, NESTED_RETS,
+        OWNER_SLOTS, PAIR_REPORT_INTERVAL_NS, PairKey, PairSeen, Party, PidLosses, SiteKey,
+        TARGET_SLOTS, cookie, current_slot, emit, mode,
     },
 };
 use aya_ebpf::{
@@ -64,6 +64,11 @@ static GO_OWNERS: Array<MapOwner> = Array::with_max_entries(OWNER_SLOTS, 0);
 /// fatal-error probe finds the map the runtime is complaining about here.
 #[map(name = "GO_CURRENT")]
 static GO_CURRENT: Array<CurrentAccess> = Array::with_max_entries(CURRENT_SLOTS, 0);
+
+/// What each goroutine's `g` said when last read, in the slot of
+/// [`GO_CURRENT`]'s index (see [`GoroutineCache`]).
+#[map(name = "GO_GCACHE")]
+static GO_GCACHE: Array<GoroutineCache> = Array::with_max_entries(CURRENT_SLOTS, 0);
 
 /// Call sites already handed to userspace for an exit probe.
 #[map(name = "GO_ESCALATED")]
@@ -141,6 +146,12 @@ fn try_go_map_probe(ctx: &ProbeContext) -> Option<()> {
     if try_morestack_skip(&hit) {
         return None;
     }
+    if c & cookie::G_CHANGE != 0 {
+        // Before the sampling check: a closed window must not leave a
+        // recycled `g` or a moved stack cached.
+        forget_goroutine(&hit);
+        return None;
+    }
     if c & cookie::FATAL != 0 {
         return try_fatal(&hit);
     }
@@ -180,12 +191,42 @@ fn fill_stack_at(party: &mut Party, hit: &Hit) {
     }
 }
 
-/// Read `g` (R14) once: stack bounds and goroutine id. One read of 256
-/// bytes, not two small ones: a user read costs ~150 ns here whatever its
-/// size (8 to 160 bytes measured alike), so reads are counted, not bytes.
+/// The goroutine `g` (RAX at `goexit0`/`copystack`) exits or moves its
+/// stack: its cached fields are stale from now on.
+#[inline(always)]
+fn forget_goroutine(hit: &Hit) {
+    let g = hit.regs.rax;
+    count(Counter::GoGoroutineChanges);
+    if let Some(e) = GO_GCACHE.get_ptr_mut(current_slot(hit.pid, g)) {
+        let e = unsafe { &mut *e };
+        if e.g == g && e.pid == hit.pid {
+            e.check = 0;
+        }
+    }
+}
+
+/// Stack bounds and goroutine id of the running goroutine (`g` in R14):
+/// from its cache entry when the goroutine-change probes keep one, else
+/// from one read of 256 bytes of `g`, not two small ones: a user read
+/// costs ~150 ns here whatever its size (8 to 160 bytes measured alike),
+/// so reads are counted, not bytes.
 #[inline(always)]
 fn try_goroutine(hit: &Hit) -> Option<Goroutine> {
     let g = hit.regs.r14;
+    let generation = hit.cfg.gcache;
+    if generation != 0
+        && let Some(e) = GO_GCACHE.get(current_slot(hit.pid, g))
+    {
+        let e = *e;
+        if e.is_of(hit.pid, g, generation) {
+            return Some(Goroutine {
+                g,
+                goid: e.goid,
+                stack_lo: e.stack_lo,
+                stack_hi: e.stack_hi,
+            });
+        }
+    }
     let words = unsafe { &mut *SCRATCH_G.get_ptr_mut(0)? };
     let read = unsafe {
         aya_ebpf::helpers::generated::bpf_probe_read_user(
@@ -199,14 +240,34 @@ fn try_goroutine(hit: &Hit) -> Option<Goroutine> {
         return None;
     }
     let i = (hit.cfg.goid_off / 8) as usize & (G_WORDS - 1);
-    Some(Goroutine {
+    let gr = Goroutine {
         g,
         goid: words[i],
         // `g.stack` (lo, hi) is the first field of `runtime.g` in every
         // version.
         stack_lo: words[0],
         stack_hi: words[1],
-    })
+    };
+    if generation != 0 {
+        remember_goroutine(hit.pid, &gr, generation);
+    }
+    Some(gr)
+}
+
+/// Cache what `g` said (see [`GoroutineCache`]).
+#[inline(always)]
+fn remember_goroutine(pid: u32, gr: &Goroutine, generation: u64) {
+    let Some(e) = GO_GCACHE.get_ptr_mut(current_slot(pid, gr.g)) else {
+        return;
+    };
+    let e = unsafe { &mut *e };
+    e.g = gr.g;
+    e.goid = gr.goid;
+    e.stack_lo = gr.stack_lo;
+    e.stack_hi = gr.stack_hi;
+    e.pid = pid;
+    e._pad = 0;
+    e.check = e.checksum() ^ generation;
 }
 
 /// The map pointer of an entry site (0: a nil map).
@@ -365,7 +426,15 @@ fn try_entry(hit: &Hit) -> Option<()> {
             state.last_reader = *party;
         }
         if hit.cfg.escalate != 0 {
-            try_escalate(hit, state, &gr, map, &mut ret, op_raw);
+            try_escalate(
+                hit,
+                state,
+                unsafe { &mut *owner },
+                &gr,
+                map,
+                &mut ret,
+                op_raw,
+            );
         }
     }
     if emit {
@@ -554,8 +623,9 @@ enum Sharing {
     /// Only this goroutine has touched the map.
     Owned,
     /// A read (entry mode, marker clear) of a shared map whose last writer
-    /// is nobody or this goroutine: nothing to decide, nothing to escalate,
-    /// so the per-map state is not even looked up.
+    /// is nobody or this goroutine, or from a call site already escalated
+    /// for this map: nothing to decide, nothing to escalate, so the per-map
+    /// state is not even looked up.
     QuietRead,
     /// A shared map: its state, and its owner slot (held by this map).
     Shared {
@@ -595,7 +665,9 @@ fn try_shared_state(
         if !op.mutates()
             && writing == 0
             && hit.cfg.mode != mode::INTERVAL
-            && (o.writer_goid == 0 || o.writer_goid == gr.goid)
+            && (o.writer_goid == 0
+                || o.writer_goid == gr.goid
+                || (ret != 0 && o.escalated_ret == ret))
         {
             return Sharing::QuietRead;
         }
@@ -614,6 +686,7 @@ fn try_shared_state(
             o.pid = hit.pid;
             o.seed = seed;
             o.shared = 1;
+            o.escalated_ret = 0;
             let state = try_state(&key, seed);
             o.writer_goid = match state {
                 Some(st) => unsafe { (*st).last_writer.goid },
@@ -629,6 +702,7 @@ fn try_shared_state(
     let owner = *o;
     o.shared = 1;
     o.seed = seed;
+    o.escalated_ret = 0;
     o.writer_goid = if is_mutating(owner.op) { owner.goid } else { 0 };
     count(Counter::GoSharedMaps);
     let Some(zero) = SCRATCH_STATE.get_ptr(0) else {
@@ -682,6 +756,16 @@ fn set_owner(
     ret: u64,
     op: MapOp,
 ) {
+    // The same goroutine writing again from the same call site: the
+    // site's caller read at its last write stands (one user read fewer on
+    // the most common write, a goroutine filling its own map).
+    let keep_ret2 = op.mutates()
+        && ret != 0
+        && o.ret == ret
+        && o.ret2 != 0
+        && o.goid == gr.goid
+        && o.map == map
+        && o.pid == hit.pid;
     o.map = map;
     o.pid = hit.pid;
     o.seed = seed;
@@ -692,8 +776,12 @@ fn set_owner(
     o.probe_id = cookie::probe_id(hit.cookie);
     o.op = op as u8;
     o.writer_goid = 0;
+    o.escalated_ret = 0;
     // A writer may be handed over as the map's last writer when a second
     // goroutine shows up: one more read names its caller too.
+    if keep_ret2 {
+        return;
+    }
     o.ret2 = 0;
     if op.mutates()
         && let Ok([_, ret2]) = unsafe { bpf_probe_read_user(hit.regs.rbp as *const [u64; 2]) }
@@ -760,6 +848,7 @@ fn try_marker_overlap(
 fn try_escalate(
     hit: &Hit,
     state: &MapState,
+    owner: &mut MapOwner,
     gr: &Goroutine,
     map: u64,
     ret: &mut CallerReturn,
@@ -779,9 +868,13 @@ fn try_escalate(
         ret,
     };
     if unsafe { GO_ESCALATED.get(&key) }.is_some() {
+        // This site's next reads of this map skip the state and this
+        // lookup (see `MapOwner::escalated_ret`).
+        owner.escalated_ret = ret;
         return None;
     }
     GO_ESCALATED.insert(&key, &1, BPF_NOEXIST).ok()?;
+    owner.escalated_ret = ret;
     count(Counter::GoEscalations);
     let mut entry = FINDINGS.reserve::<GoEscalate>(0)?;
     let ev = unsafe { &mut *entry.as_mut_ptr() };

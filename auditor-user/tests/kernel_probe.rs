@@ -126,6 +126,34 @@ extern "C" fn kp_call_site_then_others() {
     core::arch::naked_asm!("call {r}", "nop", "ret", r = sym kp_fake_read_then_others)
 }
 
+// The goroutine cache test's own fake functions: a map write, and the
+// runtime's goroutine exit / stack copy (the `g` concerned in RAX).
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn kp_cache_write() {
+    core::arch::naked_asm!("nop", "ret")
+}
+
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn kp_g_change() {
+    core::arch::naked_asm!("nop", "ret")
+}
+
+/// Call the fake goroutine-change function for `gp`, as `mcall(goexit0)`
+/// or `copystack(gp, n)` would: `gp` in RAX.
+fn call_g_change(gp: &FakeG) {
+    // SAFETY: the fake function only returns.
+    unsafe {
+        asm!(
+            "call {f}",
+            f = in(reg) kp_g_change as *const () as usize,
+            in("rax") gp as *const FakeG as u64,
+            clobber_abi("C"),
+        );
+    }
+}
+
 /// A fake `runtime.g`: stack bounds first, `goid` at [`GOID_OFF`].
 #[repr(C, align(16))]
 struct FakeG([u64; 40]);
@@ -295,6 +323,7 @@ impl Kernel {
             pid,
             nested_len: 2,
             salt: 0x5a17,
+            gcache: 0,
         };
         let mut cfg = cfg;
         configure(&mut cfg);
@@ -637,4 +666,81 @@ fn current_slot_collision_loses_the_exit_decision_and_reports_nothing() {
     call_with_others(kp_call_site_then_others, g1, b, g4, c, g3);
     assert!(overlaps(&k.findings()).is_empty());
     assert_eq!(k.counter(Counter::GoCurrentLost), lost + 1);
+}
+
+/// With the goroutine-change probes placed (`gcache` set), a hit takes the
+/// goroutine's id and stack bounds from its cache entry, not from `g`;
+/// the probe on the runtime's goroutine exit or stack copy drops the entry,
+/// and so does a new cache generation. Without `gcache`, `g` is read at
+/// every hit.
+#[test]
+fn goroutine_cache_follows_goexit_copystack_and_generation() {
+    if !bpf_available("goroutine_cache_follows_goexit_copystack_and_generation") {
+        return;
+    }
+    let mut k = Kernel::load_with(|c| c.gcache = 0x6ca7);
+    k.attach("kp_cache_write", 0, MapOp::Write, 0);
+    k.attach("kp_g_change", 0, MapOp::Write, cookie::G_CHANGE);
+    let (stack1, stack2) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let (mut g1, g2) = (FakeG::new(101, &stack1), FakeG::new(202, &stack2));
+    let none = std::ptr::null::<FakeG>();
+    let shared = FakeMap::new(0xcafe);
+    let m = &*shared as *const FakeMap;
+    // Shared, so its state names the last writer's goroutine id.
+    call(kp_cache_write, &g1, m, none, false);
+    call(kp_cache_write, &g2, m, none, false);
+    call(kp_cache_write, &g1, m, none, false);
+    assert_eq!(k.state(m).expect("shared").last_writer.goid, 101);
+
+    // The goroutine ends and its `g` is recycled for goroutine 303: until
+    // the exit is seen, the cached id stands (nothing read from `g`).
+    g1.0[GOID_OFF as usize / 8] = 303;
+    call(kp_cache_write, &g1, m, none, false);
+    assert_eq!(
+        k.state(m).unwrap().last_writer.goid,
+        101,
+        "the hit read g instead of its cache entry"
+    );
+    call_g_change(&g1);
+    assert_eq!(k.counter(Counter::GoGoroutineChanges), 1);
+    call(kp_cache_write, &g1, m, none, false);
+    assert_eq!(k.state(m).unwrap().last_writer.goid, 303);
+
+    // A stack copy moves the bounds: a map on the new stack is the
+    // goroutine's own once the copy is seen.
+    let moved = vec![0u8; 4096];
+    g1.0[0] = moved.as_ptr() as u64;
+    g1.0[1] = moved.as_ptr() as u64 + moved.len() as u64;
+    let local = moved.as_ptr().wrapping_add(256) as *const FakeMap;
+    call(kp_cache_write, &g1, local, none, false);
+    assert_eq!(k.counter(Counter::GoStackLocal), 0, "stale bounds expected");
+    call_g_change(&g1);
+    call(kp_cache_write, &g1, local, none, false);
+    assert_eq!(k.counter(Counter::GoStackLocal), 1);
+
+    // Another goroutine's entry is left alone by a change of this one.
+    g1.0[GOID_OFF as usize / 8] = 404;
+    call_g_change(&g2);
+    call(kp_cache_write, &g1, m, none, false);
+    assert_eq!(k.state(m).unwrap().last_writer.goid, 303);
+
+    // A new generation (the probes were placed again): no entry from
+    // before is trusted.
+    let set_gcache = |k: &mut Kernel, generation: u64| {
+        let mut targets: Array<_, GoTargetConfig> =
+            Array::try_from(k.ebpf.map_mut(TARGETS_MAP).unwrap()).unwrap();
+        let mut cfg = targets.get(&TARGET_SLOT, 0).unwrap();
+        cfg.gcache = generation;
+        targets.set(TARGET_SLOT, cfg, 0).unwrap();
+    };
+    set_gcache(&mut k, 0x6ca9);
+    call(kp_cache_write, &g1, m, none, false);
+    assert_eq!(k.state(m).unwrap().last_writer.goid, 404);
+
+    // No cache: every hit reads `g`.
+    set_gcache(&mut k, 0);
+    g1.0[GOID_OFF as usize / 8] = 505;
+    call(kp_cache_write, &g1, m, none, false);
+    assert_eq!(k.state(m).unwrap().last_writer.goid, 505);
+    drop(moved);
 }

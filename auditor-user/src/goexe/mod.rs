@@ -94,6 +94,11 @@ pub struct ProbeSite {
     /// True for the entry of the runtime's fatal-error function (see
     /// `auditor_common::go_map::cookie::FATAL`); `op` is then meaningless.
     pub fatal: bool,
+    /// True for the entry of the runtime's goroutine exit (`goexit0`) or
+    /// stack copy (`copystack`): the kernel drops what it cached of the
+    /// goroutine's `g` (see `auditor_common::go_map::GoroutineCache`);
+    /// `op` is then meaningless.
+    pub g_change: bool,
     /// True when the site is the `jbe` of the stack-growth check: the
     /// kernel skips hits where the branch is about to be taken.
     pub stackcheck: bool,

@@ -388,6 +388,7 @@ fn site(
         file_offset: img.file_offset(p.addr)?,
         exit,
         fatal: false,
+        g_change: false,
         stackcheck: p.stackcheck,
         instruction: p.instruction,
         emulated: p.emulated,
@@ -578,6 +579,47 @@ impl ProbePlan {
             break;
         }
 
+        // What the kernel caches of each goroutine's `g` (its id and stack
+        // bounds) changes only when the goroutine exits or its stack is
+        // copied: probes there keep the cache true. Both, on instructions
+        // the kernel emulates, or neither (then `g` is read at every hit).
+        let mut hooks = Vec::new();
+        for name in G_CHANGE_FUNCTIONS {
+            let hook = locate(&symbols, &tab, &name_index, name).and_then(|(addr, size)| {
+                let code = img.bytes_at(addr, size).filter(|c| !c.is_empty())?;
+                let p = disasm::entry_site(code, addr).filter(|p| p.emulated)?;
+                let f = super::MapFunction {
+                    name,
+                    op: MapOp::Write,
+                    map_arg: MapArg::None,
+                    family: super::Family::Both,
+                };
+                site(
+                    sites.len() + hooks.len(),
+                    &f,
+                    addr,
+                    p,
+                    false,
+                    MapArg::None,
+                    &img,
+                )
+            });
+            match hook {
+                Some(mut s) => {
+                    s.g_change = true;
+                    hooks.push(s);
+                }
+                None => {
+                    warnings.push(format!(
+                        "no cheap probe site on {name}: each probe hit reads the goroutine from memory"
+                    ));
+                    hooks.clear();
+                    break;
+                }
+            }
+        }
+        sites.extend(hooks);
+
         // Wrappers: an access through one of these also hits the probe of
         // the function it calls (Swiss `mapaccess1_faststr` calls
         // `mapaccess2_faststr`), so the pipeline can merge the pair.
@@ -675,6 +717,7 @@ impl ProbePlan {
                 file_offset,
                 exit: true,
                 fatal: false,
+                g_change: false,
                 stackcheck: false,
                 instruction: p.instruction,
                 emulated: p.emulated,
@@ -727,6 +770,12 @@ fn uses_swiss_maps(
 
 /// The runtime function that reports a concurrent map access before the
 /// process dies, most specific first: Swiss maps call a linknamed wrapper;
+/// The runtime functions after which a goroutine's `g` says something else:
+/// `goexit0(gp)` (the goroutine ended; `gp` is recycled for another one) and
+/// `copystack(gp, newsize)` (its stack moved), `gp` in RAX in both, in every
+/// Go release with the register ABI.
+const G_CHANGE_FUNCTIONS: [&str; 2] = ["runtime.goexit0", "runtime.copystack"];
+
 /// classic maps call `runtime.fatal` since Go 1.19 and `runtime.throw` before.
 fn fatal_error_functions(swiss: bool, v: GoVersion) -> &'static [&'static str] {
     if swiss {
@@ -751,7 +800,7 @@ fn nested_calls<'a>(
     // function but is not an access of its own.
     let entries: HashMap<u64, &str> = sites
         .iter()
-        .filter(|s| !s.fatal)
+        .filter(|s| !s.fatal && !s.g_change)
         .map(|s| (s.func_addr, s.function.as_str()))
         .collect();
     for f in found {
@@ -1001,6 +1050,7 @@ mod tests {
             file_offset: func_addr + 4,
             exit: false,
             fatal: false,
+            g_change: false,
             stackcheck: true,
             instruction: "jbe".into(),
             emulated: true,

@@ -59,6 +59,10 @@ pub struct GoAttachment {
     links: Links,
     /// Escalated call sites, placed one by one after the attach.
     escalated: Vec<UProbeLinkId>,
+    /// The kernel's goroutine cache generation for this target
+    /// (`GoTargetConfig::gcache`): non-zero while the plan's
+    /// goroutine-change probes are all placed.
+    gcache: u64,
 }
 
 /// Load the program and, where the kernel allows it, its `uprobe_multi`
@@ -98,6 +102,9 @@ pub fn site_cookie(site: &ProbeSite, slot: u32) -> u64 {
     }
     if site.fatal {
         flags |= cookie::FATAL;
+    }
+    if site.g_change {
+        flags |= cookie::G_CHANGE;
     }
     if site.nested_callee {
         flags |= cookie::NESTED;
@@ -176,10 +183,21 @@ pub fn attach(
     let nz = NonZeroU32::new(pid).ok_or(ProbeError::PidZero)?;
     let slot = claim_slot(ebpf, pid, config)?;
     let out = attach_sites(ebpf, nz, slot, plan, multi);
-    if out.is_err() {
-        release_slot(ebpf, slot);
+    match out {
+        Ok(mut att) => {
+            // Only now that the goroutine-change probes are in place may
+            // the kernel trust what it caches of `g`.
+            att.renew_gcache(plan);
+            if att.gcache != 0 {
+                att.set_config(ebpf, config)?;
+            }
+            Ok(att)
+        }
+        Err(e) => {
+            release_slot(ebpf, slot);
+            Err(e)
+        }
     }
-    out
 }
 
 fn attach_sites(
@@ -208,6 +226,7 @@ fn attach_sites(
                 slot,
                 links: Links::Multi(Some(link)),
                 escalated: Vec::new(),
+                gcache: 0,
             });
         }
     }
@@ -219,6 +238,7 @@ fn attach_sites(
         slot,
         links: Links::PerSite(Vec::new()),
         escalated: Vec::new(),
+        gcache: 0,
     };
     let mut links = Vec::new();
     for site in &plan.sites {
@@ -299,6 +319,8 @@ pub fn target_config(
         pid: 0,
         nested_len: rets.len() as u32,
         salt: fresh_salt(),
+        // Set once the goroutine-change probes are attached.
+        gcache: 0,
     }
 }
 
@@ -312,12 +334,33 @@ impl GoAttachment {
     ) -> Result<(), ProbeError> {
         let mut targets: Array<_, GoTargetConfig> = super::map_mut(ebpf, TARGETS_MAP)?;
         config.pid = self.pid;
+        config.gcache = self.gcache;
         targets
             .set(self.slot, config, 0)
             .map_err(|source| ProbeError::Map {
                 name: TARGETS_MAP,
                 source: Box::new(source),
             })
+    }
+
+    /// A new goroutine cache generation when every goroutine-change probe
+    /// of `plan` is attached (entries cached before are no longer
+    /// trusted), else none. The next [`Self::set_config`] hands it to the
+    /// kernel.
+    fn renew_gcache(&mut self, plan: &ProbePlan) {
+        let hooks = plan.sites.iter().filter(|s| s.g_change).count();
+        let placed = self.attached.iter().filter(|a| a.site.g_change).count();
+        self.gcache = if hooks > 0 && placed == hooks && self.placed() {
+            fresh_salt() | 1
+        } else {
+            0
+        };
+    }
+
+    /// Whether the plan's probes are in the kernel (not removed for a
+    /// closed sampling window).
+    fn placed(&self) -> bool {
+        !matches!(self.links, Links::Multi(None))
     }
 
     /// Whether every site is held by one `uprobe_multi` link.
@@ -335,6 +378,8 @@ impl GoAttachment {
                 if let Some(l) = link.take() {
                     l.detach();
                 }
+                // Goroutines may exit unseen until the probes return.
+                self.gcache = 0;
                 true
             }
             Links::PerSite(_) => false,
@@ -349,6 +394,7 @@ impl GoAttachment {
                     .attach(&plan.exe, self.pid, &multi_sites(plan, self.slot))
                     .map_err(|e| format!("cannot place the probes again: {e}"))?,
             );
+            self.renew_gcache(plan);
         }
         Ok(())
     }
