@@ -31,6 +31,12 @@ pub struct AttachedProbe {
     /// program's own code, calling `function`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub call_site: Option<String>,
+    /// A probe on the runtime that is not a map access (its `op` means
+    /// nothing): `fatal-error` (names the other side when the runtime
+    /// dies of a concurrent map access) or `goroutine-change` (goroutine
+    /// exit or stack copy: keeps the kernel's goroutine cache true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook: Option<String>,
 }
 
 /// What was attached to a target, and how.
@@ -95,6 +101,13 @@ impl AttachReport {
                     emulated: a.site.emulated,
                     exit: a.site.exit,
                     call_site: a.site.call_site.clone(),
+                    hook: if a.site.fatal {
+                        Some("fatal-error".into())
+                    } else if a.site.g_change {
+                        Some("goroutine-change".into())
+                    } else {
+                        None
+                    },
                 })
                 .collect(),
             missing: plan.missing.clone(),
