@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 use clap::Args;
 
-use super::kernel::{ProgRuns, StatsEnabled, prog_runs};
+use super::kernel::{EmptyProbes, ProgRuns, StatsEnabled, prog_runs};
 use super::{median, wrk};
 use crate::{paths, process, setup};
 
@@ -113,6 +113,12 @@ struct Config {
 enum Kind {
     Native,
     Race,
+    /// The native service with an empty BPF program (`r0 = 0; exit`) on
+    /// each of these file offsets: what the traps alone cost at exactly
+    /// an auditor mode's entry sites.
+    Floor {
+        offsets: Vec<u64>,
+    },
     Auditor {
         args: Vec<String>,
         log_to_file: bool,
@@ -156,7 +162,8 @@ pub fn run(args: &HttpArgs) -> Result<()> {
         }
     };
 
-    let configs = configurations(&auditor, race_ok, args)?;
+    let mut configs = configurations(&auditor, race_ok, args)?;
+    add_floors(&mut configs, &auditor, &native, args)?;
     if configs.is_empty() {
         bail!("--only matched no configuration");
     }
@@ -255,6 +262,81 @@ fn configurations(auditor: &Path, race_ok: bool, args: &HttpArgs) -> Result<Vec<
     Ok(configs)
 }
 
+/// The empty-program floor of the default mode and of `--scope
+/// main-module`: their entry sites (and the runtime hooks every plan
+/// has), read from the attach report of a short attach to the service.
+/// Escalated exits are placed at run time and are not part of the floor.
+fn add_floors(
+    configs: &mut Vec<Config>,
+    auditor: &Path,
+    exe: &Path,
+    args: &HttpArgs,
+) -> Result<()> {
+    for (mode, scope) in [
+        ("attach --quiet", None),
+        ("attach --quiet --scope main-module", Some("main-module")),
+    ] {
+        let label = format!("empty program at `{mode}`'s sites");
+        if !args.only.is_empty() && !args.only.iter().any(|o| label.contains(o.as_str())) {
+            continue;
+        }
+        let offsets = entry_sites(auditor, exe, scope)
+            .with_context(|| format!("finding the probe sites of `{mode}`"))?;
+        let at = configs
+            .iter()
+            .position(|c| c.label == mode)
+            .map_or(configs.len(), |i| i + 1);
+        configs.insert(
+            at,
+            Config {
+                label,
+                kind: Kind::Floor { offsets },
+            },
+        );
+    }
+    Ok(())
+}
+
+/// File offsets of the entry probes (not exits) `attach` places on a
+/// running copy of `exe` with `--scope scope` (None: the default).
+fn entry_sites(auditor: &Path, exe: &Path, scope: Option<&str>) -> Result<Vec<u64>> {
+    let mut service = Reaped(
+        Command::new(exe)
+            .arg("127.0.0.1:0")
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("starting {}", exe.display()))?,
+    );
+    let mut line = String::new();
+    BufReader::new(service.0.stdout.as_mut().expect("piped")).read_line(&mut line)?;
+    let mut cmd = Command::new(auditor);
+    cmd.args(["attach", "--format", "json", "--duration", "1s", "--pid"])
+        .arg(service.0.id().to_string());
+    if let Some(scope) = scope {
+        cmd.args(["--scope", scope]);
+    }
+    let out = process::output(&mut cmd)?;
+    let attach = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["kind"] == "attach")
+        .context("map-auditor attach printed no attach report")?;
+    let offsets: Vec<u64> = attach["probes"]
+        .as_array()
+        .context("attach report without probes")?
+        .iter()
+        .filter(|p| p["exit"] == false)
+        .filter_map(|p| {
+            let hex = p["file_offset"].as_str()?.strip_prefix("0x")?;
+            u64::from_str_radix(hex, 16).ok()
+        })
+        .collect();
+    if offsets.is_empty() {
+        bail!("the attach report lists no entry probes");
+    }
+    Ok(offsets)
+}
+
 /// A child process killed (and reaped) when dropped, so a failed run
 /// leaves nothing behind.
 struct Reaped(Child);
@@ -323,10 +405,18 @@ fn measure(
         }
         _ => None,
     };
+    let floor = match &config.kind {
+        Kind::Floor { offsets } => Some(EmptyProbes::attach(exe, offsets)?),
+        _ => None,
+    };
 
     // Warm-up: connections, the service's caches, the auditor's tables.
     wrk::run(&url, 1, args.connections, LOAD_CPU)?;
-    let watcher_pid = watcher.as_ref().map(|(c, _)| c.0.id());
+    // The empty program is this process's own.
+    let watcher_pid = watcher
+        .as_ref()
+        .map(|(c, _)| c.0.id())
+        .or(floor.as_ref().map(|_| std::process::id()));
     let before = watcher_pid.map(prog_runs).transpose()?;
     let load = wrk::run(&url, args.seconds, args.connections, LOAD_CPU)?;
     let after = watcher_pid.map(prog_runs).transpose()?;
@@ -336,7 +426,11 @@ fn measure(
     if let Some(status) = service.0.try_wait()? {
         bail!("the service died under load ({status})");
     }
-    let auditor_hwm_kib = watcher_pid.map(vm_hwm_kib).transpose()?;
+    let auditor_hwm_kib = watcher
+        .as_ref()
+        .map(|(c, _)| vm_hwm_kib(c.0.id()))
+        .transpose()?;
+    drop(floor);
     if let Some((child, stderr_path)) = &mut watcher {
         stop(&mut child.0, Duration::from_secs(30))?;
         let status = child.0.wait()?;
