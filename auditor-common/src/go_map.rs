@@ -196,7 +196,9 @@ pub struct MapOwner {
     pub escalated_ret: u64,
 }
 
-/// Name of the table of call sites already escalated (key: [`SiteKey`]).
+/// Name of the table of call sites already escalated (key: [`SiteKey`],
+/// value: hits of its exit probe when that probe is single-stepped, a
+/// `u64`; see [`cookie::STEPPED`]).
 pub const ESCALATED_MAP: &str = "GO_ESCALATED";
 
 /// A call site in one process (its return address).
@@ -349,6 +351,11 @@ pub mod cookie {
     /// stack copy (`copystack`), whose first argument (RAX) is the `g`
     /// concerned: its [`super::GoroutineCache`] entry is dropped.
     pub const G_CHANGE: u64 = 1 << 30;
+    /// With [`CALLSITE`]: an escalated exit probe on an instruction the
+    /// kernel single-steps. Its hits are counted in the site's
+    /// `GO_ESCALATED` entry, from which userspace chooses the share of the
+    /// time the probe stays attached (`--stepped-exits sampled`).
+    pub const STEPPED: u64 = 1 << 31;
 
     pub const fn encode(op: u8, probe_id: u16, flags: u64, map_arg: u8) -> u64 {
         (op as u64) | ((probe_id as u64) << 8) | flags | ((map_arg as u64) << 32)

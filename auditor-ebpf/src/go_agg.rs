@@ -103,7 +103,7 @@ fn add_one(key: &AccessCountKey, ts: u64) -> bool {
 }
 
 #[inline(always)]
-unsafe fn add_atomic(p: *mut u64, n: u64) {
+pub(crate) unsafe fn add_atomic(p: *mut u64, n: u64) {
     use core::intrinsics::{AtomicOrdering, atomic_xadd};
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
 }

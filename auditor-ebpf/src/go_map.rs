@@ -72,7 +72,7 @@ static GO_GCACHE: Array<GoroutineCache> = Array::with_max_entries(CURRENT_SLOTS,
 
 /// Call sites already handed to userspace for an exit probe.
 #[map(name = "GO_ESCALATED")]
-static GO_ESCALATED: LruHashMap<SiteKey, u8> = LruHashMap::with_max_entries(4096, 0);
+static GO_ESCALATED: LruHashMap<SiteKey, u64> = LruHashMap::with_max_entries(4096, 0);
 
 /// Rate limit of identical overlaps.
 #[map(name = "GO_PAIRS")]
@@ -873,7 +873,7 @@ fn try_escalate(
         owner.escalated_ret = ret;
         return None;
     }
-    GO_ESCALATED.insert(&key, &1, BPF_NOEXIST).ok()?;
+    GO_ESCALATED.insert(&key, &0, BPF_NOEXIST).ok()?;
     owner.escalated_ret = ret;
     count(Counter::GoEscalations);
     let mut entry = FINDINGS.reserve::<GoEscalate>(0)?;
@@ -919,12 +919,18 @@ fn try_make_exit(hit: &Hit) -> Option<()> {
 /// at once.
 #[inline(always)]
 fn try_exit(hit: &Hit) -> Option<()> {
+    let callsite = hit.cookie & cookie::CALLSITE != 0;
+    // The call's return address: the probe may sit a few instructions past
+    // it (see below), the cookie says how far.
+    let ret = hit.regs.rip.wrapping_sub(cookie::exit_delta(hit.cookie));
+    if hit.cookie & cookie::STEPPED != 0 {
+        count_stepped_exit(hit.pid, ret);
+    }
     let gr = try_goroutine(hit)?;
     let Some((slot, cur)) = current_of(hit, &gr) else {
         count(Counter::GoCurrentLost);
         return None;
     };
-    let callsite = hit.cookie & cookie::CALLSITE != 0;
     if cur.ts_ns == 0 {
         return None;
     }
@@ -933,7 +939,6 @@ fn try_exit(hit: &Hit) -> Option<()> {
     // kernel emulates, with nothing in between that could synchronise or
     // move the stack pointer), so the call's return address is the probe's
     // address less the cookie's delta.
-    let ret = hit.regs.rip.wrapping_sub(cookie::exit_delta(hit.cookie));
     if callsite && !is_call_returned(hit, &cur, ret) {
         return None;
     }
@@ -986,6 +991,18 @@ fn try_exit(hit: &Hit) -> Option<()> {
     let m = if callsite { mode::EXIT } else { mode::INTERVAL };
     report_pair(hit.pid, hit.tid, ts, map, me, second, m, 0);
     Some(())
+}
+
+/// One more hit of a single-stepped escalated exit probe, counted in its
+/// site's entry: userspace reads the rate to choose how long the probe
+/// stays attached. Not a per-CPU value: two CPUs hitting one site at once
+/// add atomically.
+#[inline(always)]
+fn count_stepped_exit(pid: u32, ret: u64) {
+    let key = SiteKey { pid, _pad: 0, ret };
+    if let Some(n) = GO_ESCALATED.get_ptr_mut(&key) {
+        unsafe { crate::go_agg::add_atomic(n, 1) };
+    }
 }
 
 /// At an escalated call site: the access `cur` records is the call that

@@ -190,6 +190,16 @@ pub enum Format {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum SteppedExits {
+    /// Attached all the time, whatever they cost.
+    Always,
+    /// Attached for windows sized to a 1% CPU budget.
+    Sampled,
+    /// Not placed.
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum DetectMode {
     /// Entry probes only: cheapest; catches accesses that enter while another
     /// goroutine holds the runtime's writing marker.
@@ -264,6 +274,14 @@ pub struct GoAuditOptions {
     /// Overlap detection mode.
     #[arg(long, value_enum, default_value_t = DetectMode::Entry)]
     pub detect: DetectMode,
+    /// Entry mode: exit probes placed at call sites that read a map
+    /// another goroutine writes, when the kernel must single-step them
+    /// (~12 µs a hit): `sampled` keeps them attached only part of the time,
+    /// so they cost at most 1% of one CPU per target, the coverage said in
+    /// the summary; `always` keeps them attached; `off` does not place
+    /// them. Exit probes the kernel emulates are always attached.
+    #[arg(long, value_enum, default_value_t = SteppedExits::Sampled)]
+    pub stepped_exits: SteppedExits,
     /// Whose map accesses are probed: `user` (the program's own code, its
     /// dependency modules, reflect and maps; the default in entry mode),
     /// `all` (every access, at the runtime's map functions; the default in

@@ -23,7 +23,7 @@ use crate::{
     pipeline::filter::{AccessFilter, parse_addr},
     settings::{
         BpfAuditSettings, DetectMode, Format, GoAuditSettings, LoadSettings, OutputSettings,
-        ReportFormat,
+        ReportFormat, SteppedExits,
     },
 };
 
@@ -90,6 +90,16 @@ impl From<cli::DetectMode> for DetectMode {
     }
 }
 
+impl From<cli::SteppedExits> for SteppedExits {
+    fn from(d: cli::SteppedExits) -> Self {
+        match d {
+            cli::SteppedExits::Always => Self::Always,
+            cli::SteppedExits::Sampled => Self::Sampled,
+            cli::SteppedExits::Off => Self::Off,
+        }
+    }
+}
+
 impl From<cli::ReportFormat> for ReportFormat {
     fn from(f: cli::ReportFormat) -> Self {
         match f {
@@ -144,6 +154,7 @@ impl TryFrom<&GoAuditOptions> for GoAuditSettings {
                 stack_depth: opts.stack_depth,
                 function_start: opts.placement == cli::Placement::FunctionStart,
                 max_overhead: opts.max_overhead,
+                stepped_exits: opts.stepped_exits.into(),
                 ..TargetOptions::default()
             },
             filter: AccessFilter::try_from(opts)?,

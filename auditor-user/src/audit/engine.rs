@@ -24,8 +24,11 @@ use bytes::Bytes;
 use thiserror::Error;
 
 use crate::{
-    audit::budget::{CostSample, SamplingWindow},
-    event::{AttachReport, AuditEvent, Coverage, Escalation, Lost},
+    audit::{
+        budget::{CostSample, SamplingWindow},
+        exits::{ExitAction, ExitSchedule, ExitTracking, STEPPED_EXIT_BUDGET_PCT},
+    },
+    event::{AttachReport, AuditEvent, Coverage, Escalation, ExitSiteCoverage, Lost},
     goexe::{PlanOptions, ProbePlan, TargetError},
     pipeline::{
         clock::WallClock,
@@ -42,7 +45,10 @@ use crate::{
         multi::MultiProgram,
     },
     proc::ProcessIdentity,
-    settings::{AccessStream, DetectMode, SettingsError, check_max_overhead, validate_stack_depth},
+    settings::{
+        AccessStream, DetectMode, SettingsError, SteppedExits, check_max_overhead,
+        validate_stack_depth,
+    },
 };
 
 /// Errors of the multi-target engine.
@@ -88,6 +94,9 @@ pub struct TargetOptions {
     /// Overhead budget in percent of the target's CPU time
     /// (`--max-overhead`).
     pub max_overhead: Option<f64>,
+    /// What becomes of escalated exit probes the kernel single-steps
+    /// (`--stepped-exits`).
+    pub stepped_exits: SteppedExits,
 }
 
 impl TargetOptions {
@@ -115,6 +124,7 @@ impl Default for TargetOptions {
             accesses: AccessStream::Records,
             function_start: false,
             max_overhead: None,
+            stepped_exits: SteppedExits::Sampled,
         }
     }
 }
@@ -210,7 +220,48 @@ struct TargetState {
     /// What the kernel was told for this target (`GO_TARGETS[pid]`).
     config: GoTargetConfig,
     budget: Option<BudgetState>,
+    stepped_exits: SteppedExits,
+    /// Escalated call sites, in the order of the attachment's escalated
+    /// exits.
+    exits: Vec<ExitSite>,
 }
+
+/// One escalated call site's exit probe and its schedule.
+struct ExitSite {
+    /// Index among the attachment's escalated exits (`None`: never placed,
+    /// `--stepped-exits off`).
+    index: Option<usize>,
+    /// The call's return address as the process runs it (the kernel's key
+    /// for the site's hit count).
+    ret: u64,
+    function: String,
+    file: String,
+    line: u32,
+    instruction: String,
+    stepped: bool,
+    schedule: ExitSchedule,
+}
+
+impl ExitSite {
+    fn coverage(&self, now: Instant) -> ExitSiteCoverage {
+        ExitSiteCoverage {
+            function: self.function.clone(),
+            file: self.file.clone(),
+            line: self.line,
+            pc: self.ret,
+            instruction: self.instruction.clone(),
+            stepped: self.stepped,
+            tracking: self.schedule.tracking.as_str().into(),
+            hits: self.schedule.hits,
+            armed_pct: self.schedule.armed_pct(now),
+            cost_pct: self.schedule.cost_pct(now),
+        }
+    }
+}
+
+/// A parked exit probe whose removal finished: (pid, index among the
+/// target's exit sites, when).
+type ParkDone = (u32, usize, Instant);
 
 /// A target under an overhead budget: its sampling window and what the
 /// last estimate saw.
@@ -285,6 +336,9 @@ pub struct TargetInfo {
     /// Under an overhead budget: share of the time the probes were on, in
     /// percent, and why.
     pub coverage: Option<(f64, Option<String>)>,
+    /// Escalated call sites and the share of the time their exit probe
+    /// was attached.
+    pub exit_sites: Vec<ExitSiteCoverage>,
 }
 
 /// The loaded Go probes and every attached target.
@@ -323,6 +377,10 @@ pub struct GoEngine {
     /// Counters and program runs as of the last budget check.
     budget_counters: CounterSnapshot,
     budget_runs: (u64, u64),
+    /// Parked exit probes are removed on threads of their own (a removal
+    /// waits for a grace period); they say here when it is done.
+    parked_tx: std::sync::mpsc::Sender<ParkDone>,
+    parked_rx: std::sync::mpsc::Receiver<ParkDone>,
 }
 
 impl GoEngine {
@@ -335,7 +393,10 @@ impl GoEngine {
         let gauge = RingGauge::map(ring.as_raw_fd());
         let last_counters = counters.read();
         let multi = probe::go::load_programs(&mut ebpf).unwrap_or_else(|e| Err(e.to_string()));
+        let (parked_tx, parked_rx) = std::sync::mpsc::channel();
         Ok(Self {
+            parked_tx,
+            parked_rx,
             multi,
             ebpf,
             ring,
@@ -434,6 +495,8 @@ impl GoEngine {
                 runtime_fatal: None,
                 config,
                 budget: opts.max_overhead.map(|pct| BudgetState::new(pid, pct)),
+                stepped_exits: opts.stepped_exits,
+                exits: Vec::new(),
             },
         );
         Ok(report)
@@ -473,6 +536,7 @@ impl GoEngine {
                 .budget
                 .as_ref()
                 .map(|b| (b.coverage_pct(now), b.reason.clone())),
+            exit_sites: t.exits.iter().map(|e| e.coverage(now)).collect(),
         })
     }
 
@@ -538,9 +602,79 @@ impl GoEngine {
                 }
             }
             if on {
+                // Entries were not recorded while the window was closed: a
+                // goroutine's record may be an older call at the same site,
+                // which its exit must not close. A new salt makes every
+                // record written before fail its check (an exit in flight
+                // is then counted as a lost exit decision).
+                t.config.salt = probe::go::fresh_salt();
                 t.config.paused = 0;
                 if let Some(att) = t.attachment.as_ref() {
                     let _ = att.set_config(&mut self.ebpf, t.config);
+                }
+            }
+        }
+        self.schedule_exits(now);
+    }
+
+    /// Arm and park the escalated exit probes of every target: sampled
+    /// ones by their duty cycle, all of them while a `--max-overhead`
+    /// window is closed.
+    fn schedule_exits(&mut self, now: Instant) {
+        while let Ok((pid, site, done)) = self.parked_rx.try_recv() {
+            if let Some(e) = self
+                .targets
+                .get_mut(&pid)
+                .and_then(|t| t.exits.get_mut(site))
+            {
+                e.schedule.parked(done);
+            }
+        }
+        for (&pid, t) in &mut self.targets {
+            let Some(att) = t.attachment.as_mut() else {
+                continue;
+            };
+            let probes_on = t.budget.as_ref().is_none_or(|b| b.on_since.is_some());
+            let sampled = t
+                .exits
+                .iter()
+                .filter(|e| e.schedule.tracking == ExitTracking::Sampled)
+                .count()
+                .max(1);
+            // The target's budget, shared by its sampled sites.
+            let budget = STEPPED_EXIT_BUDGET_PCT / 100.0 / sampled as f64;
+            for (i, e) in t.exits.iter_mut().enumerate() {
+                let Some(index) = e.index else { continue };
+                let hits = if e.stepped {
+                    att.stepped_exit_hits(&self.ebpf, e.ret).unwrap_or(0)
+                } else {
+                    0
+                };
+                match e.schedule.step(now, hits, probes_on, budget) {
+                    ExitAction::Keep => {}
+                    ExitAction::Arm => {
+                        if att.arm_exit(&mut self.ebpf, &t.plan.exe, index).is_err() {
+                            e.schedule.arm_failed(now);
+                        }
+                    }
+                    ExitAction::Park => match att.park_exit(&mut self.ebpf, index) {
+                        Some(link) => {
+                            let tx = self.parked_tx.clone();
+                            let spawned = std::thread::Builder::new()
+                                .name("exit-park".into())
+                                .spawn(move || {
+                                    drop(link);
+                                    let _ = tx.send((pid, i, Instant::now()));
+                                });
+                            if spawned.is_err() {
+                                // The closure (and the link) was dropped
+                                // here: removed on the event path rather
+                                // than left on.
+                                e.schedule.parked(Instant::now());
+                            }
+                        }
+                        None => e.schedule.parked(now),
+                    },
                 }
             }
         }
@@ -756,14 +890,32 @@ impl GoEngine {
             pc: e.ret,
             instruction: String::new(),
             emulated: false,
+            tracking: String::new(),
             error: None,
         };
         match t.plan.call_site(link_addr, e.probe_id) {
             Some(cs) => {
                 ev.instruction = cs.site.instruction.clone();
                 ev.emulated = cs.site.emulated;
-                if let Err(why) = att.attach_site(&mut self.ebpf, &t.plan.exe, &cs) {
-                    ev.error = Some(why);
+                let tracking = match (cs.site.emulated, t.stepped_exits) {
+                    (true, _) | (false, SteppedExits::Always) => ExitTracking::Always,
+                    (false, SteppedExits::Sampled) => ExitTracking::Sampled,
+                    (false, SteppedExits::Off) => ExitTracking::Off,
+                };
+                ev.tracking = tracking.as_str().into();
+                let armed = tracking != ExitTracking::Off;
+                match att.attach_site(&mut self.ebpf, &t.plan.exe, &cs, armed) {
+                    Ok(index) => t.exits.push(ExitSite {
+                        index: armed.then_some(index),
+                        ret: e.ret,
+                        function: ev.function.clone(),
+                        file: ev.file.clone(),
+                        line: ev.line,
+                        instruction: ev.instruction.clone(),
+                        stepped: !cs.site.emulated,
+                        schedule: ExitSchedule::new(tracking, Instant::now()),
+                    }),
+                    Err(why) => ev.error = Some(why),
                 }
             }
             None => {
@@ -938,6 +1090,7 @@ impl GoEngine {
                 .budget
                 .as_ref()
                 .map(|b| (b.coverage_pct(Instant::now()), b.reason.clone())),
+            exit_sites: t.exits.iter().map(|e| e.coverage(Instant::now())).collect(),
         })
     }
 

@@ -10,6 +10,7 @@
 
 pub mod budget;
 pub mod engine;
+pub mod exits;
 pub mod signals;
 
 use std::{
@@ -346,6 +347,10 @@ impl GoSession {
             .fatal
             .or_else(|| info.as_ref().and_then(|i| i.runtime_fatal.clone()));
         let coverage = info.as_ref().and_then(|i| i.coverage.clone());
+        let exit_sites = info
+            .as_ref()
+            .map(|i| i.exit_sites.clone())
+            .unwrap_or_default();
         let stats = info.map(|i| i.stats);
         let unattributed = self.engine.counters().get(Counter::GoFatalUnattributed);
         let summary = Summary {
@@ -368,6 +373,7 @@ impl GoSession {
             }),
             coverage_pct: coverage.as_ref().map(|c| c.0),
             coverage_reason: coverage.and_then(|c| c.1),
+            exit_sites,
             ..Summary::default()
         };
         let overlaps = summary.overlaps;

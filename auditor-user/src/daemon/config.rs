@@ -11,8 +11,8 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::settings::{
-    DEFAULT_AGGREGATE_INTERVAL, DetectMode, SettingsError, check_max_overhead, parse_duration,
-    validate_aggregate_interval, validate_ring_mib, validate_stack_depth,
+    DEFAULT_AGGREGATE_INTERVAL, DetectMode, SettingsError, SteppedExits, check_max_overhead,
+    parse_duration, validate_aggregate_interval, validate_ring_mib, validate_stack_depth,
 };
 
 /// Where the daemon listens unless told otherwise.
@@ -60,6 +60,7 @@ struct ConfigFile {
     all_accesses: Option<bool>,
     aggregate_interval: Option<String>,
     max_overhead: Option<f64>,
+    stepped_exits: Option<String>,
     scan_interval: Option<String>,
     #[serde(default)]
     log: LogSection,
@@ -167,6 +168,9 @@ pub struct DaemonConfig {
     pub aggregate_interval: Duration,
     /// Overhead budget per target, in percent of its CPU time.
     pub max_overhead: Option<f64>,
+    /// What becomes of escalated exit probes the kernel single-steps
+    /// (`stepped_exits = "always" | "sampled" | "off"`).
+    pub stepped_exits: SteppedExits,
     /// How often /proc is scanned for watched executables and target exits.
     pub scan_interval: Duration,
     pub rotation: RotationPolicy,
@@ -193,6 +197,7 @@ impl Default for DaemonConfig {
             all_accesses: false,
             aggregate_interval: DEFAULT_AGGREGATE_INTERVAL,
             max_overhead: None,
+            stepped_exits: SteppedExits::Sampled,
             scan_interval: Duration::from_millis(500),
             rotation: RotationPolicy::default(),
             pids: Vec::new(),
@@ -286,6 +291,9 @@ impl DaemonConfig {
             c.aggregate_interval = duration("aggregate_interval", &s)?;
         }
         c.max_overhead = f.max_overhead;
+        if let Some(s) = f.stepped_exits {
+            c.stepped_exits = s.parse().map_err(ConfigError::Invalid)?;
+        }
         if let Some(s) = f.scan_interval {
             c.scan_interval = duration("scan_interval", &s)?;
         }
@@ -475,6 +483,11 @@ mod tests {
         assert!(c.all_accesses);
         assert_eq!(c.aggregate_interval, Duration::from_millis(250));
         assert_eq!(c.max_overhead, Some(5.0));
+        assert_eq!(c.stepped_exits, SteppedExits::Sampled);
+        let c = DaemonConfig::from_toml("stepped_exits = \"always\"\n", "d.toml").unwrap();
+        assert_eq!(c.stepped_exits, SteppedExits::Always);
+        let e = DaemonConfig::from_toml("stepped_exits = \"every\"\n", "d.toml").unwrap_err();
+        assert!(e.to_string().contains("--stepped-exits"), "{e}");
         assert!(!DaemonConfig::default().all_accesses, "counts by default");
         for (text, key) in [
             ("max_overhead = 0", "--max-overhead"),

@@ -395,6 +395,7 @@ impl Daemon {
             target_fatal: info.runtime_fatal.clone(),
             coverage_pct: info.coverage.as_ref().map(|c| c.0),
             coverage_reason: info.coverage.as_ref().and_then(|c| c.1.clone()),
+            exit_sites: info.exit_sites.clone(),
             ..Summary::default()
         };
         self.record(LogEvent::Audit(AuditEvent::Summary(summary)));
@@ -907,6 +908,7 @@ pub async fn run(cfg: DaemonConfig) -> Result<i32> {
             },
             function_start: false,
             max_overhead: cfg.max_overhead,
+            stepped_exits: cfg.stepped_exits,
         },
         stdout: cfg.stdout_json.then(|| BufWriter::new(std::io::stdout())),
         cfg: cfg.clone(),

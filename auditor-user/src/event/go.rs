@@ -167,6 +167,11 @@ pub struct Escalation {
     /// single-steps it (~12 µs a hit on our machines).
     pub instruction: String,
     pub emulated: bool,
+    /// How the exit probe is held: `always`, `sampled` (single-stepped,
+    /// attached for windows within a CPU budget) or `off` (single-stepped
+    /// and not placed, `--stepped-exits off`).
+    #[serde(default)]
+    pub tracking: String,
     /// Why the probe could not be placed, if it could not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -12,7 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub use bpf::{Alert, AlertRule, BpfMapEvent, ConcurrentWriter, MAP_DESTROYED};
 pub use go::{Access, AccessCounts, DetectionMode, Escalation, Frame, Overlap, OverlapParty};
 pub use kinds::EventKind;
-pub use target::{AttachReport, AttachedProbe, Coverage, FindingGroup, Lost, Summary, TargetEvent};
+pub use target::{
+    AttachReport, AttachedProbe, Coverage, ExitSiteCoverage, FindingGroup, Lost, Summary,
+    TargetEvent,
+};
 
 /// Version of the JSON event schema (docs/events.md).
 pub const SCHEMA_VERSION: u32 = 1;

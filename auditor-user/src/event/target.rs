@@ -213,6 +213,34 @@ pub struct Summary {
     /// accounts for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fatal_unattributed: Option<FatalUnattributed>,
+    /// Escalated call sites and how much of the time their exit probe was
+    /// attached (entry mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exit_sites: Vec<ExitSiteCoverage>,
+}
+
+/// One escalated call site's exit probe over a session: whether the kernel
+/// single-steps it, how it was held (`always`, `sampled`, `off`), its hits
+/// (counted for single-stepped probes only) and the share of the time it
+/// was attached. A read at a site whose probe was parked is decided only at
+/// its entry.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ExitSiteCoverage {
+    pub function: String,
+    pub file: String,
+    pub line: u32,
+    /// The call's return address.
+    #[serde(serialize_with = "hex", deserialize_with = "from_hex")]
+    pub pc: u64,
+    pub instruction: String,
+    pub stepped: bool,
+    pub tracking: String,
+    /// Hits of the probe (single-stepped probes; 0 for emulated ones).
+    pub hits: u64,
+    pub armed_pct: f64,
+    /// What those hits cost, in percent of one CPU over the session (at
+    /// ~13 µs a single-stepped hit).
+    pub cost_pct: f64,
 }
 
 /// Concurrent-map fatal errors the kernel saw in calls no probe recorded,

@@ -88,12 +88,28 @@ impl<W: Write> LiveLog<W> {
                 AuditEvent::Overlap(o) => self.overlap(o),
                 AuditEvent::Escalation(e) => {
                     let (d, r) = (self.paint(DIM), self.paint(RESET));
-                    let cost = if e.emulated {
-                        "emulated"
-                    } else {
-                        "single-stepped"
+                    let cost = match (e.emulated, e.tracking.as_str()) {
+                        (true, _) => "emulated".to_string(),
+                        (false, "sampled") => format!(
+                            "single-stepped: sampled, attached part of the time so that stepped exits cost at most {}% of a CPU",
+                            crate::settings::STEPPED_EXIT_BUDGET_PCT
+                        ),
+                        (false, "off") => "single-stepped: not placed (--stepped-exits off); its reads are decided at entry only".to_string(),
+                        (false, _) => "single-stepped, attached all the time".to_string(),
                     };
                     match &e.error {
+                        None if e.tracking == "off" => writeln!(
+                            self.out,
+                            "{d}{} escalation of {} {} ({}:{}): reads map {:#x} that another goroutine writes; its exit would be `{}` at {:#x}, {cost}{r}",
+                            clock_time(e.ts_ns),
+                            e.function,
+                            e.runtime_fn,
+                            e.file,
+                            e.line,
+                            e.map,
+                            e.instruction,
+                            e.pc
+                        ),
                         None => writeln!(
                             self.out,
                             "{d}{} escalated: {} {} ({}:{}) reads map {:#x} that another goroutine writes; its exits are now tracked (probe on `{}` at {:#x}, {cost}){r}",
@@ -379,6 +395,27 @@ impl<W: Write> LiveLog<W> {
                     .as_deref()
                     .map(|r| format!(", {r}"))
                     .unwrap_or_default()
+            );
+        }
+        for x in &s.exit_sites {
+            let how = match (x.stepped, x.tracking.as_str()) {
+                (false, _) => "emulated, attached".to_string(),
+                (true, "off") => {
+                    "single-stepped, not placed (--stepped-exits off): its reads were decided at entry only".to_string()
+                }
+                (true, "sampled") => format!(
+                    "single-stepped, sampled: attached {:.1}% of the time, {} hits, ~{:.2}% of a CPU (a writer entering while a read is inside is seen only then)",
+                    x.armed_pct, x.hits, x.cost_pct
+                ),
+                (true, _) => format!(
+                    "single-stepped, attached, {} hits, ~{:.2}% of a CPU",
+                    x.hits, x.cost_pct
+                ),
+            };
+            let _ = writeln!(
+                t,
+                "exit probe at {} ({}:{}): {how}",
+                x.function, x.file, x.line
             );
         }
         if let Some(shown) = s.shown {

@@ -57,13 +57,28 @@ pub struct GoAttachment {
     /// This target's slot in `GO_TARGETS` (carried in every cookie).
     slot: u32,
     links: Links,
-    /// Escalated call sites, placed one by one after the attach.
-    escalated: Vec<UProbeLinkId>,
+    /// Escalated call sites, placed one by one after the attach; each may
+    /// be parked (its probe removed) and armed again.
+    escalated: Vec<EscalatedExit>,
     /// The kernel's goroutine cache generation for this target
     /// (`GoTargetConfig::gcache`): non-zero while the plan's
     /// goroutine-change probes are all placed.
     gcache: u64,
 }
+
+/// The exit probe of one escalated call site.
+#[derive(Debug)]
+struct EscalatedExit {
+    file_offset: u64,
+    cookie: u64,
+    /// Attached now (armed), or `None` while parked.
+    link: Option<UProbeLinkId>,
+}
+
+/// An escalated exit probe taken out of its program: dropping it removes
+/// the probe, which waits for a grace period, so callers drop it off the
+/// thread that reads events.
+pub type ParkedLink = aya::programs::uprobe::UProbeLink;
 
 /// Load the program and, where the kernel allows it, its `uprobe_multi`
 /// copy; the error says why every target will use one link per site.
@@ -162,7 +177,7 @@ fn release_slot(ebpf: &mut Ebpf, slot: u32) {
 
 /// A random value for [`GoTargetConfig::salt`] (std's hasher keys are
 /// drawn from the OS per `RandomState`).
-fn fresh_salt() -> u64 {
+pub fn fresh_salt() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0);
@@ -399,13 +414,17 @@ impl GoAttachment {
         Ok(())
     }
 
-    /// Place one more site on this process (an escalated call site).
+    /// Place one more site on this process (an escalated call site), armed
+    /// unless `armed` is false; its index for [`Self::arm_exit`] and
+    /// [`Self::park_exit`]. A site the kernel single-steps counts its hits
+    /// ([`Self::stepped_exit_hits`]).
     pub fn attach_site(
         &mut self,
         ebpf: &mut Ebpf,
         exe: &std::path::Path,
         call: &CallSite,
-    ) -> Result<(), String> {
+        armed: bool,
+    ) -> Result<usize, String> {
         let site = &call.site;
         let delta = u8::try_from(site.addr.wrapping_sub(call.ret_addr)).map_err(|_| {
             format!(
@@ -413,35 +432,96 @@ impl GoAttachment {
                 site.addr, call.ret_addr
             )
         })?;
-        let nz = NonZeroU32::new(self.pid).ok_or("pid 0")?;
-        let prog = program(ebpf).map_err(|e| e.to_string())?;
         let mut flags = cookie::EXIT | cookie::CALLSITE;
         if site.stackcheck {
             flags |= cookie::STACKCHECK;
         }
-        let point = UProbeAttachPoint {
-            location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
-            cookie: Some(cookie::with_exit_delta(
+        if !site.emulated {
+            flags |= cookie::STEPPED;
+        }
+        let mut exit = EscalatedExit {
+            file_offset: site.file_offset,
+            cookie: cookie::with_exit_delta(
                 cookie::with_target_slot(
                     cookie::encode(site.op as u8, site.id, flags, site.map_arg as u8),
                     self.slot,
                 ),
                 delta,
-            )),
+            ),
+            link: None,
         };
-        let link = prog
-            .attach(point, exe, UProbeScope::OneProcess(nz))
-            .map_err(|e| e.to_string())?;
+        if armed {
+            exit.link = Some(self.place_exit(ebpf, exe, &exit)?);
+        }
         self.attached.push(AttachedSite { site: site.clone() });
-        self.escalated.push(link);
+        self.escalated.push(exit);
+        Ok(self.escalated.len() - 1)
+    }
+
+    fn place_exit(
+        &self,
+        ebpf: &mut Ebpf,
+        exe: &std::path::Path,
+        exit: &EscalatedExit,
+    ) -> Result<UProbeLinkId, String> {
+        let nz = NonZeroU32::new(self.pid).ok_or("pid 0")?;
+        let prog = program(ebpf).map_err(|e| e.to_string())?;
+        let point = UProbeAttachPoint {
+            location: UProbeAttachLocation::AbsoluteOffset(exit.file_offset),
+            cookie: Some(exit.cookie),
+        };
+        prog.attach(point, exe, UProbeScope::OneProcess(nz))
+            .map_err(|e| e.to_string())
+    }
+
+    /// Attach a parked escalated exit again (nothing when it is armed).
+    pub fn arm_exit(
+        &mut self,
+        ebpf: &mut Ebpf,
+        exe: &std::path::Path,
+        index: usize,
+    ) -> Result<(), String> {
+        let Some(exit) = self.escalated.get(index) else {
+            return Err(format!("no escalated exit {index}"));
+        };
+        if exit.link.is_some() {
+            return Ok(());
+        }
+        let link = self.place_exit(ebpf, exe, exit)?;
+        self.escalated[index].link = Some(link);
         Ok(())
+    }
+
+    /// Take an armed escalated exit's probe out of the program, for the
+    /// caller to drop (which removes it) off the event path. `None` when
+    /// it was parked already.
+    pub fn park_exit(&mut self, ebpf: &mut Ebpf, index: usize) -> Option<ParkedLink> {
+        let id = self.escalated.get_mut(index)?.link.take()?;
+        program(ebpf).ok()?.take_link(id).ok()
+    }
+
+    /// Hits of a single-stepped escalated exit so far, counted by the
+    /// kernel in its `GO_ESCALATED` entry (`ret`: the call's return address
+    /// as the process runs it).
+    pub fn stepped_exit_hits(&self, ebpf: &Ebpf, ret: u64) -> Option<u64> {
+        let table = HashMap::<_, SiteKey, u64>::try_from(ebpf.map(ESCALATED_MAP)?).ok()?;
+        table
+            .get(
+                &SiteKey {
+                    pid: self.pid,
+                    _pad: 0,
+                    ret,
+                },
+                0,
+            )
+            .ok()
     }
 
     /// Remove every probe of this process and forget its kernel state.
     pub fn detach(self, ebpf: &mut Ebpf) -> Result<(), ProbeError> {
-        if !self.escalated.is_empty() {
+        if self.escalated.iter().any(|e| e.link.is_some()) {
             let prog = program(ebpf)?;
-            for link in self.escalated {
+            for link in self.escalated.into_iter().filter_map(|e| e.link) {
                 let _ = prog.detach(link);
             }
         }
@@ -462,7 +542,7 @@ impl GoAttachment {
         release_slot(ebpf, self.slot);
         forget_pid::<MapState>(ebpf, MAP_STATE_MAP, self.pid);
         // GO_CURRENT needs no clearing: the next target's salt differs.
-        forget_where::<SiteKey, u8>(ebpf, ESCALATED_MAP, |k| k.pid == self.pid);
+        forget_where::<SiteKey, u64>(ebpf, ESCALATED_MAP, |k| k.pid == self.pid);
         forget_where::<PairKey, PairSeen>(ebpf, PAIRS_MAP, |k| k.pid == self.pid);
 
         Ok(())
