@@ -223,6 +223,10 @@ pub mod resolved {
 }
 
 /// Kernel struct member offsets (bytes) read from the running kernel's BTF.
+/// The loader writes them into the object's read-only data
+/// ([`OFFSETS_GLOBAL`]) before the programs are verified, so the verifier
+/// sees constants: loads through the task's BTF pointer are checked
+/// against the kernel's types and run as plain memory loads.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
@@ -256,14 +260,62 @@ pub struct KernelOffsets {
     pub map_flags: u32,
     pub map_id: u32,
     pub map_name: u32,
+    pub task_pid: u32,
+    pub task_tgid: u32,
+    pub task_comm: u32,
+    /// `cred.uid` (the real uid).
+    pub cred_uid: u32,
     pub _pad: u32,
 }
+
+impl KernelOffsets {
+    /// All zero: the kernel object's placeholder until the loader writes
+    /// the running kernel's offsets into it.
+    pub const ZERO: Self = Self {
+        task_files: 0,
+        task_mm: 0,
+        files_fdt: 0,
+        fdt_max_fds: 0,
+        fdt_fd: 0,
+        file_f_op: 0,
+        file_private_data: 0,
+        file_f_path: 0,
+        path_dentry: 0,
+        dentry_d_inode: 0,
+        inode_i_ino: 0,
+        inode_i_sb: 0,
+        sb_s_dev: 0,
+        mm_exe_file: 0,
+        task_cred: 0,
+        cred_euid: 0,
+        cred_cap_effective: 0,
+        task_ti_status: 0,
+        prog_aux: 0,
+        aux_id: 0,
+        aux_used_map_cnt: 0,
+        aux_used_maps: 0,
+        map_type: 0,
+        map_key_size: 0,
+        map_value_size: 0,
+        map_max_entries: 0,
+        map_flags: 0,
+        map_id: 0,
+        map_name: 0,
+        task_pid: 0,
+        task_tgid: 0,
+        task_comm: 0,
+        cred_uid: 0,
+        _pad: 0,
+    };
+}
+
+/// Name of the read-only global holding the [`KernelOffsets`].
+pub const OFFSETS_GLOBAL: &str = "BPF_OFFSETS";
 
 /// Session configuration, index 0 of [`CONFIG_MAP`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BpfAuditConfig {
-    pub off: KernelOffsets,
     /// The auditor's own tgid: its calls are left out unless `include_self`.
     pub self_tgid: u32,
     pub include_self: u32,
@@ -476,5 +528,6 @@ unsafe impl Pod for MapIdentity {}
 mod user {
     use super::*;
     unsafe impl aya::Pod for BpfAuditConfig {}
+    unsafe impl aya::Pod for KernelOffsets {}
     unsafe impl aya::Pod for WriterSlot {}
 }

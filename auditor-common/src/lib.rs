@@ -221,8 +221,8 @@ const _: () = {
     assert!(size_of::<BpfCallPath>() == 296);
     assert!(size_of::<CallSlot>() == 272);
     assert!(size_of::<ProgMaps>() == 40);
-    assert!(size_of::<BpfAuditConfig>() == 160);
-    assert!(size_of::<KernelOffsets>() == 120);
+    assert!(size_of::<BpfAuditConfig>() == 40);
+    assert!(size_of::<KernelOffsets>() == 136);
     assert!(size_of::<WriterSlot>() == 24);
     assert!(size_of::<MapIdentity>() == 40);
     // Ring-buffer records are 8-byte aligned by the kernel: a record whose

@@ -39,8 +39,7 @@ use auditor_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_task,
-        bpf_get_current_uid_gid, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user,
         bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::{map, raw_tracepoint},
@@ -49,6 +48,29 @@ use aya_ebpf::{
 };
 
 use crate::shared::{EVENTS, count, header, now};
+
+/// The running kernel's struct offsets, written by the loader into the
+/// object's read-only data before the programs are verified: the verifier
+/// then knows each offset as a constant, checks every load through the
+/// task's BTF pointer against the kernel's own types, and the JIT emits
+/// those loads as plain memory reads (fault-safe) instead of
+/// `bpf_probe_read_kernel` calls.
+#[unsafe(no_mangle)]
+static BPF_OFFSETS: KernelOffsets = KernelOffsets::ZERO;
+
+/// An offset from [`BPF_OFFSETS`]; volatile so the compiler does not fold
+/// the placeholder zero into the code.
+macro_rules! off {
+    ($f:ident) => {
+        unsafe { core::ptr::read_volatile(&raw const BPF_OFFSETS.$f) } as u64
+    };
+}
+
+/// Calls between enter and exit right now (all threads). The exit program
+/// runs on every system call of the machine; while this is zero it returns
+/// without a helper call or a look at the (large, mostly cold) slot array.
+#[map(name = "BPF_INFLIGHT")]
+static BPF_INFLIGHT: Array<u64> = Array::with_max_entries(1, 0);
 
 #[map(name = "BPF_CONFIG")]
 static BPF_CONFIG: Array<BpfAuditConfig> = Array::with_max_entries(1, 0);
@@ -144,7 +166,15 @@ pub fn bpf_sys_enter(ctx: RawTracePointContext) -> i32 {
 /// a call of its own goes past the slot check.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn bpf_sys_exit(ctx: RawTracePointContext) -> i32 {
-    let tid = bpf_get_current_pid_tgid() as u32;
+    let Some(inflight) = BPF_INFLIGHT.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: array value.
+    if unsafe { core::ptr::read_volatile(inflight) } == 0 {
+        return 0;
+    }
+    let task = current_task();
+    let tid: u32 = kload(task + off!(task_pid));
     let Some(slot) = BPF_SLOTS.get_ptr_mut(tid & SLOT_MASK) else {
         return 0;
     };
@@ -152,9 +182,31 @@ pub fn bpf_sys_exit(ctx: RawTracePointContext) -> i32 {
     if unsafe { (*slot).tid } != tid || tid == 0 {
         return 0;
     }
+    unsafe { add_atomic(inflight, u64::MAX) };
     let ret: i64 = ctx.arg(1);
-    let _ = exit(unsafe { &mut *slot }, ret);
+    let _ = exit(task, unsafe { &mut *slot }, ret);
     0
+}
+
+#[inline(always)]
+unsafe fn add_atomic(p: *mut u64, n: u64) {
+    use core::intrinsics::{AtomicOrdering, atomic_xadd};
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, n) };
+}
+
+/// `current` as a BTF pointer: loads at [`BPF_OFFSETS`] from it and from
+/// the struct pointers read through it are plain, verifier-checked loads.
+#[inline(always)]
+fn current_task() -> u64 {
+    unsafe { bpf_get_current_task_btf() as u64 }
+}
+
+/// A load through a BTF pointer (the task or a struct pointer read from
+/// it). The verifier checks the constant offset against the kernel type;
+/// a fault (a NULL pointer on the way) reads zero.
+#[inline(always)]
+fn kload<T>(addr: u64) -> T {
+    unsafe { core::ptr::read_volatile(addr as *const T) }
 }
 
 #[inline(always)]
@@ -170,8 +222,8 @@ fn enter(ctx: &RawTracePointContext, id: u64) -> Option<()> {
             return None;
         }
         let cfg = BPF_CONFIG.get(0)?;
-        let task = unsafe { bpf_get_current_task() };
-        if cfg.enabled == 0 || is_compat(task, &cfg.off) != compat {
+        let task = current_task();
+        if cfg.enabled == 0 || is_compat(task) != compat {
             // The number is another call's in the other ABI (i386 321 is
             // signalfd; x86-64 357 does not exist).
             return None;
@@ -184,8 +236,8 @@ fn enter(ctx: &RawTracePointContext, id: u64) -> Option<()> {
 
 /// Whether the current call came through the 32-bit entry.
 #[inline(always)]
-fn is_compat(task: u64, off: &KernelOffsets) -> bool {
-    read_k::<u32>(task + off.task_ti_status as u64).is_some_and(|s| s & TS_COMPAT != 0)
+fn is_compat(task: u64) -> bool {
+    kload::<u32>(task + off!(task_ti_status)) & TS_COMPAT != 0
 }
 
 #[inline(always)]
@@ -210,32 +262,26 @@ fn fd_at(c: u32, attr: &[u8; ATTR_BYTES]) -> Option<u32> {
     }
 }
 
-/// `max_fds` and `fd` of `struct fdtable`, read together (userspace checks
-/// that `fd` follows `max_fds` at +8).
-#[repr(C)]
-struct FdtHead {
-    max_fds: u32,
-    _pad: u32,
-    fd: u64,
-}
-
 /// `current->files->fdt->fd[fd]`, or None when the fd is out of range or
-/// empty.
+/// empty. `files`, `fdt`, `max_fds` and the `fd` array are loads through
+/// BTF pointers; the array slot (a pointer to a pointer, untyped to the
+/// verifier) is one `bpf_probe_read_kernel`.
 #[inline(always)]
-fn fd_to_file(task: u64, fd: u32, off: &KernelOffsets) -> Option<u64> {
-    let files: u64 = read_k(task + off.task_files as u64)?;
+fn fd_to_file(task: u64, fd: u32) -> Option<u64> {
+    let files: u64 = kload(task + off!(task_files));
     if files == 0 {
         return None;
     }
-    let fdt: u64 = read_k(files + off.files_fdt as u64)?;
+    let fdt: u64 = kload(files + off!(files_fdt));
     if fdt == 0 {
         return None;
     }
-    let head: FdtHead = read_k(fdt + off.fdt_max_fds as u64)?;
-    if fd >= head.max_fds {
+    let max_fds: u32 = kload(fdt + off!(fdt_max_fds));
+    if fd >= max_fds {
         return None;
     }
-    let file: u64 = read_k(head.fd + fd as u64 * 8)?;
+    let arr: u64 = kload(fdt + off!(fdt_fd));
+    let file: u64 = read_k(arr + fd as u64 * 8)?;
     (file != 0).then_some(file)
 }
 
@@ -263,18 +309,18 @@ struct MapSpan {
 const MAP_NAME_AFTER_TYPE: usize = 72;
 
 #[inline(always)]
-fn read_map(map: u64, off: &KernelOffsets, out: &mut MapIdentity) -> u32 {
-    let h = if off.map_name == off.map_type + MAP_NAME_AFTER_TYPE as u32 {
-        let Some(sp) = read_k::<MapSpan>(map + off.map_type as u64) else {
+fn read_map(map: u64, out: &mut MapIdentity) -> u32 {
+    let h = if off!(map_name) == off!(map_type) + MAP_NAME_AFTER_TYPE as u64 {
+        let Some(sp) = read_k::<MapSpan>(map + off!(map_type)) else {
             return resolved::FAILED;
         };
         out.name = sp.name;
         sp.head
     } else {
-        let Some(h) = read_k::<MapHead>(map + off.map_type as u64) else {
+        let Some(h) = read_k::<MapHead>(map + off!(map_type)) else {
             return resolved::FAILED;
         };
-        out.name = read_k(map + off.map_name as u64).unwrap_or([0; 16]);
+        out.name = read_k(map + off!(map_name)).unwrap_or([0; 16]);
         h
     };
     out.id = h.id;
@@ -289,14 +335,14 @@ fn read_map(map: u64, off: &KernelOffsets, out: &mut MapIdentity) -> u32 {
 /// `file->f_op` and `file->private_data`: one read where they are 16 bytes
 /// apart (Linux 6.x: `f_op`, `f_mapping`, `private_data`), two otherwise.
 #[inline(always)]
-fn file_ops_and_object(file: u64, off: &KernelOffsets) -> Option<(u64, u64)> {
-    if off.file_private_data == off.file_f_op + 16 {
-        let w: [u64; 3] = read_k(file + off.file_f_op as u64)?;
+fn file_ops_and_object(file: u64) -> Option<(u64, u64)> {
+    if off!(file_private_data) == off!(file_f_op) + 16 {
+        let w: [u64; 3] = read_k(file + off!(file_f_op))?;
         Some((w[0], w[2]))
     } else {
         Some((
-            read_k(file + off.file_f_op as u64)?,
-            read_k(file + off.file_private_data as u64)?,
+            read_k(file + off!(file_f_op))?,
+            read_k(file + off!(file_private_data))?,
         ))
     }
 }
@@ -315,21 +361,20 @@ fn resolve_fd(
     if cfg.map_fops == 0 {
         return resolved::UNCALIBRATED;
     }
-    let off = &cfg.off;
-    let Some(file) = fd_to_file(task, fd, off) else {
+    let Some(file) = fd_to_file(task, fd) else {
         return resolved::FAILED;
     };
-    let Some((fop, obj)) = file_ops_and_object(file, off) else {
+    let Some((fop, obj)) = file_ops_and_object(file) else {
         return resolved::FAILED;
     };
     if obj == 0 {
         return resolved::FAILED;
     }
     if fop == cfg.map_fops {
-        return read_map(obj, off, map);
+        return read_map(obj, map);
     }
     if fop == cfg.prog_fops && cfg.prog_fops != 0 {
-        return read_prog(obj, off, prog) | resolved::NOT_A_MAP;
+        return read_prog(obj, prog) | resolved::NOT_A_MAP;
     }
     resolved::NOT_A_MAP
 }
@@ -337,13 +382,13 @@ fn resolve_fd(
 /// Program id and `aux->used_maps` ids: every map the verifier bound to the
 /// program, whether named in its instructions or in `fd_array`.
 #[inline(always)]
-fn read_prog(prog: u64, off: &KernelOffsets, out: &mut ProgMaps) -> u32 {
-    let Some(aux) = read_k::<u64>(prog + off.prog_aux as u64) else {
+fn read_prog(prog: u64, out: &mut ProgMaps) -> u32 {
+    let Some(aux) = read_k::<u64>(prog + off!(prog_aux)) else {
         return 0;
     };
-    out.prog_id = read_k(aux + off.aux_id as u64).unwrap_or(0);
-    out.map_cnt = read_k(aux + off.aux_used_map_cnt as u64).unwrap_or(0);
-    let used: u64 = read_k(aux + off.aux_used_maps as u64).unwrap_or(0);
+    out.prog_id = read_k(aux + off!(aux_id)).unwrap_or(0);
+    out.map_cnt = read_k(aux + off!(aux_used_map_cnt)).unwrap_or(0);
+    let used: u64 = read_k(aux + off!(aux_used_maps)).unwrap_or(0);
     if used != 0 {
         for i in 0..PROG_MAPS {
             if i as u32 >= out.map_cnt {
@@ -352,7 +397,7 @@ fn read_prog(prog: u64, off: &KernelOffsets, out: &mut ProgMaps) -> u32 {
             let Some(m) = read_k::<u64>(used + i as u64 * 8) else {
                 break;
             };
-            out.map_ids[i] = read_k(m + off.map_id as u64).unwrap_or(0);
+            out.map_ids[i] = read_k(m + off!(map_id)).unwrap_or(0);
         }
     }
     resolved::PROG
@@ -363,17 +408,16 @@ fn read_prog(prog: u64, off: &KernelOffsets, out: &mut ProgMaps) -> u32 {
 /// offsets by reading back the ids.
 #[inline(always)]
 fn calibrate(task: u64, fd: u32, cfg: &BpfAuditConfig) -> Option<()> {
-    let off = &cfg.off;
-    let file = fd_to_file(task, fd, off)?;
-    let fop: u64 = read_k(file + off.file_f_op as u64)?;
-    let obj: u64 = read_k(file + off.file_private_data as u64)?;
+    let file = fd_to_file(task, fd)?;
+    let fop: u64 = read_k(file + off!(file_f_op))?;
+    let obj: u64 = read_k(file + off!(file_private_data))?;
     if fd == cfg.calib_fd {
-        let id: u32 = read_k(obj + off.map_id as u64)?;
+        let id: u32 = read_k(obj + off!(map_id))?;
         BPF_CALIB.set(0, fop, 0).ok()?;
         BPF_CALIB.set(1, id as u64, 0).ok()?;
     } else {
-        let aux: u64 = read_k(obj + off.prog_aux as u64)?;
-        let id: u32 = read_k(aux + off.aux_id as u64)?;
+        let aux: u64 = read_k(obj + off!(prog_aux))?;
+        let id: u32 = read_k(aux + off!(aux_id))?;
         BPF_CALIB.set(2, fop, 0).ok()?;
         BPF_CALIB.set(3, id as u64, 0).ok()?;
     }
@@ -382,33 +426,45 @@ fn calibrate(task: u64, fd: u32, cfg: &BpfAuditConfig) -> Option<()> {
 
 /// Effective uid, effective capabilities and the executable's device and
 /// inode (as `stat` on its path reports them: through `f_path`'s dentry).
+/// Every step is a load through a BTF pointer, read fresh on each judged
+/// call: nothing is cached, so nothing can be stale.
 #[inline(always)]
-fn read_creds(task: u64, off: &KernelOffsets, flags: &mut u32, d: &mut BpfCallDetail) {
-    if let Some(cred) = read_k::<u64>(task + off.task_cred as u64) {
-        d.euid = read_k(cred + off.cred_euid as u64).unwrap_or(u32::MAX);
-        d.cap_effective = read_k(cred + off.cred_cap_effective as u64).unwrap_or(0);
+fn read_creds(task: u64, flags: &mut u32, d: &mut BpfCallDetail) {
+    let cred: u64 = kload(task + off!(task_cred));
+    if cred != 0 {
+        d.euid = kload(cred + off!(cred_euid));
+        d.cap_effective = kload(cred + off!(cred_cap_effective));
     }
     *flags |= resolved::CREDS;
-    if read_exe_id(task, off, d).is_none() {
+    if read_exe_id(task, d).is_none() {
         *flags |= resolved::NO_EXE;
     }
 }
 
 #[inline(always)]
-fn read_exe_id(task: u64, off: &KernelOffsets, ev: &mut BpfCallDetail) -> Option<()> {
-    let mm: u64 = read_k(task + off.task_mm as u64)?;
+fn read_exe_id(task: u64, ev: &mut BpfCallDetail) -> Option<()> {
+    let mm: u64 = kload(task + off!(task_mm));
     if mm == 0 {
         return None;
     }
-    let exe: u64 = read_k(mm + off.mm_exe_file as u64)?;
+    let exe: u64 = kload(mm + off!(mm_exe_file));
     if exe == 0 {
         return None;
     }
-    let dentry: u64 = read_k(exe + (off.file_f_path + off.path_dentry) as u64)?;
-    let inode: u64 = read_k(dentry + off.dentry_d_inode as u64)?;
-    ev.exe_ino = read_k(inode + off.inode_i_ino as u64)?;
-    let sb: u64 = read_k(inode + off.inode_i_sb as u64)?;
-    ev.exe_dev = read_k(sb + off.sb_s_dev as u64)?;
+    let dentry: u64 = kload(exe + off!(file_f_path) + off!(path_dentry));
+    if dentry == 0 {
+        return None;
+    }
+    let inode: u64 = kload(dentry + off!(dentry_d_inode));
+    if inode == 0 {
+        return None;
+    }
+    ev.exe_ino = kload(inode + off!(inode_i_ino));
+    let sb: u64 = kload(inode + off!(inode_i_sb));
+    if sb == 0 {
+        return None;
+    }
+    ev.exe_dev = kload(sb + off!(sb_s_dev));
     Some(())
 }
 
@@ -419,7 +475,13 @@ fn take_slot(tid: u32, nr: u64, uattr: u64) -> Option<&'static mut CallSlot> {
     let slot = BPF_SLOTS.get_ptr_mut(tid & SLOT_MASK)?;
     // SAFETY: array value, valid for the map's lifetime.
     let slot = unsafe { &mut *slot };
-    if slot.tid != 0 && slot.tid != tid {
+    if slot.tid == 0 {
+        if let Some(n) = BPF_INFLIGHT.get_ptr_mut(0) {
+            unsafe { add_atomic(n, 1) };
+        }
+    } else if slot.tid != tid {
+        // The other call's exit will not find its slot: it stays counted
+        // in flight through this one, whose exit releases it.
         count(Counter::BpfSlotShared);
     }
     slot.tid = tid;
@@ -462,9 +524,8 @@ fn enter_bpf(
     size: u32,
     compat: bool,
 ) -> Option<()> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
-    let tid = pid_tgid as u32;
+    let pid: u32 = kload(task + off!(task_tgid));
+    let tid: u32 = kload(task + off!(task_pid));
 
     if pid == cfg.self_tgid {
         if (cfg.map_fops == 0 || cfg.prog_fops == 0)
@@ -528,7 +589,7 @@ fn enter_bpf(
         note_writer(ev, d, pid, tid, c);
     }
     if judged {
-        read_creds(task, &cfg.off, &mut ev.resolved, d);
+        read_creds(task, &mut ev.resolved, d);
     }
     Some(())
 }
@@ -556,24 +617,22 @@ fn enter_mmap(nr: u64, a: &[u64; 6], compat: bool) -> Option<()> {
     if cfg.enabled == 0 || cfg.map_fops == 0 {
         return None;
     }
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let pid = (pid_tgid >> 32) as u32;
-    let tid = pid_tgid as u32;
+    let task = current_task();
+    let pid: u32 = kload(task + off!(task_tgid));
+    let tid: u32 = kload(task + off!(task_pid));
     if pid == cfg.self_tgid && cfg.include_self == 0 {
         return None;
     }
-    let task = unsafe { bpf_get_current_task() };
-    let file = fd_to_file(task, fd as u32, &cfg.off)?;
-    let fop: u64 = read_k(file + cfg.off.file_f_op as u64)?;
+    if is_compat(task) != compat {
+        return None;
+    }
+    let file = fd_to_file(task, fd as u32)?;
+    let (fop, map) = file_ops_and_object(file)?;
     if fop != cfg.map_fops {
         return None;
     }
-    if is_compat(task, &cfg.off) != compat {
-        return None;
-    }
-    let map: u64 = read_k(file + cfg.off.file_private_data as u64)?;
     let mut id = MapIdentity::default();
-    read_map(map, &cfg.off, &mut id);
+    read_map(map, &mut id);
     if id.map_flags & BPF_F_MMAPABLE == 0 {
         return None;
     }
@@ -592,7 +651,7 @@ fn enter_mmap(nr: u64, a: &[u64; 6], compat: bool) -> Option<()> {
     ev.attr_size = 24;
     let d = &mut slot.rec.detail;
     clear_detail(d);
-    read_creds(task, &cfg.off, &mut ev.resolved, d);
+    read_creds(task, &mut ev.resolved, d);
     Some(())
 }
 
@@ -649,7 +708,7 @@ fn wakeup_flag() -> u64 {
 
 /// The call in `slot` is done: finish it and write its one record.
 #[inline(always)]
-fn exit(slot: &mut CallSlot, ret: i64) -> Option<()> {
+fn exit(task: u64, slot: &mut CallSlot, ret: i64) -> Option<()> {
     slot.tid = 0;
     let c = slot.rec.call.cmd;
     let t = now();
@@ -663,7 +722,6 @@ fn exit(slot: &mut CallSlot, ret: i64) -> Option<()> {
     }
     if ret >= 0 && (cmd::returns_fd(c) || c == cmd::PROG_LOAD) {
         let cfg = BPF_CONFIG.get(0)?;
-        let task = unsafe { bpf_get_current_task() };
         let mut prog = ProgMaps::default();
         let ev = &mut slot.rec.call;
         let r = resolve_fd(task, ret as u32, cfg, &mut ev.map, &mut prog);
@@ -692,7 +750,7 @@ fn exit(slot: &mut CallSlot, ret: i64) -> Option<()> {
         };
         let out = unsafe { &mut *entry.as_mut_ptr() };
         out.call = slot.rec.call;
-        finish_call(&mut out.call, EventKind::BpfSyscallPath);
+        finish_call(task, &mut out.call, EventKind::BpfSyscallPath);
         out.path[0] = 0;
         if out.call.attr_len != 0
             && unsafe {
@@ -707,33 +765,39 @@ fn exit(slot: &mut CallSlot, ret: i64) -> Option<()> {
         & (resolved::CREDS | resolved::PROG | resolved::CONCURRENT_WRITER)
         != 0
     {
-        let Some(mut entry) = EVENTS.reserve::<BpfCallJudged>(0) else {
+        // Finished in the slot and copied by one helper call
+        // (`bpf_ringbuf_output`), not reserve + copy + submit.
+        finish_call(task, &mut slot.rec.call, EventKind::BpfSyscallJudged);
+        if EVENTS
+            .output::<BpfCallJudged>(&slot.rec, wakeup_flag())
+            .is_err()
+        {
             count(Counter::BpfSyscallDropped);
-            return None;
-        };
-        let out = unsafe { &mut *entry.as_mut_ptr() };
-        *out = slot.rec;
-        finish_call(&mut out.call, EventKind::BpfSyscallJudged);
-        entry.submit(wakeup_flag());
+        }
     } else {
-        let Some(mut entry) = EVENTS.reserve::<BpfCall>(0) else {
+        finish_call(task, &mut slot.rec.call, EventKind::BpfSyscall);
+        if EVENTS
+            .output::<BpfCall>(&slot.rec.call, wakeup_flag())
+            .is_err()
+        {
             count(Counter::BpfSyscallDropped);
-            return None;
-        };
-        let out = unsafe { &mut *entry.as_mut_ptr() };
-        *out = slot.rec.call;
-        finish_call(out, EventKind::BpfSyscall);
-        entry.submit(wakeup_flag());
+        }
     }
     Some(())
 }
 
-/// What is read straight into the record: the kind, uid and command name.
+/// What is read straight into the record: the kind, the real uid and the
+/// command name (loads through the task's BTF pointer).
 #[inline(always)]
-fn finish_call(c: &mut BpfCall, kind: EventKind) {
+fn finish_call(task: u64, c: &mut BpfCall, kind: EventKind) {
     c.header.kind = kind as u32;
-    c.uid = bpf_get_current_uid_gid() as u32;
-    c.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    let cred: u64 = kload(task + off!(task_cred));
+    c.uid = if cred == 0 {
+        u32::MAX
+    } else {
+        kload(cred + off!(cred_uid))
+    };
+    c.comm = kload(task + off!(task_comm));
 }
 
 #[inline(always)]

@@ -263,6 +263,10 @@ impl KernelBtf {
             map_flags: o("bpf_map", "map_flags")?,
             map_id: o("bpf_map", "id")?,
             map_name: o("bpf_map", "name")?,
+            task_pid: o("task_struct", "pid")?,
+            task_tgid: o("task_struct", "tgid")?,
+            task_comm: o("task_struct", "comm")?,
+            cred_uid: o("cred", "uid")?,
             _pad: 0,
         })
         .and_then(check_layout)

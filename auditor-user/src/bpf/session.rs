@@ -149,6 +149,7 @@ impl BpfAuditSession {
         let mut ebpf = probe::load(LoadOptions {
             ring_bytes: 16 << 20,
             max_maps: 1,
+            bpf_offsets: Some(offsets),
         })?;
 
         let config = ebpf
@@ -201,7 +202,6 @@ impl BpfAuditSession {
         };
 
         let mut cfg = BpfAuditConfig {
-            off: offsets,
             self_tgid: std::process::id(),
             include_self: include_self as u32,
             calib_fd,

@@ -91,6 +91,10 @@ pub struct LoadOptions {
     pub ring_bytes: u32,
     /// Maps whose state the kernel tracks at once.
     pub max_maps: u32,
+    /// The running kernel's struct offsets for the bpf(2) programs, written
+    /// into the object's read-only data (`BPF_OFFSETS`) so the verifier
+    /// sees them as constants. None for sessions that do not load them.
+    pub bpf_offsets: Option<auditor_common::bpf_syscall::KernelOffsets>,
 }
 
 impl Default for LoadOptions {
@@ -98,6 +102,7 @@ impl Default for LoadOptions {
         Self {
             ring_bytes: 16 << 20,
             max_maps: 65536,
+            bpf_offsets: None,
         }
     }
 }
@@ -172,9 +177,14 @@ pub fn check_abi(object: &[u8]) -> Result<(), ProbeError> {
 pub fn load(opts: LoadOptions) -> Result<Ebpf, ProbeError> {
     check_abi(EBPF_OBJECT)?;
     let ring = opts.ring_bytes.max(4096).next_power_of_two();
-    EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
         .map_max_entries(auditor_common::RING_MAP, ring)
-        .map_max_entries(auditor_common::go_map::MAP_STATE_MAP, opts.max_maps.max(1))
+        .map_max_entries(auditor_common::go_map::MAP_STATE_MAP, opts.max_maps.max(1));
+    if let Some(off) = opts.bpf_offsets.as_ref() {
+        loader.override_global(auditor_common::bpf_syscall::OFFSETS_GLOBAL, off, true);
+    }
+    loader
         .load(EBPF_OBJECT)
         .map_err(|e| ProbeError::Load(Box::new(e)))
 }
