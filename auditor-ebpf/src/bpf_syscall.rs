@@ -39,7 +39,7 @@ use auditor_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs, bpf_probe_read_user,
         bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
     },
     macros::{map, raw_tracepoint},
@@ -157,7 +157,7 @@ impl Regs {
 pub fn bpf_sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: u64 = ctx.arg(1);
     if id == NR_BPF || id == COMPAT_NR_BPF || id == NR_MMAP || id == COMPAT_NR_MMAP2 {
-        let _ = enter(&ctx, id);
+        let _ = enter(id);
     }
     0
 }
@@ -210,9 +210,15 @@ fn kload<T>(addr: u64) -> T {
 }
 
 #[inline(always)]
-fn enter(ctx: &RawTracePointContext, id: u64) -> Option<()> {
-    let regs_ptr: u64 = ctx.arg(0);
-    let regs: Regs = read_k(regs_ptr + REGS_BP)?;
+fn enter(id: u64) -> Option<()> {
+    // The task's saved user registers as a BTF pointer (`bpf_task_pt_regs`
+    // of `current`, the same `pt_regs` the tracepoint passes): the
+    // arguments are then plain loads, not a `bpf_probe_read_kernel`.
+    let regs_ptr = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    if regs_ptr == 0 {
+        return None;
+    }
+    let regs: Regs = kload(regs_ptr + REGS_BP);
     let compat = id == COMPAT_NR_BPF || id == COMPAT_NR_MMAP2;
     let a = regs.args(compat);
     if id == NR_BPF || id == COMPAT_NR_BPF {
