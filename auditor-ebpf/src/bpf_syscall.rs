@@ -39,8 +39,8 @@ use auditor_common::{
 };
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_task_pt_regs, bpf_probe_read_user,
-        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes,
+        bpf_get_current_task_btf, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_user_buf, bpf_probe_read_user_str_bytes, bpf_task_pt_regs,
     },
     macros::{map, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray},
@@ -92,11 +92,13 @@ static BPF_WRITERS: HashMap<u32, WriterSlot> = HashMap::with_max_entries(16384, 
 #[map(name = "BPF_WAKE")]
 static BPF_WAKE: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
-/// Wake the reader once per this many records per CPU. A wakeup per record
-/// (the ring buffer's default when the reader is idle) costs ~3.5 us of
-/// irq_work per bpf() call here; userspace also polls every 50 ms, which
-/// bounds how long a lone record waits.
-const WAKE_EVERY: u32 = 32;
+/// Wake the reader once per this many records per CPU. A forced wakeup is
+/// an irq_work self-interrupt, ~5 us on these virtual machines: once per
+/// 32 records it was still ~150 ns of every record (measured with program
+/// stats), once per 1024 it is ~5 ns. Userspace also reads every 50 ms
+/// (`READ_WAIT`), which bounds how long a lone record waits; 1024 records
+/// per CPU (at most ~300 KiB) are a small part of the ring.
+const WAKE_EVERY: u32 = 1024;
 const BPF_RB_NO_WAKEUP: u64 = 1;
 const BPF_RB_FORCE_WAKEUP: u64 = 2;
 
@@ -214,7 +216,8 @@ fn enter(id: u64) -> Option<()> {
     // The task's saved user registers as a BTF pointer (`bpf_task_pt_regs`
     // of `current`, the same `pt_regs` the tracepoint passes): the
     // arguments are then plain loads, not a `bpf_probe_read_kernel`.
-    let regs_ptr = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as u64;
+    let task = current_task();
+    let regs_ptr = unsafe { bpf_task_pt_regs(task as *mut _) } as u64;
     if regs_ptr == 0 {
         return None;
     }
@@ -228,7 +231,6 @@ fn enter(id: u64) -> Option<()> {
             return None;
         }
         let cfg = BPF_CONFIG.get(0)?;
-        let task = current_task();
         if cfg.enabled == 0 || is_compat(task) != compat {
             // The number is another call's in the other ABI (i386 321 is
             // signalfd; x86-64 357 does not exist).
@@ -236,7 +238,7 @@ fn enter(id: u64) -> Option<()> {
         }
         enter_bpf(cfg, task, id, c, a[1], a[2] as u32, compat)
     } else {
-        enter_mmap(id, &a, compat)
+        enter_mmap(task, id, &a, compat)
     }
 }
 
@@ -505,9 +507,23 @@ fn clear_call(c: &mut BpfCall, cmd: u32, flags: u32, pid: u32, tid: u32) {
     c.fd = -1;
     c.ret = 0;
     c.latency_ns = 0;
-    c.map = MapIdentity::default();
+    clear_map(&mut c.map);
     c.attr_size = 0;
     c.attr_len = 0;
+}
+
+/// Field by field: a whole-struct `= Default::default()` compiles to a call
+/// of the byte-at-a-time `memset` the BPF target links in.
+#[inline(always)]
+fn clear_map(m: &mut MapIdentity) {
+    m.id = 0;
+    m.map_type = 0;
+    m.key_size = 0;
+    m.value_size = 0;
+    m.max_entries = 0;
+    m.map_flags = 0;
+    let name = m.name.as_mut_ptr() as *mut [u32; 4];
+    unsafe { name.write_unaligned([0; 4]) };
 }
 
 #[inline(always)]
@@ -516,8 +532,16 @@ fn clear_detail(d: &mut BpfCallDetail) {
     d.exe_dev = 0;
     d.cap_effective = 0;
     d.exe_ino = 0;
-    d.other = WriterSlot::default();
-    d.prog = ProgMaps::default();
+    d.other.ts_ns = 0;
+    d.other.pid = 0;
+    d.other.tid = 0;
+    d.other.cmd = 0;
+    d.other._pad = 0;
+    d.prog.prog_id = 0;
+    d.prog.map_cnt = 0;
+    for i in 0..PROG_MAPS {
+        d.prog.map_ids[i] = 0;
+    }
 }
 
 #[inline(always)]
@@ -605,7 +629,7 @@ fn enter_bpf(
 /// cannot write the map (the kernel refuses later write access), so they
 /// are left out.
 #[inline(always)]
-fn enter_mmap(nr: u64, a: &[u64; 6], compat: bool) -> Option<()> {
+fn enter_mmap(task: u64, nr: u64, a: &[u64; 6], compat: bool) -> Option<()> {
     let prot = a[2];
     let mflags = a[3];
     if prot & PROT_WRITE == 0 {
@@ -623,7 +647,6 @@ fn enter_mmap(nr: u64, a: &[u64; 6], compat: bool) -> Option<()> {
     if cfg.enabled == 0 || cfg.map_fops == 0 {
         return None;
     }
-    let task = current_task();
     let pid: u32 = kload(task + off!(task_tgid));
     let tid: u32 = kload(task + off!(task_pid));
     if pid == cfg.self_tgid && cfg.include_self == 0 {

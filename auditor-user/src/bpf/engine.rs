@@ -39,8 +39,8 @@ use crate::{
 /// drop counters are checked.
 pub const POLL_EVERY: Duration = Duration::from_millis(500);
 
-/// Longest wait for records: the kernel wakes us only every 32 records per
-/// CPU (see auditor-ebpf), so this bounds how late a lone record shows.
+/// Longest wait for records: the kernel wakes us only every 1024 records
+/// per CPU (see auditor-ebpf), so this bounds how late a lone record shows.
 pub const READ_WAIT: Duration = Duration::from_millis(50);
 
 /// What a bpf(2) audit guards and how (validated settings; the CLI and the
