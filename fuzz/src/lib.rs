@@ -440,11 +440,12 @@ pub fn btf() -> Vec<u8> {
     let (files, mm) = (s("files"), s("mm"));
     t.extend([0, (UNION << 24) | 2, 4, files, 1, 0, mm, 1, 0]);
     // 6: struct task_struct { int pad; <anon union 5> @ 8; int cred @ 16;
-    // int thread_info @ 24 } (byte offsets)
+    // int thread_info @ 24; int pid @ 32; int tgid @ 40; int comm @ 48 }
+    // (byte offsets)
     t.extend([
         s("task_struct"),
-        (STRUCT << 24) | 4,
-        32,
+        (STRUCT << 24) | 7,
+        56,
         s("pad"),
         1,
         0,
@@ -457,6 +458,15 @@ pub fn btf() -> Vec<u8> {
         s("thread_info"),
         1,
         192,
+        s("pid"),
+        1,
+        256,
+        s("tgid"),
+        1,
+        320,
+        s("comm"),
+        1,
+        384,
     ]);
     // Byte offsets, laid out as the walk's layout checks expect (fdtable.fd
     // right after max_fds, bpf_map's type..id as in the kernel).
@@ -473,7 +483,7 @@ pub fn btf() -> Vec<u8> {
         ("inode", &[("i_ino", 8), ("i_sb", 16)]),
         ("super_block", &[("s_dev", 8)]),
         ("mm_struct", &[("exe_file", 8)]),
-        ("cred", &[("euid", 8), ("cap_effective", 16)]),
+        ("cred", &[("euid", 8), ("cap_effective", 16), ("uid", 24)]),
         ("thread_info", &[("status", 8)]),
         ("bpf_prog", &[("aux", 8)]),
         (
