@@ -170,7 +170,10 @@ impl BpfAuditSession {
             })?
             .id();
 
-        for (prog, tp) in PROGRAMS {
+        // Exit first: a call the enter program records must find the exit
+        // program attached, or its slot would wait for the thread's next
+        // system call and be finished with that call's return value.
+        for (prog, tp) in PROGRAMS.into_iter().rev() {
             attach(&mut ebpf, prog, tp)?;
         }
         // 32-bit calls come through the same raw tracepoints: seen whenever
