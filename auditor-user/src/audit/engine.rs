@@ -646,7 +646,8 @@ impl GoEngine {
             for (i, e) in t.exits.iter_mut().enumerate() {
                 let Some(index) = e.index else { continue };
                 let hits = if e.stepped {
-                    att.stepped_exit_hits(&self.ebpf, e.ret).unwrap_or(0)
+                    att.stepped_exit_hits(&mut self.ebpf, e.ret)
+                        .unwrap_or(e.schedule.kernel_hits())
                 } else {
                     0
                 };
@@ -866,6 +867,11 @@ impl GoEngine {
     /// writer entered meanwhile (`cookie::CALLSITE`).
     fn escalate(&mut self, e: &auditor_common::go_map::GoEscalate) -> Option<Escalation> {
         let t = self.targets.get_mut(&e.header.pid)?;
+        if t.exits.iter().any(|x| x.ret == e.ret) {
+            // Asked again after the kernel's table of escalated sites
+            // evicted it: the probe is in place (or parked) already.
+            return None;
+        }
         let att = t.attachment.as_mut()?;
         let link_addr = e.ret.wrapping_sub(t.bias);
         let frame = t.plan.symbolizer.lookup_return_address(link_addr);

@@ -156,8 +156,10 @@ pub struct ExitSchedule {
     armed_total: Duration,
     /// Hits while armed in the last measured spell, per second.
     pub rate: Option<f64>,
-    /// The kernel's count as of the last look.
+    /// Hits counted so far (the kernel's count, across restarts).
     pub hits: u64,
+    /// The kernel's count as of the last look.
+    raw_hits: u64,
     /// How long the last removal took.
     pub parking: Duration,
     /// The share of the time the budget allows at the measured rate.
@@ -206,10 +208,17 @@ impl ExitSchedule {
             armed_total: Duration::ZERO,
             rate: None,
             hits: 0,
+            raw_hits: 0,
             parking: Duration::ZERO,
             budget_share: 1.0,
             last_on: Duration::ZERO,
         }
+    }
+
+    /// The kernel's count as of the last look (what to pass again when it
+    /// cannot be read).
+    pub fn kernel_hits(&self) -> u64 {
+        self.raw_hits
     }
 
     pub fn is_armed(&self) -> bool {
@@ -222,7 +231,14 @@ impl ExitSchedule {
     /// one CPU. The engine then arms, or parks and calls [`Self::parked`]
     /// once the removal is done.
     pub fn step(&mut self, now: Instant, hits: u64, probes_on: bool, budget: f64) -> ExitAction {
-        self.hits = self.hits.max(hits);
+        // The kernel's count restarts if its table evicted the site's entry
+        // (an LRU of 4096 sites): only increases are added.
+        self.hits += if hits >= self.raw_hits {
+            hits - self.raw_hits
+        } else {
+            hits
+        };
+        self.raw_hits = hits;
         match self.phase {
             Phase::Armed { since, hits_at } => {
                 if !probes_on {
@@ -414,6 +430,18 @@ mod tests {
         assert_eq!(s.step(at(400), 0, true, BUDGET), ExitAction::Arm);
         let pct = s.armed_pct(at(400));
         assert!((pct - 52.5).abs() < 0.1, "{pct}");
+    }
+
+    #[test]
+    fn a_restarted_kernel_count_adds_only_its_new_hits() {
+        let t0 = Instant::now();
+        let mut s = ExitSchedule::new(ExitTracking::Always, t0);
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        s.step(at(100), 500, true, BUDGET);
+        // The entry was evicted and created again: the count starts over.
+        s.step(at(200), 30, true, BUDGET);
+        s.step(at(300), 80, true, BUDGET);
+        assert_eq!(s.hits, 580);
     }
 
     #[test]

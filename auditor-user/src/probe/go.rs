@@ -386,7 +386,8 @@ impl GoAttachment {
     /// Remove the plan's probes for a closed sampling window, keeping the
     /// attachment (one link: removed with one grace period). False when the
     /// sites are held one link each: the window is then closed by the
-    /// configuration's `paused` flag alone. Escalated call sites stay.
+    /// configuration's `paused` flag alone. Escalated exits are parked by
+    /// the engine ([`Self::park_exit`]).
     pub fn suspend(&mut self) -> bool {
         match &mut self.links {
             Links::Multi(link) => {
@@ -502,19 +503,22 @@ impl GoAttachment {
 
     /// Hits of a single-stepped escalated exit so far, counted by the
     /// kernel in its `GO_ESCALATED` entry (`ret`: the call's return address
-    /// as the process runs it).
-    pub fn stepped_exit_hits(&self, ebpf: &Ebpf, ret: u64) -> Option<u64> {
-        let table = HashMap::<_, SiteKey, u64>::try_from(ebpf.map(ESCALATED_MAP)?).ok()?;
-        table
-            .get(
-                &SiteKey {
-                    pid: self.pid,
-                    _pad: 0,
-                    ret,
-                },
-                0,
-            )
-            .ok()
+    /// as the process runs it). An entry the table (an LRU) evicted is put
+    /// back at 0, so counting goes on.
+    pub fn stepped_exit_hits(&self, ebpf: &mut Ebpf, ret: u64) -> Option<u64> {
+        let mut table = HashMap::<_, SiteKey, u64>::try_from(ebpf.map_mut(ESCALATED_MAP)?).ok()?;
+        let key = SiteKey {
+            pid: self.pid,
+            _pad: 0,
+            ret,
+        };
+        match table.get(&key, 0) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                table.insert(key, 0, 0).ok()?;
+                Some(0)
+            }
+        }
     }
 
     /// Remove every probe of this process and forget its kernel state.
