@@ -294,3 +294,38 @@ fn a_silent_race_at_a_sampled_stepped_exit_is_reported_on_busy_cores() {
     }
     silent_race_is_reported(true);
 }
+
+/// Under `--max-overhead`, escalated exits are parked while the sampling
+/// window is closed (even one held `always`), and the windows opening and
+/// closing around a correctly locked cache report nothing.
+#[test]
+fn escalated_exits_are_parked_while_an_overhead_window_is_closed() {
+    if !bpf_available("escalated_exits_are_parked_while_an_overhead_window_is_closed") {
+        return;
+    }
+    let _one = one_at_a_time();
+    for tc in [GoToolchain::Classic, GoToolchain::Swiss] {
+        let ms = 6000;
+        let args = ["--stepped-exits", "always", "--max-overhead", "1"];
+        let (mut child, rx) = start(tc, &args, "steady", ms);
+        let lines = rest(&rx, Duration::from_millis(ms) + Duration::from_secs(60));
+        let status = child.wait().unwrap();
+        let ctx = format!("{tc:?}: {lines:?}");
+        assert!(status.success(), "{status} {ctx}");
+        let ev = events(&lines);
+        check_escalation(&ev, "always", &ctx);
+        assert!(
+            of_kind(&ev, "overlap").is_empty(),
+            "the cache is locked {ctx}"
+        );
+        let s = of_kind(&ev, "summary");
+        let coverage = s.last().and_then(|s| s["coverage_pct"].as_f64());
+        let coverage = coverage.unwrap_or_else(|| panic!("no coverage in the summary {ctx}"));
+        assert!(coverage < 50.0, "{coverage} {ctx}");
+        let site = lookup_site(&ev, &ctx);
+        let armed = site["armed_pct"].as_f64().unwrap();
+        // Attached at escalation, parked at the first closing: at most
+        // the windows' share plus the first second before any estimate.
+        assert!(armed < 100.0 && armed <= coverage + 25.0, "{site} {ctx}");
+    }
+}

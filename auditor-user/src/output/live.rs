@@ -398,8 +398,15 @@ impl<W: Write> LiveLog<W> {
             );
         }
         for x in &s.exit_sites {
+            // Exits held `always` are parked too while a --max-overhead
+            // window is closed.
+            let share = if x.armed_pct < 99.5 {
+                format!(" {:.1}% of the time", x.armed_pct)
+            } else {
+                String::new()
+            };
             let how = match (x.stepped, x.tracking.as_str()) {
-                (false, _) => "emulated, attached".to_string(),
+                (false, _) => format!("emulated, attached{share}"),
                 (true, "off") => {
                     "single-stepped, not placed (--stepped-exits off): its reads were decided at entry only".to_string()
                 }
@@ -408,7 +415,7 @@ impl<W: Write> LiveLog<W> {
                     x.armed_pct, x.hits, x.cost_pct
                 ),
                 (true, _) => format!(
-                    "single-stepped, attached, {} hits, ~{:.2}% of a CPU",
+                    "single-stepped, attached{share}, {} hits, ~{:.2}% of a CPU",
                     x.hits, x.cost_pct
                 ),
             };
