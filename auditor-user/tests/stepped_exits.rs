@@ -329,3 +329,36 @@ fn escalated_exits_are_parked_while_an_overhead_window_is_closed() {
         assert!(armed < 100.0 && armed <= coverage + 25.0, "{site} {ctx}");
     }
 }
+
+/// `--stepped-exits off`: the stepped exit is not placed; the escalation
+/// and the summary say so.
+#[test]
+fn stepped_exits_off_places_no_stepped_exit() {
+    if !bpf_available("stepped_exits_off_places_no_stepped_exit") {
+        return;
+    }
+    let _one = one_at_a_time();
+    let (mut child, rx) = start(
+        GoToolchain::Swiss,
+        &["--stepped-exits", "off"],
+        "steady",
+        2000,
+    );
+    let lines = rest(&rx, Duration::from_secs(60));
+    let status = child.wait().unwrap();
+    let ctx = format!("{lines:?}");
+    assert!(status.success(), "{status} {ctx}");
+    let ev = events(&lines);
+    check_escalation(&ev, "off", &ctx);
+    let site = lookup_site(&ev, &ctx);
+    assert_eq!(site["hits"], 0, "{site}");
+    assert_eq!(site["armed_pct"].as_f64(), Some(0.0), "{site}");
+    // Emulated exits are placed whatever the flag says.
+    let esc = of_kind(&ev, "escalation");
+    assert!(
+        esc.iter()
+            .filter(|e| e["emulated"] == true)
+            .all(|e| e["tracking"] == "always"),
+        "{esc:?}"
+    );
+}
