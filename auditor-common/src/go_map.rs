@@ -66,9 +66,47 @@ pub struct CurrentAccess {
     pub probe_id: u16,
     pub op: u8,
     pub _pad: u8,
+    /// The goroutine's stack bounds (`g.stack`), cached with `goid` so a
+    /// hit need not read `g` from user memory (~150 ns here) every time;
+    /// valid when `g_check` is [`CurrentAccess::g_checksum`] XOR
+    /// [`GoTargetConfig::gcache`]. The cache lives in the same slot as the
+    /// record because each array touched is one more page a hit may miss
+    /// in the TLB.
+    ///
+    /// What is cached changes only when the goroutine exits (its `g` is
+    /// then recycled for another goroutine) or its stack is copied (grown
+    /// or shrunk): probes on the runtime's `goexit0` and `copystack`
+    /// ([`cookie::G_CHANGE`]) clear `g_check` of the `g` they are given,
+    /// and the cache is trusted only while those probes are placed
+    /// (`gcache` non-zero, a fresh value each time they are placed). A
+    /// colliding goroutine's entry, a torn one and one from before the
+    /// probes were last placed all fail the check.
+    pub stack_lo: u64,
+    pub stack_hi: u64,
+    pub g_check: u64,
 }
 
 impl CurrentAccess {
+    /// A mix of the cached goroutine fields (`pid`, `g`, `goid`, stack
+    /// bounds).
+    #[inline(always)]
+    pub const fn g_checksum(&self) -> u64 {
+        const K: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut h = self.g ^ K;
+        h = (h ^ self.goid).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.stack_lo).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.stack_hi).wrapping_mul(K).rotate_left(29);
+        h = (h ^ self.pid as u64).wrapping_mul(K);
+        h | 1
+    }
+
+    /// Whether the cached goroutine fields (a copy) are whole ones for `g`
+    /// of `pid`, written under the cache generation `gcache` (0: off).
+    #[inline(always)]
+    pub const fn caches(&self, pid: u32, g: u64, gcache: u64) -> bool {
+        gcache != 0 && self.pid == pid && self.g == g && self.g_check == self.g_checksum() ^ gcache
+    }
+
     /// A mix of every field but `check`: a record assembled from two
     /// writers' fields matches it with probability about 2^-64.
     #[inline(always)]
@@ -100,56 +138,6 @@ impl CurrentAccess {
 pub const fn current_slot(pid: u32, g: u64) -> u32 {
     let h = (g ^ ((pid as u64) << 40)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     (h >> 40) as u32 & (CURRENT_SLOTS - 1)
-}
-
-/// Name of the per-goroutine cache of what `g` says (value:
-/// [`GoroutineCache`]), direct-mapped like [`CURRENT_MAP`] and indexed by
-/// [`current_slot`].
-pub const GCACHE_MAP: &str = "GO_GCACHE";
-
-/// The fields of a goroutine's `g` a probe needs (its id and stack
-/// bounds), kept so that a hit does not read `g` from user memory (~150 ns
-/// here) every time. They change only when the goroutine exits (its `g`
-/// is then recycled for another goroutine) or its stack is copied (grown
-/// or shrunk): probes on the runtime's `goexit0` and `copystack`
-/// ([`cookie::G_CHANGE`]) invalidate the entry of the `g` they are given,
-/// so an entry is used only while those probes are attached
-/// ([`GoTargetConfig::gcache`] is non-zero, a fresh value each time they
-/// are placed). Two goroutines whose slots collide overwrite each other;
-/// `check` ([`GoroutineCache::checksum`] XOR `gcache`) rejects another
-/// goroutine's entry, a torn one, and one from before the probes were last
-/// placed.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct GoroutineCache {
-    pub g: u64,
-    pub goid: u64,
-    pub stack_lo: u64,
-    pub stack_hi: u64,
-    pub check: u64,
-    pub pid: u32,
-    pub _pad: u32,
-}
-
-impl GoroutineCache {
-    /// A mix of every field but `check`.
-    #[inline(always)]
-    pub const fn checksum(&self) -> u64 {
-        const K: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut h = self.g ^ K;
-        h = (h ^ self.goid).wrapping_mul(K).rotate_left(29);
-        h = (h ^ self.stack_lo).wrapping_mul(K).rotate_left(29);
-        h = (h ^ self.stack_hi).wrapping_mul(K).rotate_left(29);
-        h = (h ^ self.pid as u64).wrapping_mul(K);
-        h | 1
-    }
-
-    /// Whether this entry (a copy) is a whole one for `g` of `pid`, written
-    /// under the cache generation `gcache` (0: the cache is off).
-    #[inline(always)]
-    pub const fn is_of(&self, pid: u32, g: u64, gcache: u64) -> bool {
-        gcache != 0 && self.pid == pid && self.g == g && self.check == self.checksum() ^ gcache
-    }
 }
 
 /// Name of the per-address owner table (an array indexed by a hash of
@@ -349,7 +337,8 @@ pub mod cookie {
     pub const CALL_INSN: u64 = 1 << 29;
     /// The probe sits on the runtime's goroutine exit (`goexit0`) or
     /// stack copy (`copystack`), whose first argument (RAX) is the `g`
-    /// concerned: its [`super::GoroutineCache`] entry is dropped.
+    /// concerned: its cached fields ([`super::CurrentAccess::g_check`])
+    /// are dropped.
     pub const G_CHANGE: u64 = 1 << 30;
     /// With [`CALLSITE`]: an escalated exit probe on an instruction the
     /// kernel single-steps. Its hits are counted in the site's
@@ -512,8 +501,9 @@ pub struct GoTargetConfig {
     /// behind never pass the check, without clearing the table.
     pub salt: u64,
     /// Non-zero while the goroutine-change probes ([`cookie::G_CHANGE`])
-    /// are placed: the generation of [`GCACHE_MAP`] entries to trust, new
-    /// each time they are placed. 0: read `g` at every hit.
+    /// are placed: the generation of cached goroutine fields in
+    /// [`CURRENT_MAP`] to trust, new each time they are placed. 0: read
+    /// `g` at every hit.
     pub gcache: u64,
 }
 
@@ -648,7 +638,6 @@ unsafe impl Pod for CurrentAccess {}
 unsafe impl Pod for PidLosses {}
 unsafe impl Pod for GoEscalate {}
 unsafe impl Pod for MapOwner {}
-unsafe impl Pod for GoroutineCache {}
 unsafe impl Pod for AccessCountKey {}
 unsafe impl Pod for AccessCount {}
 
@@ -662,7 +651,6 @@ mod user {
     unsafe impl aya::Pod for CurrentAccess {}
     unsafe impl aya::Pod for PidLosses {}
     unsafe impl aya::Pod for MapOwner {}
-    unsafe impl aya::Pod for GoroutineCache {}
     unsafe impl aya::Pod for SiteKey {}
     unsafe impl aya::Pod for PairKey {}
     unsafe impl aya::Pod for PairSeen {}

@@ -198,7 +198,7 @@ const _: () = {
     };
     use go_map::{
         AccessCount, AccessCountKey, CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap,
-        GoTargetConfig, GoroutineCache, MapKey, MapOwner, MapState, Party, PidLosses,
+        GoTargetConfig, MapKey, MapOwner, MapState, Party, PidLosses,
     };
 
     assert!(size_of::<EventHeader>() == 24);
@@ -207,11 +207,10 @@ const _: () = {
     assert!(size_of::<GoTargetConfig>() == 448);
     assert!(size_of::<MapKey>() == 16);
     assert!(size_of::<Party>() == 152);
-    assert!(size_of::<CurrentAccess>() == 72);
+    assert!(size_of::<CurrentAccess>() == 96);
     assert!(size_of::<PidLosses>() == 16);
     assert!(size_of::<MapState>() == 464);
     assert!(size_of::<MapOwner>() == 72);
-    assert!(size_of::<GoroutineCache>() == 48);
     assert!(size_of::<GoEscalate>() == 48);
     assert!(size_of::<AccessCountKey>() == 32);
     assert!(size_of::<AccessCount>() == 40);

@@ -26,9 +26,9 @@ use auditor_common::{
     Counter, EventKind,
     go_map::{
         CURRENT_SLOTS, CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig,
-        GoroutineCache, MAX_STACK, MapArg, MapKey, MapOp, MapOwner, MapState, NESTED_RETS,
-        OWNER_SLOTS, PAIR_REPORT_INTERVAL_NS, PairKey, PairSeen, Party, PidLosses, SiteKey,
-        TARGET_SLOTS, cookie, current_slot, emit, mode,
+        MAX_STACK, MapArg, MapKey, MapOp, MapOwner, MapState, NESTED_RETS, OWNER_SLOTS,
+        PAIR_REPORT_INTERVAL_NS, PairKey, PairSeen, Party, PidLosses, SiteKey, TARGET_SLOTS,
+        cookie, current_slot, emit, mode,
     },
 };
 use aya_ebpf::{
@@ -64,11 +64,6 @@ static GO_OWNERS: Array<MapOwner> = Array::with_max_entries(OWNER_SLOTS, 0);
 /// fatal-error probe finds the map the runtime is complaining about here.
 #[map(name = "GO_CURRENT")]
 static GO_CURRENT: Array<CurrentAccess> = Array::with_max_entries(CURRENT_SLOTS, 0);
-
-/// What each goroutine's `g` said when last read, in the slot of
-/// [`GO_CURRENT`]'s index (see [`GoroutineCache`]).
-#[map(name = "GO_GCACHE")]
-static GO_GCACHE: Array<GoroutineCache> = Array::with_max_entries(CURRENT_SLOTS, 0);
 
 /// Call sites already handed to userspace for an exit probe.
 #[map(name = "GO_ESCALATED")]
@@ -197,16 +192,17 @@ fn fill_stack_at(party: &mut Party, hit: &Hit) {
 fn forget_goroutine(hit: &Hit) {
     let g = hit.regs.rax;
     count(Counter::GoGoroutineChanges);
-    if let Some(e) = GO_GCACHE.get_ptr_mut(current_slot(hit.pid, g)) {
+    if let Some(e) = GO_CURRENT.get_ptr_mut(current_slot(hit.pid, g)) {
         let e = unsafe { &mut *e };
         if e.g == g && e.pid == hit.pid {
-            e.check = 0;
+            e.g_check = 0;
         }
     }
 }
 
 /// Stack bounds and goroutine id of the running goroutine (`g` in R14):
-/// from its cache entry when the goroutine-change probes keep one, else
+/// cached in its slot of [`GO_CURRENT`] when the goroutine-change probes
+/// keep that true (see [`CurrentAccess::stack_lo`]), else
 /// from one read of 256 bytes of `g`, not two small ones: a user read
 /// costs ~150 ns here whatever its size (8 to 160 bytes measured alike),
 /// so reads are counted, not bytes.
@@ -215,10 +211,10 @@ fn try_goroutine(hit: &Hit) -> Option<Goroutine> {
     let g = hit.regs.r14;
     let generation = hit.cfg.gcache;
     if generation != 0
-        && let Some(e) = GO_GCACHE.get(current_slot(hit.pid, g))
+        && let Some(e) = GO_CURRENT.get(current_slot(hit.pid, g))
     {
         let e = *e;
-        if e.is_of(hit.pid, g, generation) {
+        if e.caches(hit.pid, g, generation) {
             return Some(Goroutine {
                 g,
                 goid: e.goid,
@@ -254,10 +250,12 @@ fn try_goroutine(hit: &Hit) -> Option<Goroutine> {
     Some(gr)
 }
 
-/// Cache what `g` said (see [`GoroutineCache`]).
+/// Cache what `g` said in the goroutine's slot. The slot's access record
+/// is another goroutine's, or stale, once its `g`, `goid` or `pid` change:
+/// its own check fails then.
 #[inline(always)]
 fn remember_goroutine(pid: u32, gr: &Goroutine, generation: u64) {
-    let Some(e) = GO_GCACHE.get_ptr_mut(current_slot(pid, gr.g)) else {
+    let Some(e) = GO_CURRENT.get_ptr_mut(current_slot(pid, gr.g)) else {
         return;
     };
     let e = unsafe { &mut *e };
@@ -266,8 +264,7 @@ fn remember_goroutine(pid: u32, gr: &Goroutine, generation: u64) {
     e.stack_lo = gr.stack_lo;
     e.stack_hi = gr.stack_hi;
     e.pid = pid;
-    e._pad = 0;
-    e.check = e.checksum() ^ generation;
+    e.g_check = e.g_checksum() ^ generation;
 }
 
 /// The map pointer of an entry site (0: a nil map).
@@ -370,9 +367,10 @@ fn try_entry(hit: &Hit) -> Option<()> {
         return Some(());
     }
 
-    if !emit && !op.mutates() && try_own_read(hit, &gr, map, ts, op) {
-        // A read of a map only this goroutine has touched: the map header
-        // (writing marker, seed) cannot matter, no other goroutine is in.
+    if !emit && !op.mutates() && try_quiet_read(hit, &gr, map, ts, op) {
+        // A read of a map only this goroutine has touched, or of a shared
+        // map no other goroutine has written since: the map header
+        // (writing marker, seed) is not even read.
         return Some(());
     }
 
@@ -542,15 +540,27 @@ impl CallerReturn {
     }
 }
 
-/// A read of a map whose owner slot says only this goroutine has touched
-/// it: the slot is brought up to date and nothing else is needed.
+/// A read that needs nothing but its owner slot:
+/// - of a map only this goroutine has touched: the slot is brought up to
+///   date;
+/// - in entry mode, of a shared map whose last writer since it became
+///   shared is nobody or this goroutine. Its writing marker is not read:
+///   set, it would be an unprobed writer's (a probed one makes itself the
+///   last writer before it sets the marker), which no report could name;
+///   the runtime's own check and the fatal-error probe see that case.
 #[inline(always)]
-fn try_own_read(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, op: MapOp) -> bool {
+fn try_quiet_read(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, op: MapOp) -> bool {
     let Some(o) = GO_OWNERS.get_ptr_mut(owner_slot(hit.pid, map)) else {
         return false;
     };
     let o = unsafe { &mut *o };
-    if o.map != map || o.pid != hit.pid || o.shared != 0 || o.goid != gr.goid {
+    if o.map != map || o.pid != hit.pid {
+        return false;
+    }
+    if o.shared != 0 {
+        return hit.cfg.mode != mode::INTERVAL && (o.writer_goid == 0 || o.writer_goid == gr.goid);
+    }
+    if o.goid != gr.goid {
         return false;
     }
     o.ts_ns = ts;

@@ -96,7 +96,7 @@ pub struct ProbeSite {
     pub fatal: bool,
     /// True for the entry of the runtime's goroutine exit (`goexit0`) or
     /// stack copy (`copystack`): the kernel drops what it cached of the
-    /// goroutine's `g` (see `auditor_common::go_map::GoroutineCache`);
+    /// goroutine's `g` (see `auditor_common::go_map::CurrentAccess::stack_lo`);
     /// `op` is then meaningless.
     pub g_change: bool,
     /// True when the site is the `jbe` of the stack-growth check: the
