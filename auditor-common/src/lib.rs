@@ -17,7 +17,7 @@ pub mod decode;
 pub mod go_map;
 
 /// Version of this ABI. Userspace refuses an object built for another one.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// ELF section of the kernel object holding its [`ABI_VERSION`] (a
 /// little-endian `u32`), read by the loader before anything is loaded.
