@@ -505,7 +505,27 @@ pub struct GoTargetConfig {
     /// [`CURRENT_MAP`] to trust, new each time they are placed. 0: read
     /// `g` at every hit.
     pub gcache: u64,
+    /// Run-time addresses of the package-level map variables of the
+    /// program's own packages, the first [`GoTargetConfig::map_globals_len`]
+    /// used. A finding reads them (never an access): the one holding the
+    /// finding's map is named in [`GoMapOverlap::map_global`], read while
+    /// the process still lives — the runtime's fatal error ends it within
+    /// microseconds, before userspace could look.
+    pub map_globals: [u64; MAP_GLOBALS],
+    /// Used entries of `map_globals`.
+    pub map_globals_len: u32,
+    pub _pad_globals: u32,
 }
+
+/// Slots of [`GoTargetConfig::map_globals`]: the most package-level map
+/// variables a finding looks at (one user read each). Userspace fills
+/// them with the main module's first and counts the rest in the attach
+/// report; a map held by one of those is still named from userspace when
+/// the process is alive to be read.
+pub const MAP_GLOBALS: usize = 32;
+
+/// [`GoMapOverlap::map_global`] when no watched variable held the map.
+pub const NO_MAP_GLOBAL: u32 = 0;
 
 /// Slots of [`GoTargetConfig::nested_rets`]. Go 1.19's classic maps have
 /// 30 calls from one map function to another; the rest is headroom.
@@ -626,7 +646,10 @@ pub struct GoMapOverlap {
     /// Identical overlaps (same call sites and operations) held back in
     /// the kernel since this pair was last reported.
     pub suppressed: u32,
-    pub _pad: u32,
+    /// 1 + the index in [`GoTargetConfig::map_globals`] of the variable
+    /// that held `map` when the overlap was found; [`NO_MAP_GLOBAL`] when
+    /// none of them did.
+    pub map_global: u32,
 }
 
 unsafe impl Pod for GoMapAccess {}

@@ -17,7 +17,7 @@ pub mod decode;
 pub mod go_map;
 
 /// Version of this ABI. Userspace refuses an object built for another one.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 /// ELF section of the kernel object holding its [`ABI_VERSION`] (a
 /// little-endian `u32`), read by the loader before anything is loaded.
@@ -204,7 +204,7 @@ const _: () = {
     assert!(size_of::<EventHeader>() == 24);
     assert!(size_of::<GoMapAccess>() == 200);
     assert!(size_of::<GoMapOverlap>() == 352);
-    assert!(size_of::<GoTargetConfig>() == 448);
+    assert!(size_of::<GoTargetConfig>() == 712);
     assert!(size_of::<MapKey>() == 16);
     assert!(size_of::<Party>() == 152);
     assert!(size_of::<CurrentAccess>() == 96);

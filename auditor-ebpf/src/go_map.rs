@@ -26,9 +26,9 @@ use auditor_common::{
     Counter, EventKind,
     go_map::{
         CURRENT_SLOTS, CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig,
-        MAX_STACK, MapArg, MapKey, MapOp, MapOwner, MapState, NESTED_RETS, OWNER_SLOTS,
-        PAIR_REPORT_INTERVAL_NS, PairKey, PairSeen, Party, PidLosses, SiteKey, TARGET_SLOTS,
-        cookie, current_slot, emit, mode,
+        MAP_GLOBALS, MAX_STACK, MapArg, MapKey, MapOp, MapOwner, MapState, NESTED_RETS,
+        NO_MAP_GLOBAL, OWNER_SLOTS, PAIR_REPORT_INTERVAL_NS, PairKey, PairSeen, Party, PidLosses,
+        SiteKey, TARGET_SLOTS, cookie, current_slot, emit, mode,
     },
 };
 use aya_ebpf::{
@@ -843,10 +843,10 @@ fn try_marker_overlap(
         return None;
     }
     if first.ts_ns <= ts {
-        report_pair(hit.pid, hit.tid, ts, map, first, party, mode::ENTRY, 1);
+        report_pair(hit, ts, map, first, party, mode::ENTRY, 1);
     } else {
         // The writer entered after our probe took its time: we were first.
-        report_pair(hit.pid, hit.tid, ts, map, party, first, mode::ENTRY, 1);
+        report_pair(hit, ts, map, party, first, mode::ENTRY, 1);
     }
     Some(())
 }
@@ -999,7 +999,7 @@ fn try_exit(hit: &Hit) -> Option<()> {
         fill_stack_at(me, hit);
     }
     let m = if callsite { mode::EXIT } else { mode::INTERVAL };
-    report_pair(hit.pid, hit.tid, ts, map, me, second, m, 0);
+    report_pair(hit, ts, map, me, second, m, 0);
     Some(())
 }
 
@@ -1164,17 +1164,7 @@ fn try_fatal(hit: &Hit) -> Option<()> {
     let party = try_party(hit, &gr, ts, op)?;
     fill_stack(party, regs, hit.cfg.stack_depth);
     // Not rate-limited: the process is about to exit.
-    emit_overlap(
-        hit.pid,
-        hit.tid,
-        ts,
-        map,
-        first,
-        party,
-        mode::RUNTIME_FATAL,
-        1,
-        0,
-    );
+    emit_overlap(hit, ts, map, first, party, mode::RUNTIME_FATAL, 1, 0);
     Some(())
 }
 
@@ -1183,18 +1173,9 @@ fn try_fatal(hit: &Hit) -> Option<()> {
 /// counted and the next report of the pair carries their number.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn report_pair(
-    pid: u32,
-    tid: u32,
-    ts: u64,
-    map: u64,
-    first: &Party,
-    second: &Party,
-    m: u32,
-    writing: u8,
-) {
+fn report_pair(hit: &Hit, ts: u64, map: u64, first: &Party, second: &Party, m: u32, writing: u8) {
     let key = PairKey {
-        pid,
+        pid: hit.pid,
         ops: (first.op as u32) | ((second.op as u32) << 8),
         first_ret: first.stack[0],
         second_ret: second.stack[0],
@@ -1225,7 +1206,7 @@ fn report_pair(
     } else {
         suppressed as u32
     };
-    emit_overlap(pid, tid, ts, map, first, second, m, writing, suppressed);
+    emit_overlap(hit, ts, map, first, second, m, writing, suppressed);
 }
 
 /// Per-process loss counters: only touched when a record is lost, so the
@@ -1307,6 +1288,28 @@ fn fill_stack_from(party: &mut Party, ret: u64, fp: u64, depth: u32) {
     party.stack_len = n as u8;
 }
 
+/// Which of the target's package-level map variables holds `map` now:
+/// 1 + its index in [`GoTargetConfig::map_globals`], or [`NO_MAP_GLOBAL`].
+/// Read at the finding, while the process lives (after the runtime's fatal
+/// error it is gone before userspace could read it); one user read per
+/// variable, on findings only, which are rate-limited.
+#[inline(always)]
+fn map_global_of(cfg: &GoTargetConfig, map: u64) -> u32 {
+    let n = cfg.map_globals_len as usize;
+    for i in 0..MAP_GLOBALS {
+        if i >= n {
+            break;
+        }
+        let addr = cfg.map_globals[i];
+        if let Ok(held) = unsafe { bpf_probe_read_user(addr as *const u64) }
+            && held == map
+        {
+            return i as u32 + 1;
+        }
+    }
+    NO_MAP_GLOBAL
+}
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit_access(
@@ -1341,8 +1344,7 @@ fn emit_access(
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn emit_overlap(
-    pid: u32,
-    tid: u32,
+    hit: &Hit,
     ts: u64,
     map: u64,
     first: &Party,
@@ -1352,6 +1354,9 @@ fn emit_overlap(
     suppressed: u32,
 ) {
     count(Counter::GoOverlaps);
+    let (pid, tid) = (hit.pid, hit.tid);
+    // Before the record is reserved: the reads are the slow part.
+    let map_global = map_global_of(hit.cfg, map);
     match FINDINGS.reserve::<GoMapOverlap>(0) {
         Some(mut entry) => {
             let ev = unsafe { &mut *entry.as_mut_ptr() };
@@ -1362,7 +1367,7 @@ fn emit_overlap(
             ev.mode = m;
             ev.writing_seen = writing as u32;
             ev.suppressed = suppressed;
-            ev._pad = 0;
+            ev.map_global = map_global;
             entry.submit(0);
         }
         None => {

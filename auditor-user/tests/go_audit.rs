@@ -19,6 +19,7 @@ const RACE: &str = include_str!("go/race.go");
 const SYNCED: &str = include_str!("go/synced.go");
 const STRESS: &str = include_str!("go/stress.go");
 const READMOSTLY: &str = include_str!("go/readmostly.go");
+const GLOBALRACE: &str = include_str!("go/globalrace.go");
 
 fn auditor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_map-auditor"))
@@ -324,6 +325,189 @@ fn race_is_reported_with_both_writers_named() {
         if s["target_exit_code"] != 0 {
             assert_eq!(s["target_fatal"], "concurrent map writes", "{s}");
             assert_eq!(s["target_exit_code"], 2, "{s}");
+        }
+    }
+}
+
+/// A CPU-bound thread per core until dropped: the machine as loaded as a
+/// busy CI runner, so the target and the auditor are preempted at will.
+struct BusyCores {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl BusyCores {
+    fn start() -> Self {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = (0..cores)
+            .map(|_| {
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let mut x = 0u64;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        x = std::hint::black_box(x.wrapping_add(1));
+                    }
+                })
+            })
+            .collect();
+        Self { stop, threads }
+    }
+}
+
+impl Drop for BusyCores {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The runtime ends the target microseconds after it sees the race, often
+/// before userspace has read the finding: the variable holding the map is
+/// read by the kernel at the finding, so the name never depends on that.
+#[test]
+fn runtime_killed_race_names_its_global_every_run_on_a_loaded_machine() {
+    if !bpf_available("runtime_killed_race_names_its_global_every_run_on_a_loaded_machine") {
+        return;
+    }
+    let configs = [
+        (GoToolchain::Classic, Link::Plain),
+        (GoToolchain::Swiss, Link::Plain),
+        // Symbols and DWARF at a random load address.
+        (GoToolchain::Swiss, Link::Pie),
+    ];
+    let exes: Vec<_> = configs
+        .iter()
+        .map(|&(tc, link)| (tc, link, build_go("globalrace", GLOBALRACE, tc, link)))
+        .collect();
+    let _load = BusyCores::start();
+    for run in 0..10 {
+        let (tc, link, exe) = &exes[run % exes.len()];
+        let (audit, _) = run_audit(exe, &[], &[]);
+        let ctx = format!("run {run} {tc:?}/{link:?}: {}", audit.stderr);
+        let s = audit.summary();
+        // Killed by the runtime (its fatal-error status).
+        assert_eq!(s["target_exit_code"], 2, "{s} {ctx}");
+        let findings = s["findings"].as_array().expect("findings");
+        assert!(!findings.is_empty(), "no finding {s} {ctx}");
+        for f in findings {
+            assert_eq!(f["map_global"], "main.sessions", "{f} {ctx}");
+        }
+        let overlaps = audit.kind("overlap");
+        assert!(!overlaps.is_empty(), "{ctx}");
+        for o in overlaps {
+            assert_eq!(o["map_global"], "main.sessions", "{o} {ctx}");
+        }
+        let watched = &audit.kind("attach")[0]["map_globals"];
+        assert_eq!(watched["map_typed"], true, "{watched} {ctx}");
+        assert_eq!(watched["not_watched"], 0, "{watched} {ctx}");
+    }
+}
+
+/// The worst timing, made certain: the auditor is stopped before the
+/// target races and continued only once the runtime has killed the target
+/// (a zombie: its memory is gone), so every finding is read after the
+/// process could be. The name was read by the kernel at the finding.
+#[test]
+fn finding_read_after_the_target_died_still_names_its_global() {
+    if !bpf_available("finding_read_after_the_target_died_still_names_its_global") {
+        return;
+    }
+    for (tc, link) in [
+        (GoToolchain::Classic, Link::Plain),
+        (GoToolchain::Swiss, Link::Pie),
+    ] {
+        let exe = build_go("globalrace", GLOBALRACE, tc, link);
+        let dir = tempfile::tempdir().unwrap();
+        let recording = dir.path().join("session.jsonl");
+        let mut auditor = auditor()
+            .args(["run", "--quiet", "--format", "json", "--record"])
+            .arg(&recording)
+            .arg("--")
+            .arg(&exe)
+            .arg("wait")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(auditor.stderr.take().unwrap());
+        let mut banner = String::new();
+        while !banner.contains("attached to pid") {
+            banner.clear();
+            assert!(err.read_line(&mut banner).unwrap() > 0, "no attach banner");
+        }
+        let target: i32 = banner
+            .split("attached to pid ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("no pid in {banner:?}"));
+        // `run` holds its target traced until the probes are in: stopped
+        // before releasing it, the auditor would keep it stopped too.
+        let traced = || {
+            std::fs::read_to_string(format!("/proc/{target}/status"))
+                .ok()
+                .and_then(|s| {
+                    s.lines()
+                        .find_map(|l| l.strip_prefix("TracerPid:").map(|v| v.trim() != "0"))
+                })
+                .unwrap_or(false)
+        };
+        while traced() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let me = auditor.id() as i32;
+        // SAFETY: signals to the auditor this test started.
+        assert_eq!(unsafe { libc::kill(me, libc::SIGSTOP) }, 0);
+        writeln!(auditor.stdin.take().unwrap(), "go").unwrap();
+        // The auditor cannot reap its child while stopped: the target stays
+        // a zombie once the runtime has killed it.
+        let state = |pid: i32| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| s.rsplit(')').next().map(|r| r.trim_start().chars().next()))
+                .flatten()
+        };
+        while state(target) != Some('Z') {
+            assert!(
+                state(target).is_some(),
+                "target {target} gone while the auditor was stopped"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mem = std::fs::read(format!("/proc/{target}/mem"));
+        assert!(
+            mem.map_or(true, |m| m.is_empty()),
+            "a zombie's memory is readable"
+        );
+        // SAFETY: as above.
+        assert_eq!(unsafe { libc::kill(me, libc::SIGCONT) }, 0);
+        let stderr_thread = std::thread::spawn(move || {
+            let mut rest = String::new();
+            let _ = err.read_to_string(&mut rest);
+            rest
+        });
+        let _ = auditor.wait_with_output().unwrap();
+        let stderr = stderr_thread.join().unwrap();
+        let (events, _) = parse_events(&std::fs::read(&recording).unwrap_or_default());
+        let audit = Audit {
+            events,
+            status: std::process::ExitStatus::default(),
+            stderr,
+        };
+        let ctx = format!("{tc:?}/{link:?}: {}", audit.stderr);
+        let s = audit.summary();
+        assert_eq!(s["target_exit_code"], 2, "{s} {ctx}");
+        let findings = s["findings"].as_array().expect("findings");
+        assert!(!findings.is_empty(), "no finding {s} {ctx}");
+        for f in findings {
+            assert_eq!(f["map_global"], "main.sessions", "{f} {ctx}");
+        }
+        for o in audit.kind("overlap") {
+            assert_eq!(o["map_global"], "main.sessions", "{o} {ctx}");
         }
     }
 }

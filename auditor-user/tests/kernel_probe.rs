@@ -12,8 +12,8 @@ use std::{arch::asm, num::NonZeroU32};
 use auditor_common::{
     COUNTERS_MAP, Counter, EventHeader, EventKind, FINDINGS_MAP,
     go_map::{
-        GoEscalate, GoMapOverlap, GoTargetConfig, MAP_STATE_MAP, MapArg, MapKey, MapOp, MapState,
-        NESTED_RETS, TARGETS_MAP, cookie, current_slot, emit, mode,
+        GoEscalate, GoMapOverlap, GoTargetConfig, MAP_GLOBALS, MAP_STATE_MAP, MapArg, MapKey,
+        MapOp, MapState, NESTED_RETS, NO_MAP_GLOBAL, TARGETS_MAP, cookie, current_slot, emit, mode,
     },
 };
 use aya::{
@@ -50,6 +50,19 @@ extern "C" fn kp_fake_read() {
 #[unsafe(naked)]
 #[unsafe(no_mangle)]
 extern "C" fn kp_fake_write() {
+    core::arch::naked_asm!("nop", "ret")
+}
+
+// The naming test's own fake functions.
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn kp_named_read() {
+    core::arch::naked_asm!("nop", "ret")
+}
+
+#[unsafe(naked)]
+#[unsafe(no_mangle)]
+extern "C" fn kp_named_write() {
     core::arch::naked_asm!("nop", "ret")
 }
 
@@ -324,6 +337,9 @@ impl Kernel {
             nested_len: 2,
             salt: 0x5a17,
             gcache: 0,
+            map_globals: [0; MAP_GLOBALS],
+            map_globals_len: 0,
+            _pad_globals: 0,
         };
         let mut cfg = cfg;
         configure(&mut cfg);
@@ -743,4 +759,61 @@ fn goroutine_cache_follows_goexit_copystack_and_generation() {
     call(kp_cache_write, &g1, m, none, false);
     assert_eq!(k.state(m).unwrap().last_writer.goid, 505);
     drop(moved);
+}
+
+#[test]
+fn overlap_names_the_watched_variable_holding_its_map() {
+    if !bpf_available("overlap_names_the_watched_variable_holding_its_map") {
+        return;
+    }
+    // Fake package-level variables: an unreadable address first (a read
+    // that fails is skipped), then one holding another map, one nil, and
+    // the one holding the raced map.
+    let mut raced = FakeMap::new(0x7001);
+    let other = FakeMap::new(0x7002);
+    let mut lone = FakeMap::new(0x7003);
+    let vars: Box<[u64; 3]> = Box::new([
+        &*other as *const FakeMap as u64,
+        0,
+        &*raced as *const FakeMap as u64,
+    ]);
+    let addrs = [
+        8,
+        &vars[0] as *const u64 as u64,
+        &vars[1] as *const u64 as u64,
+        &vars[2] as *const u64 as u64,
+    ];
+    let mut k = Kernel::load_with(|c| {
+        c.map_globals[..addrs.len()].copy_from_slice(&addrs);
+        c.map_globals_len = addrs.len() as u32;
+    });
+    k.attach("kp_named_read", 0, MapOp::Read, cookie::STACKCHECK);
+    k.attach("kp_named_write", 0, MapOp::Write, cookie::STACKCHECK);
+    let (stack1, stack2) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let (g1, g2) = (FakeG::new(101, &stack1), FakeG::new(202, &stack2));
+    let none = std::ptr::null::<FakeG>();
+
+    // Two writers make the map shared; a read enters while the marker is
+    // set: the overlap names the fourth watched variable.
+    let a = &*raced as *const FakeMap;
+    call(kp_named_write, &g1, a, none, false);
+    call(kp_named_write, &g2, a, none, false);
+    call(kp_named_write, &g1, a, none, false);
+    raced.set_writing(true);
+    call(kp_named_read, &g2, a, none, false);
+    let o = overlaps(&k.findings());
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert_eq!(o[0].map, a as u64);
+    assert_eq!(o[0].map_global, 4, "1 + index of the variable holding it");
+
+    // A map no watched variable holds: the overlap says none.
+    let b = &*lone as *const FakeMap;
+    call(kp_named_write, &g1, b, none, false);
+    call(kp_named_read, &g2, b, none, false);
+    call(kp_named_write, &g1, b, none, false);
+    lone.set_writing(true);
+    call(kp_named_write, &g2, b, none, false);
+    let o = overlaps(&k.findings());
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert_eq!((o[0].map, o[0].map_global), (b as u64, NO_MAP_GLOBAL));
 }

@@ -695,3 +695,45 @@ fn map_type_descriptors_are_named() {
         );
     }
 }
+
+const GLOBALRACE: &str = include_str!("go/globalrace.go");
+
+#[test]
+fn package_level_maps_are_watched_by_the_kernel_main_first() {
+    for tc in [GoToolchain::Classic, GoToolchain::Swiss] {
+        for link in [Link::Plain, Link::Pie, Link::NoDwarf, Link::StrippedPie] {
+            let exe = build_go("globalrace", GLOBALRACE, tc, link);
+            let p = ProbePlan::for_exe(&exe).unwrap();
+            let w = &p.watched_globals;
+            let names: Vec<&str> = w.vars.iter().map(|(_, n)| n.as_str()).collect();
+            let ctx = format!("{tc:?}/{link:?}: {names:?}");
+            if link == Link::StrippedPie {
+                assert!(names.is_empty(), "{ctx}");
+                continue;
+            }
+            // The main package's first, by address; named map types too.
+            let mut main: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| n.starts_with("main."))
+                .collect();
+            assert!(names[..main.len()] == main[..], "{ctx}");
+            main.sort();
+            if link == Link::NoDwarf {
+                // No types: every pointer-sized variable, the int too.
+                assert!(!w.map_typed, "{ctx}");
+                for v in ["main.users", "main.plugins", "main.sessions", "main.hits"] {
+                    assert!(main.contains(&v), "{v} {ctx}");
+                }
+            } else {
+                assert!(w.map_typed, "{ctx}");
+                assert_eq!(w.not_watched, 0, "{ctx}");
+                assert_eq!(
+                    main,
+                    ["main.limits", "main.plugins", "main.sessions", "main.users"],
+                    "{ctx}"
+                );
+            }
+        }
+    }
+}

@@ -469,6 +469,7 @@ impl GoEngine {
             symbols: plan.symbolizer.clone(),
             types: plan.type_names.take(),
             globals: plan.globals.take(),
+            watched: plan.watched_globals.clone(),
             pid,
             bias,
         };

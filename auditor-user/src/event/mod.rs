@@ -14,7 +14,7 @@ pub use go::{Access, AccessCounts, DetectionMode, Escalation, Frame, Overlap, Ov
 pub use kinds::EventKind;
 pub use target::{
     AttachReport, AttachedProbe, Coverage, ExitSiteCoverage, FindingGroup, Lost, Summary,
-    TargetEvent,
+    TargetEvent, WatchedMapGlobals,
 };
 
 /// Version of the JSON event schema (docs/events.md).

@@ -62,6 +62,23 @@ pub struct AttachReport {
     pub missing: Vec<String>,
     /// Sites the kernel refused, with the reason.
     pub failed: Vec<String>,
+    /// Package-level map variables the kernel reads at each finding.
+    #[serde(default)]
+    pub map_globals: WatchedMapGlobals,
+}
+
+/// The package-level variables the kernel reads when it reports a finding,
+/// to name the map while the process still lives.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedMapGlobals {
+    /// Their names, the main module's first.
+    pub watched: Vec<String>,
+    /// Candidates past the kernel's limit: their maps are named only while
+    /// userspace can still read the process.
+    pub not_watched: usize,
+    /// Whether DWARF said these are maps (else: every pointer-sized
+    /// variable of the symbol table).
+    pub map_typed: bool,
 }
 
 impl AttachReport {
@@ -124,6 +141,16 @@ impl AttachReport {
                     )
                 })
                 .collect(),
+            map_globals: WatchedMapGlobals {
+                watched: plan
+                    .watched_globals
+                    .vars
+                    .iter()
+                    .map(|(_, n)| n.clone())
+                    .collect(),
+                not_watched: plan.watched_globals.not_watched,
+                map_typed: plan.watched_globals.map_typed,
+            },
         }
     }
 }

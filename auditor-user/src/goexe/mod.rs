@@ -33,7 +33,7 @@ use auditor_common::go_map::{MapArg, MapOp};
 pub use buildinfo::{BuildInfo, parse_go_version};
 pub use catalogue::{Family, MAP_FUNCTIONS, MapFunction, by_name};
 pub use disasm::kernel_emulates;
-pub use globals::GlobalIndex;
+pub use globals::{GlobalIndex, WatchedGlobals};
 pub use pclntab::{PcLnTab, PclnError, PclnVersion};
 pub use plan::{CallSite, PlanOptions, Scope, load_bias, package_of};
 pub use symbolize::Symbolizer;
@@ -149,6 +149,8 @@ pub struct ProbePlan {
     pub type_names: Option<TypeNamer>,
     /// Package-level variables that may hold maps (needs the symbol table).
     pub globals: Option<GlobalIndex>,
+    /// Package-level map variables the kernel reads at each finding.
+    pub watched_globals: WatchedGlobals,
     /// `(caller, callee)` pairs of probed map functions where the caller
     /// calls the callee directly: one access then hits both probes (same
     /// goroutine, same map, callee inside caller).

@@ -95,18 +95,27 @@ impl DwarfOffsets {
     }
 }
 
-/// Read the member offsets from the binary's DWARF; `None` when it has no
+/// The binary's DWARF sections, uncompressed once for every reader (these
+/// offsets, the package-level map variables); `None` when it has no
 /// `.debug_info` (built with `-w`).
-pub fn from_dwarf(file: &object::File<'_>) -> Option<DwarfOffsets> {
+pub(crate) fn load_dwarf<'a>(
+    file: &object::File<'a>,
+) -> Option<gimli::DwarfSections<Cow<'a, [u8]>>> {
     file.section_by_name(".debug_info")?;
-    let load = |id: gimli::SectionId| -> Result<Cow<'_, [u8]>, gimli::Error> {
+    let load = |id: gimli::SectionId| -> Result<Cow<'a, [u8]>, gimli::Error> {
         Ok(file
             .section_by_name(id.name())
             .and_then(|s| s.uncompressed_data().ok())
             .unwrap_or(Cow::Borrowed(&[])))
     };
-    let owned = gimli::DwarfSections::load(load).ok()?;
-    let dwarf = owned.borrow(|s| EndianSlice::new(s, LittleEndian));
+    gimli::DwarfSections::load(load).ok()
+}
+
+/// A view of sections from [`load_dwarf`].
+pub(crate) type Dwarf<'a> = gimli::Dwarf<EndianSlice<'a, LittleEndian>>;
+
+/// Read the member offsets from the binary's DWARF.
+pub(crate) fn from_dwarf(dwarf: &Dwarf<'_>) -> DwarfOffsets {
     let mut out = DwarfOffsets::default();
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {
@@ -165,7 +174,7 @@ pub fn from_dwarf(file: &object::File<'_>) -> Option<DwarfOffsets> {
             }
         }
     }
-    Some(out)
+    out
 }
 
 #[cfg(test)]

@@ -640,9 +640,15 @@ impl ProbePlan {
         }
 
         let table = offsets::from_table(go_version, swiss);
-        let dwarf = offsets::from_dwarf(&object::File::Elf64(img.object()));
-        let dwarf = dwarf.map(|d| d.resolve(swiss));
-        let Some(offsets) = choose_offsets(dwarf, table, go_version, &mut warnings) else {
+        let obj = object::File::Elf64(img.object());
+        let dwarf_sections = offsets::load_dwarf(&obj);
+        let dwarf = dwarf_sections
+            .as_ref()
+            .map(|d| d.borrow(|s| gimli::EndianSlice::new(s, gimli::LittleEndian)));
+        let dwarf_offsets = dwarf
+            .as_ref()
+            .map(|d| offsets::from_dwarf(d).resolve(swiss));
+        let Some(offsets) = choose_offsets(dwarf_offsets, table, go_version, &mut warnings) else {
             return Err(TargetError::GoTooOld {
                 what,
                 version: bi.go_version.clone(),
@@ -673,6 +679,11 @@ impl ProbePlan {
             symbolizer: Symbolizer::with_gofunc(tab, gofunc_bytes(&img, md)),
             type_names,
             globals: super::GlobalIndex::from_image(&img),
+            watched_globals: super::WatchedGlobals::choose(
+                dwarf.as_ref(),
+                &img,
+                bi.module_path.as_deref(),
+            ),
             nested,
             nested_rets,
             segments: img.segments.clone(),

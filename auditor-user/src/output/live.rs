@@ -228,6 +228,22 @@ impl<W: Write> LiveLog<W> {
             let (y, rs) = (self.paint(YELLOW), self.paint(RESET));
             writeln!(self.out, "{y}  not attached: {f}{rs}")?;
         }
+        let g = &r.map_globals;
+        if g.not_watched > 0 {
+            writeln!(
+                self.out,
+                "{d}  {} package-level {} watched at findings, {} more named only while the process can be read{rs}",
+                g.watched.len(),
+                if g.map_typed { "maps" } else { "variables" },
+                g.not_watched
+            )?;
+        } else if self.show_plan && !g.watched.is_empty() {
+            writeln!(
+                self.out,
+                "{d}  watched at findings: {}{rs}",
+                g.watched.join(", ")
+            )?;
+        }
         self.out.flush()
     }
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use auditor_common::go_map::{
-    AccessCount, AccessCountKey, GoMapAccess, GoMapOverlap, MapOp, Party, mode,
+    AccessCount, AccessCountKey, GoMapAccess, GoMapOverlap, MapOp, NO_MAP_GLOBAL, Party, mode,
 };
 
 use super::clock::WallClock;
@@ -33,6 +33,12 @@ pub trait FrameResolver {
 
     /// The package-level variable that holds the map at `map`, if any.
     fn global_holding(&self, _map: u64) -> Option<String> {
+        None
+    }
+
+    /// The variable the kernel found holding a finding's map
+    /// ([`GoMapOverlap::map_global`]: 1 + its index among the watched).
+    fn watched_global(&self, _slot: u32) -> Option<String> {
         None
     }
 }
@@ -354,13 +360,22 @@ impl<R: FrameResolver> GoEnricher<R> {
     pub fn overlap(&mut self, o: &GoMapOverlap) -> Overlap {
         let map_gen = self.generation(o.map, false, o.header.ts_ns);
         // A finding names its map by itself (no access may be streamed):
-        // what the accesses found, else a look for the holding variable now.
+        // the variable the kernel saw holding it at the finding, else what
+        // the accesses found, else a look for the holding variable now
+        // (the process may be gone by then).
         let (map_type, mut map_global) = self
             .names
             .get(&(o.map, map_gen))
             .cloned()
             .unwrap_or_default();
-        if map_global.is_none() {
+        if o.map_global != NO_MAP_GLOBAL
+            && let Some(g) = self.resolver.watched_global(o.map_global)
+        {
+            if self.names.len() < self.max_maps || self.names.contains_key(&(o.map, map_gen)) {
+                self.names.entry((o.map, map_gen)).or_default().1 = Some(g.clone());
+            }
+            map_global = Some(g);
+        } else if map_global.is_none() {
             map_global = self.resolver.global_holding(o.map);
             if map_global.is_some() && self.names.len() < self.max_maps {
                 self.names.entry((o.map, map_gen)).or_default().1 = map_global.clone();
@@ -400,6 +415,8 @@ pub struct TargetResolver {
     pub symbols: crate::goexe::Symbolizer,
     pub types: Option<crate::goexe::TypeNamer>,
     pub globals: Option<crate::goexe::GlobalIndex>,
+    /// The variables the kernel reads at a finding.
+    pub watched: crate::goexe::WatchedGlobals,
     pub pid: u32,
     /// Runtime minus link-time address (non-zero for PIE).
     pub bias: u64,
@@ -430,6 +447,10 @@ impl FrameResolver for TargetResolver {
 
     fn global_holding(&self, map: u64) -> Option<String> {
         self.globals.as_ref()?.holder(self.pid, self.bias, map)
+    }
+
+    fn watched_global(&self, slot: u32) -> Option<String> {
+        self.watched.name(slot).map(str::to_owned)
     }
 }
 
@@ -602,7 +623,7 @@ mod tests {
             mode: mode::ENTRY,
             writing_seen: 1,
             suppressed: 0,
-            _pad: 0,
+            map_global: NO_MAP_GLOBAL,
         }
     }
 

@@ -314,6 +314,11 @@ pub fn target_config(
     rets.truncate(auditor_common::go_map::NESTED_RETS);
     let mut nested_rets = [0u64; auditor_common::go_map::NESTED_RETS];
     nested_rets[..rets.len()].copy_from_slice(&rets);
+    let watched = &plan.watched_globals.vars;
+    let mut map_globals = [0u64; auditor_common::go_map::MAP_GLOBALS];
+    for (slot, (addr, _)) in map_globals.iter_mut().zip(watched) {
+        *slot = addr.wrapping_add(bias);
+    }
     GoTargetConfig {
         goid_off: plan.offsets.goid,
         writing_off: plan.offsets.writing,
@@ -336,6 +341,9 @@ pub fn target_config(
         salt: fresh_salt(),
         // Set once the goroutine-change probes are attached.
         gcache: 0,
+        map_globals,
+        map_globals_len: watched.len().min(auditor_common::go_map::MAP_GLOBALS) as u32,
+        _pad_globals: 0,
     }
 }
 

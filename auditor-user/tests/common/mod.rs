@@ -41,6 +41,10 @@ pub enum Link {
     Plain,
     /// `-ldflags=-s -w -buildmode=pie`: no symbol table, no DWARF, PIE.
     StrippedPie,
+    /// `-buildmode=pie`: symbols and DWARF, loaded at a random address.
+    Pie,
+    /// `-ldflags=-w`: the symbol table without DWARF.
+    NoDwarf,
 }
 
 /// Build `src` (a Go main package source text) with `tc` and return the
@@ -108,8 +112,17 @@ pub fn build_go_with(name: &str, src: &str, go: &Path, label: &str, link: Link) 
         .env("GOTOOLCHAIN", "local")
         .env("CGO_ENABLED", "0")
         .args(["build", "-o", name]);
-    if link == Link::StrippedPie {
-        cmd.args(["-buildmode=pie", "-ldflags=-s -w"]);
+    match link {
+        Link::Plain => {}
+        Link::StrippedPie => {
+            cmd.args(["-buildmode=pie", "-ldflags=-s -w"]);
+        }
+        Link::Pie => {
+            cmd.arg("-buildmode=pie");
+        }
+        Link::NoDwarf => {
+            cmd.arg("-ldflags=-w");
+        }
     }
     cmd.arg(".");
     let out = cmd.output().expect("run go build");

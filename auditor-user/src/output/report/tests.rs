@@ -336,6 +336,7 @@ fn racing_recording() -> String {
             probes: vec![],
             missing: vec![],
             failed: vec![],
+            map_globals: Default::default(),
         }),
         acc(1, 1, REGISTRY, Make, "main.init", MAIN_GO, 8),
         acc(2, 1, REGISTRY, Write, "main.init", MAIN_GO, 9),
