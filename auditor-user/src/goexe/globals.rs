@@ -100,30 +100,19 @@ const GO_KIND_MAP: u64 = 21;
 fn dwarf_map_variables(dwarf: &Dwarf<'_>) -> Vec<(u64, String)> {
     let mut map_types = std::collections::HashSet::new();
     let mut vars: Vec<(u64, String, gimli::DebugInfoOffset)> = Vec::new();
-    let mut units = dwarf.units();
-    while let Ok(Some(header)) = units.next() {
-        let Ok(unit) = dwarf.unit(header) else {
-            continue;
-        };
-        let Ok(mut tree) = unit.entries_tree(None) else {
-            continue;
-        };
-        let Ok(root) = tree.root() else { continue };
-        let mut children = root.children();
-        while let Ok(Some(node)) = children.next() {
-            let e = node.entry();
-            if e.tag() == gimli::DW_TAG_variable {
-                if let Some(v) = map_variable_candidate(dwarf, &unit, e) {
-                    vars.push(v);
-                }
-            } else if let Ok(Some(kind)) = e.attr_value(DW_AT_GO_KIND)
-                && kind.udata_value() == Some(GO_KIND_MAP)
-                && let Some(off) = e.offset().to_debug_info_offset(&unit.header)
-            {
-                map_types.insert(off);
+    super::offsets::for_each_top_level_entry(dwarf, |unit, node| {
+        let e = node.entry();
+        if e.tag() == gimli::DW_TAG_variable {
+            if let Some(v) = map_variable_candidate(dwarf, unit, e) {
+                vars.push(v);
             }
+        } else if let Ok(Some(kind)) = e.attr_value(DW_AT_GO_KIND)
+            && kind.udata_value() == Some(GO_KIND_MAP)
+            && let Some(off) = e.offset().to_debug_info_offset(&unit.header)
+        {
+            map_types.insert(off);
         }
-    }
+    });
     let mut out: Vec<(u64, String)> = vars
         .into_iter()
         .filter(|(_, _, ty)| map_types.contains(ty))

@@ -114,9 +114,20 @@ pub(crate) fn load_dwarf<'a>(
 /// A view of sections from [`load_dwarf`].
 pub(crate) type Dwarf<'a> = gimli::Dwarf<EndianSlice<'a, LittleEndian>>;
 
-/// Read the member offsets from the binary's DWARF.
-pub(crate) fn from_dwarf(dwarf: &Dwarf<'_>) -> DwarfOffsets {
-    let mut out = DwarfOffsets::default();
+/// A compilation unit of [`Dwarf`].
+pub(crate) type DwarfUnit<'a> = gimli::Unit<EndianSlice<'a, LittleEndian>>;
+/// A node of a unit's entry tree (the entry and its children) of a
+/// [`Dwarf`] borrowing `'d`.
+pub(crate) type DwarfNode<'abbrev, 'unit, 'tree, 'd> =
+    gimli::EntriesTreeNode<'abbrev, 'unit, 'tree, EndianSlice<'d, LittleEndian>>;
+
+/// Call `f` with every top-level entry of every unit (types, variables:
+/// Go emits both as children of the unit's root); units or trees that
+/// cannot be read are skipped.
+pub(crate) fn for_each_top_level_entry<'d>(
+    dwarf: &Dwarf<'d>,
+    mut f: impl FnMut(&DwarfUnit<'d>, DwarfNode<'_, '_, '_, 'd>),
+) {
     let mut units = dwarf.units();
     while let Ok(Some(header)) = units.next() {
         let Ok(unit) = dwarf.unit(header) else {
@@ -128,52 +139,60 @@ pub(crate) fn from_dwarf(dwarf: &Dwarf<'_>) -> DwarfOffsets {
         let Ok(root) = tree.root() else { continue };
         let mut children = root.children();
         while let Ok(Some(node)) = children.next() {
-            let e = node.entry();
-            if e.tag() != gimli::DW_TAG_structure_type {
+            f(&unit, node);
+        }
+    }
+}
+
+/// Read the member offsets from the binary's DWARF.
+pub(crate) fn from_dwarf(dwarf: &Dwarf<'_>) -> DwarfOffsets {
+    let mut out = DwarfOffsets::default();
+    for_each_top_level_entry(dwarf, |unit, node| {
+        let e = node.entry();
+        if e.tag() != gimli::DW_TAG_structure_type {
+            return;
+        }
+        let name = match e.attr_value(gimli::DW_AT_name) {
+            Ok(Some(v)) => dwarf.attr_string(unit, v).ok(),
+            _ => None,
+        };
+        let Some(name) = name else { return };
+        let wanted: &[(&str, FieldSlot)] = match &*name {
+            b"runtime.g" => &[("goid", |o| &mut o.goid)],
+            b"runtime.hmap" => &[("flags", |o| &mut o.hmap_flags)],
+            b"runtime.hiter" => &[("h", |o| &mut o.hiter_h)],
+            b"internal/runtime/maps.Map" => &[("writing", |o| &mut o.swiss_writing)],
+            b"internal/runtime/maps.Iter" => &[("m", |o| &mut o.swiss_iter_m)],
+            _ => return,
+        };
+        let mut members = node.children();
+        while let Ok(Some(m)) = members.next() {
+            let me = m.entry();
+            if me.tag() != gimli::DW_TAG_member {
                 continue;
             }
-            let name = match e.attr_value(gimli::DW_AT_name) {
-                Ok(Some(v)) => dwarf.attr_string(&unit, v).ok(),
-                _ => None,
+            let Some(mname) = me
+                .attr_value(gimli::DW_AT_name)
+                .ok()
+                .flatten()
+                .and_then(|v| dwarf.attr_string(unit, v).ok())
+            else {
+                continue;
             };
-            let Some(name) = name else { continue };
-            let wanted: &[(&str, FieldSlot)] = match &*name {
-                b"runtime.g" => &[("goid", |o| &mut o.goid)],
-                b"runtime.hmap" => &[("flags", |o| &mut o.hmap_flags)],
-                b"runtime.hiter" => &[("h", |o| &mut o.hiter_h)],
-                b"internal/runtime/maps.Map" => &[("writing", |o| &mut o.swiss_writing)],
-                b"internal/runtime/maps.Iter" => &[("m", |o| &mut o.swiss_iter_m)],
-                _ => continue,
-            };
-            let mut members = node.children();
-            while let Ok(Some(m)) = members.next() {
-                let me = m.entry();
-                if me.tag() != gimli::DW_TAG_member {
-                    continue;
-                }
-                let Some(mname) = me
-                    .attr_value(gimli::DW_AT_name)
-                    .ok()
-                    .flatten()
-                    .and_then(|v| dwarf.attr_string(&unit, v).ok())
-                else {
-                    continue;
-                };
-                for (field, slot) in wanted {
-                    if *mname == *field.as_bytes() {
-                        let off = match me.attr_value(gimli::DW_AT_data_member_location) {
-                            Ok(Some(AttributeValue::Udata(n))) => Some(n),
-                            Ok(Some(v)) => v.udata_value(),
-                            _ => None,
-                        };
-                        if let Some(off) = off.and_then(|o| u32::try_from(o).ok()) {
-                            *slot(&mut out) = Some(off);
-                        }
+            for (field, slot) in wanted {
+                if *mname == *field.as_bytes() {
+                    let off = match me.attr_value(gimli::DW_AT_data_member_location) {
+                        Ok(Some(AttributeValue::Udata(n))) => Some(n),
+                        Ok(Some(v)) => v.udata_value(),
+                        _ => None,
+                    };
+                    if let Some(off) = off.and_then(|o| u32::try_from(o).ok()) {
+                        *slot(&mut out) = Some(off);
                     }
                 }
             }
         }
-    }
+    });
     out
 }
 
