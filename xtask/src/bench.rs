@@ -159,22 +159,29 @@ fn probe_sites(auditor: &Path, exe: &Path) -> Result<Vec<u64>> {
             .arg(exe)
             .arg("1000"),
     )?;
+    attach_report_offsets(&out, |_| true).context("map-auditor run")
+}
+
+/// File offsets of the probes in the attach report among JSON lines `out`
+/// that `pick` keeps (a probe as the report's JSON object).
+fn attach_report_offsets(out: &str, pick: impl Fn(&serde_json::Value) -> bool) -> Result<Vec<u64>> {
     let attach = out
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["kind"] == "attach")
-        .context("map-auditor run printed no attach report")?;
+        .context("no attach report printed")?;
     let sites: Vec<u64> = attach["probes"]
         .as_array()
         .context("attach report without probes")?
         .iter()
+        .filter(|p| pick(p))
         .filter_map(|p| {
             let hex = p["file_offset"].as_str()?.strip_prefix("0x")?;
             u64::from_str_radix(hex, 16).ok()
         })
         .collect();
     if sites.is_empty() {
-        bail!("the attach report lists no probe file offsets");
+        bail!("the attach report lists no such probe file offsets");
     }
     Ok(sites)
 }

@@ -316,25 +316,8 @@ fn entry_sites(auditor: &Path, exe: &Path, scope: Option<&str>) -> Result<Vec<u6
         cmd.args(["--scope", scope]);
     }
     let out = process::output(&mut cmd)?;
-    let attach = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|v| v["kind"] == "attach")
-        .context("map-auditor attach printed no attach report")?;
-    let offsets: Vec<u64> = attach["probes"]
-        .as_array()
-        .context("attach report without probes")?
-        .iter()
-        .filter(|p| p["exit"] == false)
-        .filter_map(|p| {
-            let hex = p["file_offset"].as_str()?.strip_prefix("0x")?;
-            u64::from_str_radix(hex, 16).ok()
-        })
-        .collect();
-    if offsets.is_empty() {
-        bail!("the attach report lists no entry probes");
-    }
-    Ok(offsets)
+    super::attach_report_offsets(&out, |p| p["exit"] == false)
+        .context("map-auditor attach: entry probes")
 }
 
 /// A child process killed (and reaped) when dropped, so a failed run
