@@ -187,6 +187,29 @@ pub mod cmd {
         }
     }
 
+    /// Commands recorded by the exit program alone: the plain reads, which
+    /// neither change a map nor are judged by a guard. At exit the call's
+    /// registers still hold the command and the attr pointer, so one
+    /// program run reads the attr, resolves the fd and writes the record
+    /// (no enter time, so no latency). Of the fields the record keeps, the
+    /// kernel writes back only a batch's `count` (which is what the record
+    /// reports anyway) and `obj_get_info_by_fd`'s `info_len` (not decoded).
+    /// Writes, creates, pins, freezes and program commands stay on the
+    /// enter path: their fd and attr are taken when the call enters, before
+    /// a racing thread could change them, and a mutating call's window in
+    /// the map starts there.
+    pub const fn recorded_at_exit(c: u32) -> bool {
+        matches!(
+            c,
+            MAP_LOOKUP_ELEM
+                | MAP_GET_NEXT_KEY
+                | MAP_GET_FD_BY_ID
+                | OBJ_GET
+                | OBJ_GET_INFO_BY_FD
+                | MAP_LOOKUP_BATCH
+        )
+    }
+
     /// Commands whose return value is a new fd on the map.
     pub const fn returns_fd(c: u32) -> bool {
         matches!(c, MAP_CREATE | OBJ_GET | MAP_GET_FD_BY_ID)
@@ -198,7 +221,7 @@ pub mod cmd {
 
 /// How the map behind a record was found (bits of [`BpfCall::resolved`]).
 pub mod resolved {
-    /// The fd in the attr was resolved at enter.
+    /// The fd in the attr was resolved (at enter; at exit with [`AT_EXIT`]).
     pub const ENTER_FD: u32 = 1;
     /// The returned fd was resolved at exit.
     pub const EXIT_FD: u32 = 2;
@@ -220,6 +243,10 @@ pub mod resolved {
     pub const CREDS: u32 = 512;
     /// The task had no executable (kernel thread) or it could not be read.
     pub const NO_EXE: u32 = 1024;
+    /// Recorded by the exit program alone ([`super::cmd::recorded_at_exit`]):
+    /// `ts_ns` is the exit time, `latency_ns` is not measured (0), and
+    /// [`ENTER_FD`] means the attr's fd was resolved at exit.
+    pub const AT_EXIT: u32 = 2048;
 }
 
 /// Kernel struct member offsets (bytes) read from the running kernel's BTF.
@@ -362,7 +389,8 @@ pub struct MapIdentity {
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct BpfCall {
-    /// `ts_ns` is the enter time; `kind` says which parts follow.
+    /// `ts_ns` is the enter time (the exit time with
+    /// [`resolved::AT_EXIT`]); `kind` says which parts follow.
     pub header: EventHeader,
     pub cmd: u32,
     /// Bits of [`resolved`].

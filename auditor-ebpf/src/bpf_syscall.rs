@@ -4,13 +4,19 @@
 //!
 //! Why here and not in userspace: a one-shot process (`bpftool map update`)
 //! closes its fd and exits long before userspace could look at
-//! `/proc/PID/fd`. So at enter the fd in the attr is walked
+//! `/proc/PID/fd`. So the fd in the attr is walked
 //! `current->files->fdt->fd[fd]` → `struct file` → `private_data` (the
-//! `struct bpf_map` or `struct bpf_prog`), and at exit the same is done for
-//! commands that return a new fd. Struct offsets come from the running
-//! kernel's BTF: the loader writes them into the read-only `BPF_OFFSETS`
-//! before verification, so loads through the task's BTF pointer are
-//! verifier-checked plain loads (see `kload`).
+//! `struct bpf_map` or `struct bpf_prog`) while the call is made, and at
+//! exit the same is done for commands that return a new fd. Struct offsets
+//! come from the running kernel's BTF: the loader writes them into the
+//! read-only `BPF_OFFSETS` before verification, so loads through the
+//! task's BTF pointer are verifier-checked plain loads (see `kload`).
+//!
+//! Plain reads (`cmd::recorded_at_exit`) are recorded by the exit program
+//! alone: the registers the call entered with are still saved at exit, so
+//! one program run reads the attr, resolves the fd and writes the record.
+//! Writes and the other judged calls are resolved at enter (before a
+//! racing thread could change their attr or fd) and finished at exit.
 //!
 //! A file is a map when its `f_op` is the kernel's `bpf_map_fops`, a
 //! program when it is `bpf_prog_fops`. Both are data symbols, absent from
@@ -24,23 +30,24 @@
 //! calls too means one program run at enter and one at exit per bpf()
 //! call, not four. A raw tracepoint also skips the perf-trace record the
 //! classic ones fill before the program runs. Every other system call
-//! returns after comparing its number (enter) or reading the count of
-//! calls in flight (exit).
+//! returns after comparing its number (enter) or reading it from the saved
+//! registers (exit).
 //!
-//! Cost: the enter program resolves the fd and keeps what it found in the
-//! thread's slot of an array (no hash update); the exit program writes one
-//! record per call: 168 bytes for plain calls, with the caller's identity
-//! only for the calls a guard judges and the path only for pins and gets.
-//! What remains per plain call (measured with program stats): the attr
-//! copy from user memory (the dearest helper here), three kernel reads for
-//! `fd[n]` → file → map, two clock reads and the ring write.
+//! Cost: a plain read is one exit program run (attr copy, three kernel
+//! reads for `fd[n]` → file → map, one clock read, the ring write) after
+//! an enter program that returns once it has read the command. A call
+//! resolved at enter keeps what it found in the thread's slot of an array
+//! (no hash update) and the exit writes its one record: with the caller's
+//! identity only for the calls a guard judges and the path only for pins
+//! and gets.
 
 use auditor_common::{
     Counter, EventKind,
     bpf_syscall::{
         ATTR_BYTES, BPF_F_MMAPABLE, BpfAuditConfig, BpfCall, BpfCallDetail, BpfCallJudged,
         BpfCallPath, COMPAT_NR_BPF, COMPAT_NR_MMAP2, CallSlot, KernelOffsets, MapIdentity, NR_BPF,
-        NR_MMAP, PROG_MAPS, ProgMaps, SLOT_MASK, SLOTS, TS_COMPAT, WriterSlot, cmd, resolved,
+        NR_MMAP, PATH_BYTES, PROG_MAPS, ProgMaps, SLOT_MASK, SLOTS, TS_COMPAT, WriterSlot, cmd,
+        resolved,
     },
 };
 use aya_ebpf::{
@@ -136,6 +143,8 @@ struct Regs {
     di: u64,
 }
 const REGS_BP: u64 = 32;
+/// `pt_regs.orig_ax`: the system call number, kept until the call returns.
+const REGS_ORIG_AX: u64 = 120;
 
 impl Regs {
     /// Argument `i` of the call: the 64-bit ABI (di, si, dx, r10, r8, r9)
@@ -170,30 +179,74 @@ pub fn bpf_sys_enter(ctx: RawTracePointContext) -> i32 {
     0
 }
 
-/// `raw_syscalls:sys_exit` (`regs`, `ret`): only a thread whose slot holds
-/// a call of its own goes past the slot check.
+/// `raw_syscalls:sys_exit` (`regs`, `ret`): the call's number is still in
+/// the saved registers (`orig_ax`); only bpf and mmap go past it. Plain
+/// reads ([`cmd::recorded_at_exit`]) are recorded here from the registers
+/// and the attr alone; the other calls finish what the enter program kept
+/// in the thread's slot.
 #[raw_tracepoint(tracepoint = "sys_exit")]
 pub fn bpf_sys_exit(ctx: RawTracePointContext) -> i32 {
-    let Some(inflight) = BPF_INFLIGHT.get_ptr_mut(0) else {
+    let task = current_task();
+    let regs_ptr = unsafe { bpf_task_pt_regs(task as *mut _) } as u64;
+    if regs_ptr == 0 {
         return 0;
-    };
+    }
+    let nr: u64 = kload(regs_ptr + REGS_ORIG_AX);
+    if nr == NR_BPF || nr == COMPAT_NR_BPF {
+        let _ = exit_bpf(task, regs_ptr, nr, ctx.arg(1));
+    } else if nr == NR_MMAP || nr == COMPAT_NR_MMAP2 {
+        let _ = exit_slot(task, ctx.arg(1));
+    }
+    0
+}
+
+/// A bpf() call's exit: counted, then recorded here alone or finished from
+/// its slot.
+#[inline(always)]
+fn exit_bpf(task: u64, regs_ptr: u64, nr: u64, ret: i64) -> Option<()> {
+    let compat = nr == COMPAT_NR_BPF;
+    if is_compat(task) != compat {
+        // The number is another call's in the other ABI (i386 321 is
+        // signalfd; x86-64 357 does not exist).
+        return None;
+    }
+    count(Counter::BpfSyscallsSeen);
+    // The registers the call entered with: the kernel writes only `ax`
+    // (the return value) before this tracepoint.
+    let regs: Regs = kload(regs_ptr + REGS_BP);
+    let a = regs.args(compat);
+    let c = a[0] as u32;
+    if cmd::recorded_at_exit(c) {
+        let cfg = BPF_CONFIG.get(0)?;
+        if cfg.enabled == 0 {
+            return None;
+        }
+        record_at_exit(cfg, task, c, a[1], a[2] as u32, compat, ret)
+    } else if cmd::audited(c) {
+        exit_slot(task, ret)
+    } else {
+        None
+    }
+}
+
+/// The exit of a call the enter program kept in the thread's slot. While
+/// no such call is in flight anywhere, returns without touching the slot
+/// array.
+#[inline(always)]
+fn exit_slot(task: u64, ret: i64) -> Option<()> {
+    let inflight = BPF_INFLIGHT.get_ptr_mut(0)?;
     // SAFETY: array value.
     if unsafe { core::ptr::read_volatile(inflight) } == 0 {
-        return 0;
+        return None;
     }
-    let task = current_task();
     let tid: u32 = kload(task + off!(task_pid));
-    let Some(slot) = BPF_SLOTS.get_ptr_mut(tid & SLOT_MASK) else {
-        return 0;
-    };
+    let slot = BPF_SLOTS.get_ptr_mut(tid & SLOT_MASK)?;
     // SAFETY: array value; the slot of this thread's tid.
     if unsafe { (*slot).tid } != tid || tid == 0 {
-        return 0;
+        return None;
     }
     unsafe { add_atomic(inflight, u64::MAX) };
-    let ret: i64 = ctx.arg(1);
-    let _ = exit(task, unsafe { &mut *slot }, ret);
-    0
+    exit(task, unsafe { &mut *slot }, ret)
 }
 
 #[inline(always)]
@@ -231,9 +284,9 @@ fn enter(id: u64) -> Option<()> {
     let compat = id == COMPAT_NR_BPF || id == COMPAT_NR_MMAP2;
     let a = regs.args(compat);
     if id == NR_BPF || id == COMPAT_NR_BPF {
-        count(Counter::BpfSyscallsSeen);
+        // Counted at exit, where every bpf() call is seen.
         let c = a[0] as u32;
-        if !cmd::audited(c) {
+        if !cmd::audited(c) || cmd::recorded_at_exit(c) {
             return None;
         }
         let cfg = BPF_CONFIG.get(0)?;
@@ -371,6 +424,7 @@ fn resolve_fd(
     cfg: &BpfAuditConfig,
     map: &mut MapIdentity,
     prog: &mut ProgMaps,
+    want_prog: bool,
 ) -> u32 {
     if cfg.map_fops == 0 {
         return resolved::UNCALIBRATED;
@@ -387,7 +441,7 @@ fn resolve_fd(
     if fop == cfg.map_fops {
         return read_map(obj, map);
     }
-    if fop == cfg.prog_fops && cfg.prog_fops != 0 {
+    if want_prog && fop == cfg.prog_fops && cfg.prog_fops != 0 {
         return read_prog(obj, prog) | resolved::NOT_A_MAP;
     }
     resolved::NOT_A_MAP
@@ -550,6 +604,147 @@ fn clear_detail(d: &mut BpfCallDetail) {
     }
 }
 
+/// The attr prefix into the record. It may end near the end of a mapped
+/// page: fall back to the 32-byte prefix every element command fits in.
+/// Unreadable (NULL or unmapped): the call fails with EFAULT and is
+/// reported as such.
+#[inline(always)]
+fn read_attr(ev: &mut BpfCall, uattr: u64) {
+    if unsafe { bpf_probe_read_user_buf(uattr as *const u8, &mut ev.attr) }.is_ok() {
+        ev.attr_len = ATTR_BYTES as u32;
+    } else {
+        ev.attr = [0; ATTR_BYTES];
+        let head = unsafe { &mut *(ev.attr.as_mut_ptr() as *mut [u8; 32]) };
+        if unsafe { bpf_probe_read_user_buf(uattr as *const u8, head) }.is_ok() {
+            ev.attr_len = 32;
+        } else {
+            ev.resolved |= resolved::ATTR_UNREADABLE;
+        }
+    }
+}
+
+/// The auditor's own calls are left out, except the calibration calls
+/// (one on its config map fd, one on its program fd), which teach the
+/// programs the `f_op` of maps and programs. Returns whether to go on.
+#[inline(always)]
+fn caller_audited(task: u64, cfg: &BpfAuditConfig, pid: u32, c: u32, uattr: u64) -> bool {
+    if pid != cfg.self_tgid {
+        return true;
+    }
+    if (cfg.map_fops == 0 || cfg.prog_fops == 0)
+        && (c == cmd::MAP_LOOKUP_ELEM || c == cmd::OBJ_GET_INFO_BY_FD)
+        && let Ok(fd) = unsafe { bpf_probe_read_user(uattr as *const u32) }
+        && (fd == cfg.calib_fd || fd == cfg.calib_prog_fd)
+    {
+        calibrate(task, fd, cfg);
+        return false;
+    }
+    cfg.include_self != 0
+}
+
+/// A plain read ([`cmd::recorded_at_exit`]), recorded in one program run
+/// at its exit: one clock read, no slot, written straight into the ring.
+#[inline(always)]
+fn record_at_exit(
+    cfg: &BpfAuditConfig,
+    task: u64,
+    c: u32,
+    uattr: u64,
+    size: u32,
+    compat: bool,
+    ret: i64,
+) -> Option<()> {
+    let pid: u32 = kload(task + off!(task_tgid));
+    if !caller_audited(task, cfg, pid, c, uattr) {
+        return None;
+    }
+    let tid: u32 = kload(task + off!(task_pid));
+    if c == cmd::OBJ_GET {
+        let Some(mut entry) = EVENTS.reserve::<BpfCallPath>(0) else {
+            count(Counter::BpfSyscallDropped);
+            return None;
+        };
+        let out = unsafe { &mut *entry.as_mut_ptr() };
+        fill_at_exit(
+            cfg,
+            task,
+            &mut out.call,
+            c,
+            uattr,
+            size,
+            compat,
+            ret,
+            pid,
+            tid,
+        );
+        finish_call(task, &mut out.call, EventKind::BpfSyscallPath);
+        read_path(&out.call, &mut out.path);
+        entry.submit(wakeup_flag());
+    } else {
+        let Some(mut entry) = EVENTS.reserve::<BpfCall>(0) else {
+            count(Counter::BpfSyscallDropped);
+            return None;
+        };
+        let out = unsafe { &mut *entry.as_mut_ptr() };
+        fill_at_exit(cfg, task, out, c, uattr, size, compat, ret, pid, tid);
+        finish_call(task, out, EventKind::BpfSyscall);
+        entry.submit(wakeup_flag());
+    }
+    Some(())
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn fill_at_exit(
+    cfg: &BpfAuditConfig,
+    task: u64,
+    ev: &mut BpfCall,
+    c: u32,
+    uattr: u64,
+    size: u32,
+    compat: bool,
+    ret: i64,
+    pid: u32,
+    tid: u32,
+) {
+    let flags = resolved::AT_EXIT | if compat { resolved::COMPAT } else { 0 };
+    clear_call(ev, c, flags, pid, tid);
+    ev.ret = ret;
+    ev.attr_size = size;
+    read_attr(ev, uattr);
+    let mut prog = ProgMaps::default();
+    if ev.attr_len != 0
+        && let Some(fd) = fd_at(c, &ev.attr)
+    {
+        ev.fd = fd as i32;
+        // Program fds are not audited by these commands (no prog read).
+        let r = resolve_fd(task, fd, cfg, &mut ev.map, &mut prog, false);
+        ev.resolved |= if r == 0 { resolved::ENTER_FD } else { r };
+        if r & resolved::FAILED != 0 {
+            count(Counter::BpfResolveFailed);
+        }
+    }
+    if ret >= 0 && cmd::returns_fd(c) {
+        let r = resolve_fd(task, ret as u32, cfg, &mut ev.map, &mut prog, false);
+        ev.resolved |= if r == 0 { resolved::EXIT_FD } else { r };
+        if r & resolved::FAILED != 0 {
+            count(Counter::BpfResolveFailed);
+        }
+    }
+}
+
+/// The pin path of OBJ_PIN / OBJ_GET (`attr.pathname`), NUL-terminated.
+#[inline(always)]
+fn read_path(call: &BpfCall, path: &mut [u8; PATH_BYTES]) {
+    path[0] = 0;
+    if call.attr_len != 0
+        && unsafe { bpf_probe_read_user_str_bytes(attr_u64(&call.attr) as *const u8, path) }
+            .is_err()
+    {
+        path[0] = 0;
+    }
+}
+
 #[inline(always)]
 fn enter_bpf(
     cfg: &BpfAuditConfig,
@@ -562,19 +757,8 @@ fn enter_bpf(
 ) -> Option<()> {
     let pid: u32 = kload(task + off!(task_tgid));
     let tid: u32 = kload(task + off!(task_pid));
-
-    if pid == cfg.self_tgid {
-        if (cfg.map_fops == 0 || cfg.prog_fops == 0)
-            && (c == cmd::MAP_LOOKUP_ELEM || c == cmd::OBJ_GET_INFO_BY_FD)
-            && let Ok(fd) = unsafe { bpf_probe_read_user(uattr as *const u32) }
-            && (fd == cfg.calib_fd || fd == cfg.calib_prog_fd)
-        {
-            calibrate(task, fd, cfg);
-            return None;
-        }
-        if cfg.include_self == 0 {
-            return None;
-        }
+    if !caller_audited(task, cfg, pid, c, uattr) {
+        return None;
     }
 
     let slot = take_slot(tid, nr, uattr)?;
@@ -582,20 +766,7 @@ fn enter_bpf(
     let ev = &mut slot.rec.call;
     clear_call(ev, c, flags, pid, tid);
     ev.attr_size = size;
-    // The attr may end near the end of a mapped page: fall back to the
-    // 32-byte prefix every element command fits in. Unreadable (NULL or
-    // unmapped): the call fails with EFAULT and is reported as such.
-    if unsafe { bpf_probe_read_user_buf(uattr as *const u8, &mut ev.attr) }.is_ok() {
-        ev.attr_len = ATTR_BYTES as u32;
-    } else {
-        ev.attr = [0; ATTR_BYTES];
-        let head = unsafe { &mut *(ev.attr.as_mut_ptr() as *mut [u8; 32]) };
-        if unsafe { bpf_probe_read_user_buf(uattr as *const u8, head) }.is_ok() {
-            ev.attr_len = 32;
-        } else {
-            ev.resolved |= resolved::ATTR_UNREADABLE;
-        }
-    }
+    read_attr(ev, uattr);
     let judged = cmd::judged(c);
     let d = &mut slot.rec.detail;
     if judged {
@@ -607,7 +778,7 @@ fn enter_bpf(
     {
         ev.fd = fd as i32;
         let mut prog = ProgMaps::default();
-        let r = resolve_fd(task, fd, cfg, &mut ev.map, &mut prog);
+        let r = resolve_fd(task, fd, cfg, &mut ev.map, &mut prog, true);
         ev.resolved |= if r == 0 { resolved::ENTER_FD } else { r };
         if r & resolved::FAILED != 0 {
             count(Counter::BpfResolveFailed);
@@ -759,7 +930,7 @@ fn exit(task: u64, slot: &mut CallSlot, ret: i64) -> Option<()> {
         let cfg = BPF_CONFIG.get(0)?;
         let mut prog = ProgMaps::default();
         let ev = &mut slot.rec.call;
-        let r = resolve_fd(task, ret as u32, cfg, &mut ev.map, &mut prog);
+        let r = resolve_fd(task, ret as u32, cfg, &mut ev.map, &mut prog, true);
         ev.resolved |= if r == 0 { resolved::EXIT_FD } else { r };
         if r & resolved::FAILED != 0 {
             count(Counter::BpfResolveFailed);
@@ -786,15 +957,7 @@ fn exit(task: u64, slot: &mut CallSlot, ret: i64) -> Option<()> {
         let out = unsafe { &mut *entry.as_mut_ptr() };
         out.call = slot.rec.call;
         finish_call(task, &mut out.call, EventKind::BpfSyscallPath);
-        out.path[0] = 0;
-        if out.call.attr_len != 0
-            && unsafe {
-                bpf_probe_read_user_str_bytes(attr_u64(&out.call.attr) as *const u8, &mut out.path)
-            }
-            .is_err()
-        {
-            out.path[0] = 0;
-        }
+        read_path(&out.call, &mut out.path);
         entry.submit(wakeup_flag());
     } else if slot.rec.call.resolved
         & (resolved::CREDS | resolved::PROG | resolved::CONCURRENT_WRITER)

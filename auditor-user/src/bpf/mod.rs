@@ -88,7 +88,7 @@ pub fn from_raw(raw: &BpfSyscallEvent, clock: &WallClock) -> BpfMapEvent {
         fd: (cmd::fd_offset(raw.cmd).is_some() && raw.attr_len != 0).then_some(raw.fd),
         result: names::result_name(raw.ret),
         ret: raw.ret,
-        latency_ns: raw.latency_ns,
+        latency_ns: (raw.resolved & resolved::AT_EXIT == 0).then_some(raw.latency_ns),
         ..BpfMapEvent::default()
     };
     if raw.cmd == cmd::MMAP {
@@ -215,6 +215,21 @@ mod tests {
         assert_eq!(v["pid"], 5);
         assert!(v.get("concurrent_with").is_none());
         assert!(v.get("compat").is_none());
+        assert_eq!(v["latency_ns"], 300);
+    }
+
+    #[test]
+    fn read_recorded_at_exit_alone_has_no_latency() {
+        let mut r = raw(cmd::MAP_LOOKUP_ELEM, 0);
+        r.resolved = resolved::ENTER_FD | resolved::AT_EXIT;
+        r.latency_ns = 0;
+        let ev = from_raw(&r, &WallClock::new());
+        assert_eq!(ev.latency_ns, None);
+        assert_eq!(ev.map_id, 42);
+        let v = serde_json::to_value(&ev).unwrap();
+        assert!(v.get("latency_ns").is_none(), "{v}");
+        let line = crate::bpf::render::event_line(&ev);
+        assert!(line.split_whitespace().any(|w| w == "-"), "{line}");
     }
 
     #[test]

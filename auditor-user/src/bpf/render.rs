@@ -19,7 +19,10 @@ pub fn clock_time(unix_ns: u64) -> String {
     )
 }
 
-fn latency(ns: u64) -> String {
+fn latency(ns: Option<u64>) -> String {
+    let Some(ns) = ns else {
+        return "-".to_string();
+    };
     if ns >= 1_000_000 {
         format!("{:.1}ms", ns as f64 / 1e6)
     } else {

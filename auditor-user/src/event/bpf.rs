@@ -83,8 +83,10 @@ pub struct BpfMapEvent {
     pub result: String,
     /// Raw syscall return value.
     pub ret: i64,
-    /// Enter to exit.
-    pub latency_ns: u64,
+    /// Enter to exit; absent for plain reads, which are recorded at exit
+    /// alone (`ts_ns` is then the exit time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ns: Option<u64>,
     /// Another thread's mutating call was inside this map at enter.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub concurrent_with: Option<ConcurrentWriter>,
