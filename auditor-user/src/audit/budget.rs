@@ -12,8 +12,20 @@
 //! target's CPU time comes from `/proc/PID/stat` and includes the probes'
 //! own cost, since the kernel runs them in the target's context.
 //!
-//! When the estimate with every probe on is over the budget, probes are on
-//! only for a window of each period. A closed window removes the probes
+//! Over budget, what is probed narrows in two steps (the ladder):
+//!
+//! 1. **Scope.** The call sites outside the main module (dependency
+//!    modules, `reflect`, `maps` under the default `user` scope) are
+//!    detached, hottest first by their measured share of the hits
+//!    ([`choose_narrowing`]), until the estimate fits the budget with a
+//!    margin. Main-module sites and the runtime hooks are never detached.
+//!    Sites are attached again ([`choose_widening`]) once their predicted
+//!    cost fits well under the budget and they have stayed detached for a
+//!    hold that doubles each time a site is narrowed again (hysteresis).
+//! 2. **Sampling.** When what is left is still over the budget, probes are
+//!    on only for a window of each period.
+//!
+//! Sampling: A closed window removes the probes
 //! when they are one `uprobe_multi` link (one grace period to remove, one
 //! link to place again); with one link per site it is closed by
 //! `GoTargetConfig::paused` alone, and a hit in it still pays the trap and
@@ -54,6 +66,20 @@ pub struct CostSample {
     /// The target's CPU time (user + system) over the interval.
     pub target_cpu_ns: u64,
 }
+
+/// Narrow until the estimate is within this share of the budget, so a
+/// small rise in load does not go over at once.
+pub const NARROW_TARGET: f64 = 0.8;
+/// A site carrying less than this share of the hits is not worth its
+/// coverage: what is left is sampled instead.
+pub const MIN_NARROW_SHARE: f64 = 0.01;
+/// Widen only while the predicted cost with the site back stays under this
+/// share of the budget (narrowing starts above the whole budget).
+pub const WIDEN_FRACTION: f64 = 0.5;
+/// Least time a narrowed site stays detached; doubled each time the same
+/// site is narrowed again, up to [`MAX_HOLD_MS`].
+pub const HOLD_MS: u64 = 10_000;
+pub const MAX_HOLD_MS: u64 = 320_000;
 
 /// When the probes are on: `on_ms` of every `period_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +138,153 @@ pub struct Estimate {
     pub window: SamplingWindow,
     /// Even with every window closed, the traps cost more than the budget.
     pub trap_over_budget: bool,
+    /// Over the interval, with the probes on all the time: their cost, what
+    /// the budget allows, and the hits (ns, ns, hits).
+    pub full_cost_ns: f64,
+    pub allowed_ns: f64,
+    pub hits_full: f64,
+    /// The target's own CPU time over the interval (less the probes').
+    pub work_ns: f64,
+    /// What a hit in a closed window costs.
+    pub paused_hit_ns: f64,
+}
+
+impl Estimate {
+    /// The window that keeps the cost within the budget when only
+    /// `kept` (0..=1) of the hits remain (the rest detached), and whether
+    /// the traps of closed windows alone are over it.
+    pub fn window_keeping(&self, kept: f64) -> (SamplingWindow, bool) {
+        let (share, over) = share_for(
+            self.full_cost_ns * kept,
+            self.hits_full * kept,
+            self.allowed_ns,
+            self.ns_per_hit,
+            self.paused_hit_ns,
+        );
+        (SamplingWindow::for_share(share), over)
+    }
+
+    /// Estimated cost with every probe on and only `kept` of the hits
+    /// remaining, in percent of the target's CPU time.
+    pub fn pct_keeping(&self, kept: f64) -> f64 {
+        let cost = self.full_cost_ns * kept;
+        100.0 * cost / (self.work_ns + cost)
+    }
+}
+
+/// Share of the time the probes can be on: `full_cost` over `hits` with
+/// `allowed` to spend, a hit costing `a` with the window open and `p`
+/// closed; and whether no window fits.
+fn share_for(full_cost: f64, hits: f64, allowed: f64, a: f64, p: f64) -> (f64, bool) {
+    if full_cost <= allowed || hits <= 0.0 {
+        return (1.0, false);
+    }
+    let per_hit_allowed = allowed / hits;
+    if per_hit_allowed <= p || a <= p {
+        (0.0, true)
+    } else {
+        ((per_hit_allowed - p) / (a - p), false)
+    }
+}
+
+/// A site that may be detached, and its hits over the last measurement.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SiteHits {
+    /// Index in the plan's sites.
+    pub site: usize,
+    pub hits: u64,
+}
+
+/// The sites to detach, hottest first, so the estimate `e` fits
+/// [`NARROW_TARGET`] of the budget: `candidates` are the sites that may
+/// be detached (not yet detached), `measured_hits` every hit the per-site
+/// tallies saw over the same time (the shares' denominator). Empty when
+/// within budget or no candidate carries [`MIN_NARROW_SHARE`] of the hits.
+pub fn choose_narrowing(e: &Estimate, candidates: &[SiteHits], measured_hits: u64) -> Vec<usize> {
+    if e.full_cost_ns <= e.allowed_ns || measured_hits == 0 {
+        return Vec::new();
+    }
+    let mut sorted = candidates.to_vec();
+    // Hottest first; ties by site, so the choice is reproducible.
+    sorted.sort_by(|a, b| b.hits.cmp(&a.hits).then(a.site.cmp(&b.site)));
+    let target = e.allowed_ns * NARROW_TARGET;
+    let mut kept = 1.0;
+    let mut out = Vec::new();
+    for c in sorted {
+        if e.full_cost_ns * kept <= target {
+            break;
+        }
+        let share = c.hits as f64 / measured_hits as f64;
+        if share < MIN_NARROW_SHARE {
+            break;
+        }
+        kept = (kept - share).max(0.0);
+        out.push(c.site);
+    }
+    out
+}
+
+/// A detached site: its hit rate when it was detached, and the rate of the
+/// sites left on then (its rate is predicted to follow theirs).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct NarrowedSite {
+    pub site: usize,
+    pub hits_per_s: f64,
+    pub rest_hits_per_s: f64,
+    /// Detached this long ago, and how long it must stay so.
+    pub narrowed_ms: u64,
+    pub hold_ms: u64,
+}
+
+impl NarrowedSite {
+    /// Its hit rate now, scaled by how the sites left on changed since.
+    pub fn predicted_hits_per_s(&self, rest_now: f64) -> f64 {
+        if self.rest_hits_per_s <= 0.0 {
+            return self.hits_per_s;
+        }
+        self.hits_per_s * (rest_now / self.rest_hits_per_s)
+    }
+}
+
+/// The hold of a site narrowed for the `times`-th time (1, 2, ...).
+pub fn hold_ms(times: u32) -> u64 {
+    HOLD_MS
+        .saturating_mul(1u64 << times.saturating_sub(1).min(16))
+        .min(MAX_HOLD_MS)
+}
+
+/// The detached sites to attach again, coldest first, while the predicted
+/// cost stays within [`WIDEN_FRACTION`] of the budget: `e` is the estimate
+/// of the sites on now (`None`: nothing was measured, the target was
+/// idle). A site still in its hold stays off.
+pub fn choose_widening(e: Option<&Estimate>, narrowed: &[NarrowedSite]) -> Vec<usize> {
+    let ready = || narrowed.iter().filter(|n| n.narrowed_ms >= n.hold_ms);
+    let Some(e) = e else {
+        // No hits at all on what is left: nothing to predict from, and
+        // nothing the target pays. Widen what has served its hold.
+        return ready().map(|n| n.site).collect();
+    };
+    if e.full_cost_ns > e.allowed_ns * WIDEN_FRACTION || e.hits_full <= 0.0 {
+        return Vec::new();
+    }
+    let interval_s = e.hits_full / e.hits_per_s.max(f64::MIN_POSITIVE);
+    let mut sorted: Vec<_> = ready().copied().collect();
+    sorted.sort_by(|a, b| {
+        a.predicted_hits_per_s(e.hits_per_s)
+            .total_cmp(&b.predicted_hits_per_s(e.hits_per_s))
+            .then(a.site.cmp(&b.site))
+    });
+    let mut cost = e.full_cost_ns;
+    let mut out = Vec::new();
+    for n in sorted {
+        let add = n.predicted_hits_per_s(e.hits_per_s) * interval_s * e.ns_per_hit;
+        if cost + add > e.allowed_ns * WIDEN_FRACTION {
+            break;
+        }
+        cost += add;
+        out.push(n.site);
+    }
+    out
 }
 
 /// Estimate from one interval. `paused_hit_ns` is what a hit in a closed
@@ -148,15 +321,7 @@ pub fn estimate(s: &CostSample, budget_pct: f64, paused_hit_ns: f64) -> Option<E
     } else {
         b / (1.0 - b) * work
     };
-    let p = paused_hit_ns;
-    let per_hit_allowed = allowed / hits_full;
-    let (share, trap_over) = if full_cost <= allowed {
-        (1.0, false)
-    } else if per_hit_allowed <= p || a <= p {
-        (0.0, true)
-    } else {
-        ((per_hit_allowed - p) / (a - p), false)
-    };
+    let (share, trap_over) = share_for(full_cost, hits_full, allowed, a, paused_hit_ns);
     Some(Estimate {
         full_pct,
         hits_per_s: hits_full / (s.wall_ns as f64 / 1e9),
@@ -164,6 +329,11 @@ pub fn estimate(s: &CostSample, budget_pct: f64, paused_hit_ns: f64) -> Option<E
         measured,
         window: SamplingWindow::for_share(share),
         trap_over_budget: trap_over,
+        full_cost_ns: full_cost,
+        allowed_ns: allowed,
+        hits_full,
+        work_ns: work,
+        paused_hit_ns,
     })
 }
 
@@ -307,6 +477,106 @@ mod tests {
         assert_eq!(SamplingWindow::for_share(0.0).period_ms, MAX_PERIOD_MS);
         let w = SamplingWindow::for_share(0.3);
         assert!(w.is_on(0) && w.is_on(299) && !w.is_on(300) && w.is_on(1000));
+    }
+
+    fn hits(site: usize, hits: u64) -> SiteHits {
+        SiteHits { site, hits }
+    }
+
+    #[test]
+    fn narrowing_detaches_the_hottest_sites_until_the_budget_fits() {
+        // 500k hits of 800 ns in a CPU second: 40% against a 5% budget.
+        let e = estimate(&sample(500_000, 1_000), 5.0, 0.0).unwrap();
+        // Site 7 alone carries 93% of the hits; 3 carries 2%, 4 0.5%.
+        let c = [hits(3, 10_000), hits(7, 465_000), hits(4, 2_500)];
+        let chosen = choose_narrowing(&e, &c, 500_000);
+        assert_eq!(chosen[0], 7, "{chosen:?}");
+        // Without 7, 7% of 400 ms is over 80% of the budget; without 3
+        // too, 5% of it fits, and site 4 stays on.
+        let kept = 1.0 - (465_000.0 + 10_000.0) / 500_000.0;
+        assert!(
+            e.pct_keeping(kept) <= 5.0 * NARROW_TARGET,
+            "{}",
+            e.pct_keeping(kept)
+        );
+        assert_eq!(chosen, vec![7, 3]);
+        // What is left fits: no sampling window.
+        assert_eq!(e.window_keeping(kept).0, SamplingWindow::ALWAYS);
+    }
+
+    #[test]
+    fn narrowing_stops_at_sites_too_cold_to_matter_and_sampling_takes_over() {
+        let e = estimate(&sample(500_000, 1_000), 5.0, 0.0).unwrap();
+        // The hot site is in the main module (not a candidate): every
+        // candidate together carries 3%.
+        let c = [hits(1, 10_000), hits(2, 5_000), hits(5, 400)];
+        let chosen = choose_narrowing(&e, &c, 500_000);
+        assert_eq!(chosen, vec![1, 2], "the 0.08% site stays on");
+        let kept = 1.0 - 15_000.0 / 500_000.0;
+        let (w, _) = e.window_keeping(kept);
+        assert!(w.share() < 1.0 && w.share() > 0.0, "{w:?}");
+        // The window for the narrowed set is a little wider than for all.
+        assert!(w.share() >= e.window.share(), "{w:?} {:?}", e.window);
+    }
+
+    #[test]
+    fn within_budget_nothing_is_narrowed() {
+        let e = estimate(&sample(1_000, 1_000), 5.0, 0.0).unwrap();
+        assert!(choose_narrowing(&e, &[hits(1, 1_000)], 1_000).is_empty());
+        // No per-site tallies: nothing to choose from.
+        let e = estimate(&sample(500_000, 1_000), 5.0, 0.0).unwrap();
+        assert!(choose_narrowing(&e, &[hits(1, 0)], 0).is_empty());
+    }
+
+    fn narrowed(site: usize, hits_per_s: f64, narrowed_ms: u64) -> NarrowedSite {
+        NarrowedSite {
+            site,
+            hits_per_s,
+            rest_hits_per_s: 10_000.0,
+            narrowed_ms,
+            hold_ms: HOLD_MS,
+        }
+    }
+
+    #[test]
+    fn widening_waits_for_the_hold_and_a_clear_margin() {
+        // What is left: 10k hits/s of 800 ns in a CPU second, 0.8%.
+        let e = estimate(&sample(10_000, 1_000), 5.0, 0.0).unwrap();
+        // At 10k hits/s the site would bring the total to 1.6%: under
+        // half the budget, but only after its hold.
+        let n = [narrowed(4, 10_000.0, HOLD_MS - 1)];
+        assert!(choose_widening(Some(&e), &n).is_empty());
+        let n = [narrowed(4, 10_000.0, HOLD_MS)];
+        assert_eq!(choose_widening(Some(&e), &n), vec![4]);
+        // At 40k hits/s it would cost ~4%: within the budget but not within
+        // half of it, so it stays off (no flapping at the edge).
+        let n = [narrowed(4, 40_000.0, HOLD_MS)];
+        assert!(choose_widening(Some(&e), &n).is_empty());
+        // The sites left on got 10x quieter: the site is predicted to have
+        // too, and comes back.
+        let quiet = estimate(&sample(1_000, 1_000), 5.0, 0.0).unwrap();
+        assert_eq!(choose_widening(Some(&quiet), &n), vec![4]);
+    }
+
+    #[test]
+    fn widening_brings_the_coldest_back_first_and_stops_at_the_margin() {
+        let e = estimate(&sample(10_000, 1_000), 5.0, 0.0).unwrap();
+        let n = [
+            narrowed(1, 20_000.0, HOLD_MS),
+            narrowed(2, 1_000.0, HOLD_MS),
+            narrowed(3, 100_000.0, HOLD_MS),
+        ];
+        assert_eq!(choose_widening(Some(&e), &n), vec![2, 1]);
+        // Idle (nothing measured on what is left): back once held.
+        assert_eq!(choose_widening(None, &n), vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn hold_doubles_with_each_narrowing_up_to_a_limit() {
+        assert_eq!(hold_ms(1), HOLD_MS);
+        assert_eq!(hold_ms(2), 2 * HOLD_MS);
+        assert_eq!(hold_ms(3), 4 * HOLD_MS);
+        assert_eq!(hold_ms(40), MAX_HOLD_MS);
     }
 
     #[test]
