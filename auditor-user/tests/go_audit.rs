@@ -20,6 +20,7 @@ const SYNCED: &str = include_str!("go/synced.go");
 const STRESS: &str = include_str!("go/stress.go");
 const READMOSTLY: &str = include_str!("go/readmostly.go");
 const GLOBALRACE: &str = include_str!("go/globalrace.go");
+const NARROW: &str = include_str!("go/narrow.go");
 
 fn auditor() -> Command {
     Command::new(env!("CARGO_BIN_EXE_map-auditor"))
@@ -1013,6 +1014,157 @@ fn tight_budget_narrows_coverage_and_says_why() {
         s["coverage_reason"].as_str().unwrap().contains("sampling"),
         "{s}"
     );
+}
+
+/// Under a budget a hot reflect call site breaks, the auditor detaches
+/// that call site first (the scope step) and keeps the main module's: a
+/// race in the program's own code, started only once the narrowing was
+/// reported, is still named. Sampling, if any, comes after.
+fn budget_narrows_scope_before_sampling(busy: bool) {
+    use std::io::BufRead;
+    let _busy = busy.then(BusyCores::start);
+    let exe = build_go("narrow", NARROW, GoToolchain::Swiss, Link::Plain);
+    let go = std::env::temp_dir().join(format!(
+        "map-auditor-narrow-{}-{}",
+        std::process::id(),
+        busy as u8
+    ));
+    let _ = std::fs::remove_file(&go);
+    let mut child = auditor()
+        .args([
+            "run",
+            "--quiet",
+            "--format",
+            "json",
+            "--max-overhead",
+            "5",
+            "--",
+        ])
+        .arg(&exe)
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start map-auditor");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v.get("kind").is_some()
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    // Synchronised on the event: the race starts once the narrowing is
+    // reported (or after a minute, for the assertions to say what failed).
+    let mut events = Vec::new();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < until {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(v) => {
+                let scope = v["kind"] == "coverage" && v["step"] == "scope";
+                events.push(v);
+                if scope {
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+            Err(_) => break,
+        }
+    }
+    std::fs::write(&go, b"go").unwrap();
+    let mut stderr = String::new();
+    {
+        use std::io::Read;
+        let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
+    }
+    let status = child.wait().expect("map-auditor ends");
+    reader.join().unwrap();
+    events.extend(rx.try_iter());
+    let _ = std::fs::remove_file(&go);
+    let audit = Audit {
+        events,
+        status,
+        stderr,
+    };
+    let ctx = format!("busy={busy}: {}", audit.stderr);
+    let changes = audit.kind("coverage");
+    let first = changes
+        .first()
+        .unwrap_or_else(|| panic!("no coverage event {ctx}"));
+    // Scope first: the first change detaches call sites, in reflect only.
+    assert_eq!(first["step"], "scope", "{first} {ctx}");
+    let narrowed = first["narrowed"].as_array().expect("narrowed sites");
+    assert!(!narrowed.is_empty(), "{first}");
+    for n in narrowed {
+        let site = n["call_site"].as_str().unwrap();
+        assert!(site.starts_with("reflect."), "{n}");
+        assert!(n["hits_per_s"].as_f64().unwrap() > 0.0, "{n}");
+    }
+    assert!(first["estimated_pct"].as_f64().unwrap() > 5.0, "{first}");
+    assert!(
+        first["reason"].as_str().unwrap().contains("scope narrowed"),
+        "{first}"
+    );
+    assert!(first["sites_narrowed"].as_u64().unwrap() >= 1, "{first}");
+    assert!(
+        first["sites_narrowed"].as_u64() < first["sites"].as_u64(),
+        "{first}"
+    );
+    // No change before it sampled; any sampling comes after the scope step.
+    assert!(
+        changes
+            .iter()
+            .take_while(|c| c["step"] != "scope")
+            .all(|c| c["coverage_pct"] == 100.0),
+        "{changes:?}"
+    );
+    // The main module's race is still seen.
+    let overlaps = audit.kind("overlap");
+    assert!(!overlaps.is_empty(), "no overlap reported {ctx}");
+    let o = overlaps[0];
+    for side in ["first", "second"] {
+        let f = o[side]["function"].as_str().unwrap();
+        assert!(f == "main.writerA" || f == "main.writerB", "{o} {ctx}");
+    }
+    // The summary says what was narrowed and for how long.
+    let s = audit.summary();
+    let sites = s["narrowed_sites"]
+        .as_array()
+        .expect("narrowed sites in the summary");
+    assert!(!sites.is_empty(), "{s}");
+    for x in sites {
+        assert!(
+            x["call_site"].as_str().unwrap().starts_with("reflect."),
+            "{x}"
+        );
+        assert!(x["narrowed_ms"].as_u64().unwrap() > 0, "{x}");
+        assert!(x["times"].as_u64().unwrap() >= 1, "{x}");
+    }
+    assert!(s["coverage_reason"].as_str().is_some(), "{s}");
+}
+
+#[test]
+fn budget_narrows_scope_before_sampling_and_main_module_races_are_still_named() {
+    if !bpf_available("budget_narrows_scope_before_sampling_and_main_module_races_are_still_named")
+    {
+        return;
+    }
+    budget_narrows_scope_before_sampling(false);
+}
+
+#[test]
+fn budget_narrows_scope_on_busy_cores() {
+    if !bpf_available("budget_narrows_scope_on_busy_cores") {
+        return;
+    }
+    budget_narrows_scope_before_sampling(true);
 }
 
 #[test]

@@ -25,10 +25,13 @@ use thiserror::Error;
 
 use crate::{
     audit::{
-        budget::{CostSample, SamplingWindow},
+        budget::{CostSample, Estimate, NarrowedSite, SamplingWindow, SiteHits},
         exits::{ExitAction, ExitSchedule, ExitTracking, STEPPED_EXIT_BUDGET_PCT},
     },
-    event::{AttachReport, AuditEvent, Coverage, Escalation, ExitSiteCoverage, Lost},
+    event::{
+        AttachReport, AuditEvent, Coverage, Escalation, ExitSiteCoverage, Lost,
+        NarrowedSiteCoverage, ScopeSite,
+    },
     goexe::{PlanOptions, ProbePlan, TargetError},
     pipeline::{
         clock::WallClock,
@@ -224,10 +227,114 @@ struct TargetState {
     /// Escalated call sites, in the order of the attachment's escalated
     /// exits.
     exits: Vec<ExitSite>,
+    /// What the session streams (the kernel's `emit_access` outside a
+    /// budget's measurement).
+    accesses: AccessStream,
+    /// Plan sites an overhead budget may detach: call sites in functions
+    /// outside the main module (by site id).
+    narrowable: Vec<u16>,
+    /// Hits per plan site since the last budget check, from the kernel's
+    /// access counts or records (by site id), and their sum.
+    site_hits: HashMap<u16, u64>,
+    tallied: u64,
 }
+
+impl TargetState {
+    fn scope_site(&self, id: u16, hits_per_s: f64) -> ScopeSite {
+        let site = self.plan.sites.get(usize::from(id));
+        ScopeSite {
+            call_site: site.and_then(|s| s.call_site.clone()).unwrap_or_default(),
+            runtime_fn: site.map(|s| s.function.clone()).unwrap_or_default(),
+            hits_per_s,
+        }
+    }
+
+    /// Per-site hits tallied since the last check, when there are enough to
+    /// take shares from; the tally starts again.
+    fn take_site_hits(&mut self) -> Option<(HashMap<u16, u64>, u64)> {
+        let tallied = std::mem::take(&mut self.tallied);
+        let hits = std::mem::take(&mut self.site_hits);
+        (tallied >= MIN_TALLIED_HITS).then_some((hits, tallied))
+    }
+
+    /// Count an access record for the budget's per-site shares, then
+    /// enrich it.
+    fn tally_record(
+        &mut self,
+        a: &auditor_common::go_map::GoMapAccess,
+    ) -> Option<crate::event::Access> {
+        if self.budget.is_some() {
+            *self.site_hits.entry(a.party.probe_id).or_default() += 1;
+            self.tallied += 1;
+        }
+        self.enricher.access(a)
+    }
+
+    /// The plan's access sites (no exits, no runtime hooks).
+    fn entry_sites(&self) -> u64 {
+        self.plan
+            .sites
+            .iter()
+            .filter(|s| !s.exit && !s.fatal && !s.g_change)
+            .count() as u64
+    }
+
+    fn narrowed_sites(&self, now: Instant) -> Vec<NarrowedSiteCoverage> {
+        let Some(b) = &self.budget else {
+            return Vec::new();
+        };
+        let wall = now.saturating_duration_since(b.attached).as_secs_f64();
+        let mut out: Vec<_> = b
+            .narrow_history
+            .iter()
+            .map(|(&id, h)| {
+                let current = b.narrowed.iter().find(|n| n.site == id);
+                let total = h.total + current.map_or(Duration::ZERO, |n| now - n.since);
+                let s = self.scope_site(id, 0.0);
+                NarrowedSiteCoverage {
+                    call_site: s.call_site,
+                    runtime_fn: s.runtime_fn,
+                    narrowed_ms: total.as_millis() as u64,
+                    narrowed_pct: if wall > 0.0 {
+                        (100.0 * total.as_secs_f64() / wall).min(100.0)
+                    } else {
+                        0.0
+                    },
+                    times: h.times,
+                    narrowed_at_end: current.is_some(),
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.narrowed_ms
+                .cmp(&a.narrowed_ms)
+                .then(a.call_site.cmp(&b.call_site))
+        });
+        out
+    }
+}
+
+/// Where a coverage estimate's program time came from.
+fn cost_source(e: &Estimate) -> String {
+    if e.measured {
+        "bpf_stats"
+    } else {
+        "calibrated"
+    }
+    .into()
+}
+
+/// Fewest tallied hits whose per-site shares a scope decision trusts.
+const MIN_TALLIED_HITS: u64 = 100;
+/// After a measurement of per-site hits found nothing worth detaching,
+/// the kernel is not asked to count for a findings-only session again
+/// for this long.
+const PROFILE_AGAIN_AFTER: Duration = Duration::from_secs(30);
 
 /// One escalated call site's exit probe and its schedule.
 struct ExitSite {
+    /// The plan site whose call this exit closes (its probe id).
+    site: u16,
     /// Index among the attachment's escalated exits (`None`: never placed,
     /// `--stepped-exits off`).
     index: Option<usize>,
@@ -280,6 +387,30 @@ struct BudgetState {
     last_cpu_ns: Option<u64>,
     /// Why the coverage is what it is (the last change's reason).
     reason: Option<String>,
+    /// Call sites detached by the scope step, and every site ever
+    /// detached: (time detached before the current stretch, times).
+    narrowed: Vec<NarrowState>,
+    narrow_history: HashMap<u16, NarrowHistory>,
+    /// The kernel counts a findings-only session's accesses (for per-site
+    /// shares) until the next check.
+    profiling: bool,
+    /// No measurement before this (one found nothing worth detaching).
+    next_profile: Instant,
+}
+
+/// One detached call site.
+struct NarrowState {
+    site: u16,
+    since: Instant,
+    hits_per_s: f64,
+    rest_hits_per_s: f64,
+    hold_ms: u64,
+}
+
+#[derive(Default)]
+struct NarrowHistory {
+    total: Duration,
+    times: u32,
 }
 
 impl BudgetState {
@@ -296,6 +427,10 @@ impl BudgetState {
             last_check: now,
             last_cpu_ns: super::budget::process_cpu_ns(pid),
             reason: None,
+            narrowed: Vec::new(),
+            narrow_history: HashMap::new(),
+            profiling: false,
+            next_profile: now,
         }
     }
 
@@ -339,6 +474,8 @@ pub struct TargetInfo {
     /// Escalated call sites and the share of the time their exit probe
     /// was attached.
     pub exit_sites: Vec<ExitSiteCoverage>,
+    /// Call sites the overhead budget detached for part of the time.
+    pub narrowed_sites: Vec<NarrowedSiteCoverage>,
 }
 
 /// The loaded Go probes and every attached target.
@@ -465,6 +602,17 @@ impl GoEngine {
         let att = probe::go::attach(&mut self.ebpf, pid, &plan, config, self.multi.as_ref().ok())?;
         let report = AttachReport::new(self.clock.now_unix_ns(), pid, &plan, &att, opts.detect);
         let names = plan.sites.iter().map(|s| s.function.clone()).collect();
+        let narrowable = plan
+            .sites
+            .iter()
+            .filter(|s| !s.exit && !s.fatal && !s.g_change)
+            .filter(|s| {
+                s.call_site
+                    .as_deref()
+                    .is_some_and(|c| !crate::goexe::in_main_module(c, plan.module_path.as_deref()))
+            })
+            .map(|s| s.id)
+            .collect();
         let resolver = TargetResolver {
             symbols: plan.symbolizer.clone(),
             types: plan.type_names.take(),
@@ -498,6 +646,10 @@ impl GoEngine {
                 budget: opts.max_overhead.map(|pct| BudgetState::new(pid, pct)),
                 stepped_exits: opts.stepped_exits,
                 exits: Vec::new(),
+                accesses: opts.accesses,
+                narrowable,
+                site_hits: HashMap::new(),
+                tallied: 0,
             },
         );
         Ok(report)
@@ -527,6 +679,7 @@ impl GoEngine {
         }
         let t = self.targets.remove(&pid)?;
         let now = Instant::now();
+        let narrowed_sites = t.narrowed_sites(now);
         Some(TargetInfo {
             pid,
             exe: t.exe,
@@ -538,6 +691,7 @@ impl GoEngine {
                 .as_ref()
                 .map(|b| (b.coverage_pct(now), b.reason.clone())),
             exit_sites: t.exits.iter().map(|e| e.coverage(now)).collect(),
+            narrowed_sites,
         })
     }
 
@@ -561,6 +715,15 @@ impl GoEngine {
                 self.unattributed += 1;
                 continue;
             };
+            if t.budget.is_some() {
+                *t.site_hits.entry(c.probe_id).or_default() += c.count;
+                t.tallied += c.count;
+            }
+            // Counted for a budget's measurement only: the session asked
+            // for no access stream.
+            if t.accesses != AccessStream::Counts {
+                continue;
+            }
             if let Some(ev) = t.enricher.counts(&k, &c) {
                 t.stats.access_counts += 1;
                 t.stats.counted_accesses += c.count;
@@ -646,6 +809,8 @@ impl GoEngine {
             let budget = STEPPED_EXIT_BUDGET_PCT / 100.0 / sampled as f64;
             for (i, e) in t.exits.iter_mut().enumerate() {
                 let Some(index) = e.index else { continue };
+                // The exit of a detached call site would meet no entry.
+                let probes_on = probes_on && !att.is_narrowed(e.site);
                 let hits = if e.stepped {
                     att.stepped_exit_hits(&mut self.ebpf, e.ret)
                         .unwrap_or(e.schedule.kernel_hits())
@@ -682,15 +847,27 @@ impl GoEngine {
         }
     }
 
-    /// Estimate what the probes cost each target under a budget and narrow
-    /// the sampling window when over it (call every second or so). A
-    /// change of coverage is delivered as a `coverage` event.
+    /// Estimate what the probes cost each target under a budget and, when
+    /// over it, narrow what is probed (call every second or so): first the
+    /// scope (the hottest call sites outside the main module are detached),
+    /// then the sampling window. Each change is delivered as a `coverage`
+    /// event.
     ///
     /// The kernel's hit counters are global: with several targets, each
     /// one's estimate charges it every target's hits (an overestimate).
     pub fn check_budgets(&mut self, out: &mut Vec<AuditEvent>) {
         if !self.targets.values().any(|t| t.budget.is_some()) {
             return;
+        }
+        // Per-site hits of a measurement (and of sessions streaming
+        // counts): delivered or tallied before the shares are read.
+        if self
+            .targets
+            .values()
+            .any(|t| t.budget.as_ref().is_some_and(|b| b.profiling))
+        {
+            let counted = self.counts.drain();
+            self.deliver_counts(counted, out);
         }
         let now_counters = self.counters.read();
         let prev = self.budget_counters;
@@ -705,6 +882,7 @@ impl GoEngine {
         let program_ns = measured.then(|| runs.0.saturating_sub(self.budget_runs.0));
         self.budget_runs = runs;
         let now = Instant::now();
+        let multi = self.multi.as_ref().ok();
         for (&pid, t) in &mut self.targets {
             let Some(b) = &mut t.budget else { continue };
             b.account(now);
@@ -730,9 +908,28 @@ impl GoEngine {
             } else {
                 super::budget::PAUSED_HIT_NS
             };
-            let Some(e) = super::budget::estimate(&sample, b.budget_pct, paused_hit_ns) else {
+            let e = super::budget::estimate(&sample, b.budget_pct, paused_hit_ns);
+            let tally = t.take_site_hits();
+            if let Some(ev) = Self::scope_step(
+                &mut self.ebpf,
+                multi,
+                &self.clock,
+                pid,
+                t,
+                e.as_ref(),
+                tally,
+                now,
+            ) {
+                out.push(AuditEvent::Coverage(ev));
                 continue;
-            };
+            }
+            let Some(b) = &mut t.budget else { continue };
+            if b.profiling {
+                // Measuring per-site hits for the scope step: sampling
+                // waits for its decision.
+                continue;
+            }
+            let Some(e) = e else { continue };
             let (cur, new) = (b.window.share(), e.window.share());
             // Narrow at once; widen only by a clear step, so a noisy
             // estimate does not flap between neighbouring windows.
@@ -749,6 +946,12 @@ impl GoEngine {
                     "sampling: every probe on would cost an estimated {:.1}% of the target's CPU, over the {}% budget",
                     e.full_pct, b.budget_pct
                 );
+                if !b.narrowed.is_empty() {
+                    r.push_str(&format!(
+                        " with {} call sites outside the main module detached",
+                        b.narrowed.len()
+                    ));
+                }
                 if e.trap_over_budget {
                     r.push_str(&format!(
                         "; the trap of each hit in a closed window ({paused_hit_ns:.0} ns; the probes are one link per site here, so they stay in place) alone is over the budget: narrow what is probed with --scope"
@@ -759,6 +962,7 @@ impl GoEngine {
             b.window = e.window;
             b.schedule = now;
             b.reason = Some(reason.clone());
+            let narrowed = b.narrowed.len() as u64;
             out.push(AuditEvent::Coverage(Coverage {
                 ts_ns: self.clock.now_unix_ns(),
                 pid,
@@ -769,15 +973,214 @@ impl GoEngine {
                 budget_pct: b.budget_pct,
                 hits_per_s: e.hits_per_s,
                 ns_per_hit: e.ns_per_hit,
-                cost_source: if e.measured {
-                    "bpf_stats"
-                } else {
-                    "calibrated"
-                }
-                .into(),
+                cost_source: cost_source(&e),
                 reason,
+                step: "sampling".into(),
+                narrowed: Vec::new(),
+                widened: Vec::new(),
+                sites_narrowed: narrowed,
+                sites: t.entry_sites(),
             }));
         }
+    }
+
+    /// The scope step of one target's budget: detach the hottest call
+    /// sites outside the main module when over budget (measuring per-site
+    /// hits first when the session streams none), attach detached ones
+    /// again when well under it. The change, if any, as a `coverage` event.
+    #[allow(clippy::too_many_arguments)]
+    fn scope_step(
+        ebpf: &mut aya::Ebpf,
+        multi: Option<&MultiProgram>,
+        clock: &WallClock,
+        pid: u32,
+        t: &mut TargetState,
+        e: Option<&Estimate>,
+        tally: Option<(HashMap<u16, u64>, u64)>,
+        now: Instant,
+    ) -> Option<Coverage> {
+        let b = t.budget.as_mut()?;
+        let was_profiling = std::mem::take(&mut b.profiling);
+        if was_profiling && t.accesses == AccessStream::None {
+            t.config.emit_access = t.accesses.kernel_value();
+            if let Some(att) = t.attachment.as_ref() {
+                let _ = att.set_config(ebpf, t.config);
+            }
+        }
+        let over = e.is_some_and(|e| e.full_cost_ns > e.allowed_ns);
+        let candidates: Vec<u16> = t
+            .narrowable
+            .iter()
+            .copied()
+            .filter(|id| !b.narrowed.iter().any(|n| n.site == *id))
+            .collect();
+        let mut narrow = Vec::new();
+        let mut widen = Vec::new();
+        let mut kept = 1.0;
+        if let Some(e) = e.filter(|_| over && !candidates.is_empty()) {
+            match &tally {
+                Some((hits, total)) => {
+                    let c: Vec<SiteHits> = candidates
+                        .iter()
+                        .map(|&id| SiteHits {
+                            site: usize::from(id),
+                            hits: hits.get(&id).copied().unwrap_or(0),
+                        })
+                        .collect();
+                    for site in super::budget::choose_narrowing(e, &c, *total) {
+                        let id = site as u16;
+                        let share = hits.get(&id).copied().unwrap_or(0) as f64 / *total as f64;
+                        kept -= share;
+                        narrow.push((id, share * e.hits_per_s));
+                    }
+                    if narrow.is_empty() {
+                        b.next_profile = now + PROFILE_AGAIN_AFTER;
+                    }
+                }
+                None if !was_profiling && now >= b.next_profile => {
+                    // Shares are needed: the kernel counts per site until
+                    // the next check (counts the session never sees).
+                    b.profiling = true;
+                    if t.accesses == AccessStream::None {
+                        t.config.emit_access = AccessStream::Counts.kernel_value();
+                        if let Some(att) = t.attachment.as_ref() {
+                            let _ = att.set_config(ebpf, t.config);
+                        }
+                    }
+                    return None;
+                }
+                None => {}
+            }
+        } else if !over && !b.narrowed.is_empty() {
+            let list: Vec<NarrowedSite> = b
+                .narrowed
+                .iter()
+                .map(|n| NarrowedSite {
+                    site: usize::from(n.site),
+                    hits_per_s: n.hits_per_s,
+                    rest_hits_per_s: n.rest_hits_per_s,
+                    narrowed_ms: now.saturating_duration_since(n.since).as_millis() as u64,
+                    hold_ms: n.hold_ms,
+                })
+                .collect();
+            widen = super::budget::choose_widening(e, &list);
+        }
+        if narrow.is_empty() && widen.is_empty() {
+            return None;
+        }
+        // The new set of detached sites.
+        let rest_hits_per_s = e.map_or(0.0, |e| e.hits_per_s * kept.max(0.0));
+        let mut widened = Vec::new();
+        b.narrowed.retain(|n| {
+            if widen.contains(&usize::from(n.site)) {
+                let h = b.narrow_history.entry(n.site).or_default();
+                h.total += now.saturating_duration_since(n.since);
+                widened.push((n.site, n.hits_per_s));
+                false
+            } else {
+                true
+            }
+        });
+        for &(id, hits_per_s) in &narrow {
+            let h = b.narrow_history.entry(id).or_default();
+            h.times += 1;
+            b.narrowed.push(NarrowState {
+                site: id,
+                since: now,
+                hits_per_s,
+                rest_hits_per_s,
+                hold_ms: super::budget::hold_ms(h.times),
+            });
+        }
+        let set: std::collections::BTreeSet<u16> = b.narrowed.iter().map(|n| n.site).collect();
+        let window_open = b.on_since.is_some();
+        let mut error = None;
+        if let Some(att) = t.attachment.as_mut() {
+            // Paused while one link is replaced: no hit runs the full
+            // program half-placed.
+            if att.is_multi() && window_open {
+                t.config.paused = 1;
+                let _ = att.set_config(ebpf, t.config);
+            }
+            if let Err(why) = att.narrow(ebpf, multi, &t.plan, &set) {
+                error = Some(why);
+            }
+            // Entries were missed while sites were off: records written
+            // before must not be closed by a later exit (a new salt), and
+            // the goroutine cache generation is the one just renewed.
+            t.config.salt = probe::go::fresh_salt();
+            t.config.paused = u32::from(!window_open);
+            let _ = att.set_config(ebpf, t.config);
+        }
+        let e = e?;
+        let (window, trap_over) = if narrow.is_empty() {
+            (b.window, false)
+        } else {
+            e.window_keeping(kept.max(0.0))
+        };
+        let mut reason = if !narrow.is_empty() {
+            let mut r = format!(
+                "scope narrowed: every probe on would cost an estimated {:.1}% of the target's CPU, over the {}% budget; detached {} call site{} outside the main module ({:.0}% of the hits), {} detached in all",
+                e.full_pct,
+                b.budget_pct,
+                narrow.len(),
+                if narrow.len() == 1 { "" } else { "s" },
+                100.0 * (1.0 - kept),
+                b.narrowed.len()
+            );
+            if window.share() < 1.0 {
+                r.push_str(&format!(
+                    "; still over budget: sampling {:.0}% of the time",
+                    100.0 * window.share()
+                ));
+                if trap_over {
+                    r.push_str(" (the traps of closed windows alone are over the budget)");
+                }
+            } else {
+                r.push_str(&format!(
+                    "; estimated {:.1}% with every other probe on",
+                    e.pct_keeping(kept.max(0.0))
+                ));
+            }
+            r
+        } else {
+            format!(
+                "scope widened: {} call site{} attached again (estimated {:.1}% of the target's CPU without them, under half the {}% budget), {} detached still",
+                widened.len(),
+                if widened.len() == 1 { "" } else { "s" },
+                e.full_pct,
+                b.budget_pct,
+                b.narrowed.len()
+            )
+        };
+        if let Some(why) = &error {
+            reason.push_str(&format!("; {why}"));
+        }
+        if window != b.window {
+            b.window = window;
+            b.schedule = now;
+        }
+        b.reason = Some(reason.clone());
+        let budget_pct = b.budget_pct;
+        let sites_narrowed = b.narrowed.len() as u64;
+        Some(Coverage {
+            ts_ns: clock.now_unix_ns(),
+            pid,
+            coverage_pct: 100.0 * window.share(),
+            window_on_ms: window.on_ms,
+            window_ms: window.period_ms,
+            estimated_pct: e.full_pct,
+            budget_pct,
+            hits_per_s: e.hits_per_s,
+            ns_per_hit: e.ns_per_hit,
+            cost_source: cost_source(e),
+            reason,
+            step: "scope".into(),
+            narrowed: narrow.iter().map(|&(id, h)| t.scope_site(id, h)).collect(),
+            widened: widened.iter().map(|&(id, h)| t.scope_site(id, h)).collect(),
+            sites_narrowed,
+            sites: t.entry_sites(),
+        })
     }
 
     /// Wait up to `timeout` for records, then deliver every available one.
@@ -830,7 +1233,7 @@ impl GoEngine {
                 continue;
             };
             let ev = match rec {
-                RawRecord::GoAccess(a) => match t.enricher.access(&a) {
+                RawRecord::GoAccess(a) => match t.tally_record(&a) {
                     Some(a) => {
                         t.stats.accesses += 1;
                         AuditEvent::Access(a)
@@ -913,6 +1316,7 @@ impl GoEngine {
                 let armed = tracking != ExitTracking::Off;
                 match att.attach_site(&mut self.ebpf, &t.plan.exe, &cs, armed) {
                     Ok(index) => t.exits.push(ExitSite {
+                        site: e.probe_id,
                         index: armed.then_some(index),
                         ret: e.ret,
                         function: ev.function.clone(),
@@ -1098,6 +1502,7 @@ impl GoEngine {
                 .as_ref()
                 .map(|b| (b.coverage_pct(Instant::now()), b.reason.clone())),
             exit_sites: t.exits.iter().map(|e| e.coverage(Instant::now())).collect(),
+            narrowed_sites: t.narrowed_sites(Instant::now()),
         })
     }
 

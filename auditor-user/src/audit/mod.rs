@@ -351,6 +351,10 @@ impl GoSession {
             .as_ref()
             .map(|i| i.exit_sites.clone())
             .unwrap_or_default();
+        let narrowed_sites = info
+            .as_ref()
+            .map(|i| i.narrowed_sites.clone())
+            .unwrap_or_default();
         let stats = info.map(|i| i.stats);
         let unattributed = self.engine.counters().get(Counter::GoFatalUnattributed);
         let summary = Summary {
@@ -374,6 +378,7 @@ impl GoSession {
             coverage_pct: coverage.as_ref().map(|c| c.0),
             coverage_reason: coverage.and_then(|c| c.1),
             exit_sites,
+            narrowed_sites,
             ..Summary::default()
         };
         let overlaps = summary.overlaps;

@@ -396,6 +396,7 @@ impl Daemon {
             coverage_pct: info.coverage.as_ref().map(|c| c.0),
             coverage_reason: info.coverage.as_ref().and_then(|c| c.1.clone()),
             exit_sites: info.exit_sites.clone(),
+            narrowed_sites: info.narrowed_sites.clone(),
             ..Summary::default()
         };
         self.record(LogEvent::Audit(AuditEvent::Summary(summary)));

@@ -13,8 +13,8 @@ pub use bpf::{Alert, AlertRule, BpfMapEvent, ConcurrentWriter, MAP_DESTROYED};
 pub use go::{Access, AccessCounts, DetectionMode, Escalation, Frame, Overlap, OverlapParty};
 pub use kinds::EventKind;
 pub use target::{
-    AttachReport, AttachedProbe, Coverage, ExitSiteCoverage, FindingGroup, Lost, Summary,
-    TargetEvent, WatchedMapGlobals,
+    AttachReport, AttachedProbe, Coverage, ExitSiteCoverage, FindingGroup, Lost,
+    NarrowedSiteCoverage, ScopeSite, Summary, TargetEvent, WatchedMapGlobals,
 };
 
 /// Version of the JSON event schema (docs/events.md).

@@ -192,6 +192,46 @@ pub struct Coverage {
     pub cost_source: String,
     /// Why the coverage changed, in words.
     pub reason: String,
+    /// Which step of the ladder changed: `scope` (call sites outside the
+    /// main module detached or attached again) or `sampling` (the window).
+    #[serde(default)]
+    pub step: String,
+    /// Call sites this change detached, and those it attached again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub narrowed: Vec<ScopeSite>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub widened: Vec<ScopeSite>,
+    /// Call sites detached from now on, of the sites probed at attach.
+    #[serde(default)]
+    pub sites_narrowed: u64,
+    #[serde(default)]
+    pub sites: u64,
+}
+
+/// A call site the overhead budget detached or attached again.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScopeSite {
+    /// The calling function and offset of the probed `call`
+    /// (`reflect.Value.MapIndex+0x8e`).
+    pub call_site: String,
+    /// The runtime map function it calls.
+    pub runtime_fn: String,
+    /// Its hits per second when it was measured (before it was detached).
+    pub hits_per_s: f64,
+}
+
+/// A call site the overhead budget detached for part of a session.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NarrowedSiteCoverage {
+    pub call_site: String,
+    pub runtime_fn: String,
+    /// How long it was detached in all, and that share of the session.
+    pub narrowed_ms: u64,
+    pub narrowed_pct: f64,
+    /// Times it was detached.
+    pub times: u32,
+    /// Detached when the session ended.
+    pub narrowed_at_end: bool,
 }
 
 /// End-of-session totals.
@@ -244,6 +284,10 @@ pub struct Summary {
     /// attached (entry mode).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exit_sites: Vec<ExitSiteCoverage>,
+    /// `--max-overhead`: call sites its scope step detached for part of
+    /// the session (their accesses were not seen meanwhile).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub narrowed_sites: Vec<NarrowedSiteCoverage>,
 }
 
 /// One escalated call site's exit probe over a session: whether the kernel

@@ -35,7 +35,7 @@ pub use catalogue::{Family, MAP_FUNCTIONS, MapFunction, by_name};
 pub use disasm::kernel_emulates;
 pub use globals::{GlobalIndex, WatchedGlobals};
 pub use pclntab::{PcLnTab, PclnError, PclnVersion};
-pub use plan::{CallSite, PlanOptions, Scope, load_bias, package_of};
+pub use plan::{CallSite, PlanOptions, Scope, in_main_module, load_bias, package_of};
 pub use symbolize::Symbolizer;
 pub use typename::TypeNamer;
 

@@ -150,6 +150,15 @@ pub fn package_of(function: &str) -> &str {
     }
 }
 
+/// Whether `function` (a symbol, or a call site `main.handler+0x4d`)
+/// belongs to the main module `module` or package `main`: what an
+/// overhead budget never narrows away.
+pub fn in_main_module(function: &str, module: Option<&str>) -> bool {
+    let function = function.split_once('+').map_or(function, |(f, _)| f);
+    let own = Scope::MainModule.packages(module, &[]).unwrap_or_default();
+    in_packages(package_of(function), &own)
+}
+
 fn in_packages(pkg: &str, pkgs: &[String]) -> bool {
     pkgs.iter().any(|p| {
         pkg == p
@@ -943,6 +952,21 @@ mod tests {
             f[at..at + 8].copy_from_slice(&v.to_le_bytes());
         }
         f
+    }
+
+    #[test]
+    fn main_module_call_sites_are_told_from_dependencies_and_the_std() {
+        let m = Some("example.com/app");
+        assert!(in_main_module("main.handler+0x4d", m));
+        assert!(in_main_module("example.com/app/cache.(*Cache).Get+0x10", m));
+        assert!(!in_main_module("example.com/appx.F+0x1", m));
+        assert!(!in_main_module("github.com/x/y.(*T).Put+0x8", m));
+        assert!(!in_main_module("reflect.mapiterinit+0x20", m));
+        assert!(in_main_module("main.main", None));
+        assert!(!in_main_module(
+            "maps.Copy[go.shape.map[string]int]+0x3",
+            None
+        ));
     }
 
     #[test]

@@ -302,6 +302,15 @@ impl<W: Write> LiveLog<W> {
             c.ns_per_hit,
             c.cost_source
         )?;
+        for (what, list) in [("detached", &c.narrowed), ("attached again", &c.widened)] {
+            for x in list {
+                writeln!(
+                    self.out,
+                    "{y}  {what}: {} (calls {}, {:.0} hits/s when measured){r}",
+                    x.call_site, x.runtime_fn, x.hits_per_s
+                )?;
+            }
+        }
         self.out.flush()
     }
 
@@ -439,6 +448,23 @@ impl<W: Write> LiveLog<W> {
                 t,
                 "exit probe at {} ({}:{}): {how}",
                 x.function, x.file, x.line
+            );
+        }
+        for x in &s.narrowed_sites {
+            let _ = writeln!(
+                t,
+                "call site {} ({}) detached by the budget {:.1}% of the time ({} ms, {} time{}{}): its accesses were not seen meanwhile",
+                x.call_site,
+                x.runtime_fn,
+                x.narrowed_pct,
+                x.narrowed_ms,
+                x.times,
+                if x.times == 1 { "" } else { "s" },
+                if x.narrowed_at_end {
+                    ", detached at the end"
+                } else {
+                    ""
+                }
             );
         }
         if let Some(shown) = s.shown {

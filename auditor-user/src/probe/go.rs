@@ -3,7 +3,7 @@
 //! site, each with a cookie saying what the site is and which slot
 //! configures it.
 
-use std::num::NonZeroU32;
+use std::{collections::BTreeSet, num::NonZeroU32};
 
 use auditor_common::go_map::{
     ESCALATED_MAP, GoTargetConfig, MAP_STATE_MAP, MapKey, MapState, PAIRS_MAP, PID_LOSSES_MAP,
@@ -43,8 +43,8 @@ enum Links {
     /// while a sampling window is closed (`--max-overhead`).
     Multi(Option<MultiLink>),
     /// One perf link per site (kernels before 6.6, or when the multi link
-    /// was refused): removed one by one, ~80 ms each.
-    PerSite(Vec<UProbeLinkId>),
+    /// was refused): removed one by one, ~80 ms each; by site id.
+    PerSite(Vec<(u16, UProbeLinkId)>),
 }
 
 /// Probes attached to one Go process.
@@ -64,6 +64,9 @@ pub struct GoAttachment {
     /// (`GoTargetConfig::gcache`): non-zero while the plan's
     /// goroutine-change probes are all placed.
     gcache: u64,
+    /// Sites of the plan detached to keep within an overhead budget (by
+    /// site id): left out of every link placed until they are widened.
+    narrowed: BTreeSet<u16>,
 }
 
 /// The exit probe of one escalated call site.
@@ -226,7 +229,7 @@ fn attach_sites(
     if let Some(multi) = multi
         && !plan.sites.is_empty()
     {
-        let sites = multi_sites(plan, slot);
+        let sites = multi_sites(plan, slot, &BTreeSet::new());
         // All or nothing: when the kernel refuses one site, the per-site
         // path below finds which and attaches the others.
         if let Ok(link) = multi.attach(&plan.exe, pid, &sites) {
@@ -242,6 +245,7 @@ fn attach_sites(
                 links: Links::Multi(Some(link)),
                 escalated: Vec::new(),
                 gcache: 0,
+                narrowed: BTreeSet::new(),
             });
         }
     }
@@ -254,6 +258,7 @@ fn attach_sites(
         links: Links::PerSite(Vec::new()),
         escalated: Vec::new(),
         gcache: 0,
+        narrowed: BTreeSet::new(),
     };
     let mut links = Vec::new();
     for site in &plan.sites {
@@ -263,7 +268,7 @@ fn attach_sites(
         };
         match prog.attach(point, &plan.exe, UProbeScope::OneProcess(nz)) {
             Ok(link) => {
-                links.push(link);
+                links.push((site.id, link));
                 out.attached.push(AttachedSite { site: site.clone() })
             }
             Err(error) => out.failed.push(FailedSite {
@@ -286,10 +291,12 @@ fn attach_sites(
     Ok(out)
 }
 
-/// Every site of `plan` as (file offset, cookie), for one multi link.
-fn multi_sites(plan: &ProbePlan, slot: u32) -> Vec<(u64, u64)> {
+/// Every site of `plan` not narrowed as (file offset, cookie), for one
+/// multi link.
+fn multi_sites(plan: &ProbePlan, slot: u32, narrowed: &BTreeSet<u16>) -> Vec<(u64, u64)> {
     plan.sites
         .iter()
+        .filter(|s| !narrowed.contains(&s.id))
         .map(|s| (s.file_offset, site_cookie(s, slot)))
         .collect()
 }
@@ -415,12 +422,103 @@ impl GoAttachment {
         if let Links::Multi(link @ None) = &mut self.links {
             *link = Some(
                 multi
-                    .attach(&plan.exe, self.pid, &multi_sites(plan, self.slot))
+                    .attach(
+                        &plan.exe,
+                        self.pid,
+                        &multi_sites(plan, self.slot, &self.narrowed),
+                    )
                     .map_err(|e| format!("cannot place the probes again: {e}"))?,
             );
             self.renew_gcache(plan);
         }
         Ok(())
+    }
+
+    /// Whether the plan's site `id` is detached by [`Self::narrow`].
+    pub fn is_narrowed(&self, id: u16) -> bool {
+        self.narrowed.contains(&id)
+    }
+
+    /// Detach the plan's sites in `narrowed` and attach any other site
+    /// detached before (an overhead budget's scope step). The runtime hooks
+    /// (fatal error, goroutine change) are never detached.
+    ///
+    /// With one multi link, the link is replaced: the caller pauses the
+    /// target first, and afterwards writes the configuration with a fresh
+    /// salt (entries were missed while no probe was placed) and the new
+    /// goroutine cache generation this renews. While a sampling window has
+    /// the link removed, only the set changes; [`Self::resume`] places it.
+    /// With one link per site, only the sites that change are detached or
+    /// attached (the others never miss a hit).
+    pub fn narrow(
+        &mut self,
+        ebpf: &mut Ebpf,
+        multi: Option<&MultiProgram>,
+        plan: &ProbePlan,
+        narrowed: &BTreeSet<u16>,
+    ) -> Result<(), String> {
+        let hook = |id: &u16| {
+            plan.sites
+                .get(usize::from(*id))
+                .is_some_and(|s| s.fatal || s.g_change)
+        };
+        let next: BTreeSet<u16> = narrowed.iter().copied().filter(|id| !hook(id)).collect();
+        if next == self.narrowed {
+            return Ok(());
+        }
+        let before = std::mem::replace(&mut self.narrowed, next);
+        match &mut self.links {
+            Links::Multi(None) => Ok(()),
+            Links::Multi(link @ Some(_)) => {
+                if let Some(l) = link.take() {
+                    l.detach();
+                }
+                self.gcache = 0;
+                let multi = multi.ok_or("no uprobe_multi program to place the probes with")?;
+                *link = Some(
+                    multi
+                        .attach(
+                            &plan.exe,
+                            self.pid,
+                            &multi_sites(plan, self.slot, &self.narrowed),
+                        )
+                        .map_err(|e| format!("cannot place the probes again: {e}"))?,
+                );
+                self.renew_gcache(plan);
+                Ok(())
+            }
+            Links::PerSite(links) => {
+                let nz = NonZeroU32::new(self.pid).ok_or("pid 0")?;
+                let prog = program(ebpf).map_err(|e| e.to_string())?;
+                let mut errors = Vec::new();
+                for id in self.narrowed.difference(&before) {
+                    if let Some(i) = links.iter().position(|(s, _)| s == id) {
+                        let (_, link) = links.swap_remove(i);
+                        if let Err(e) = prog.detach(link) {
+                            errors.push(format!("site {id}: {e}"));
+                        }
+                    }
+                }
+                for id in before.difference(&self.narrowed) {
+                    let Some(site) = plan.sites.get(usize::from(*id)) else {
+                        continue;
+                    };
+                    let point = UProbeAttachPoint {
+                        location: UProbeAttachLocation::AbsoluteOffset(site.file_offset),
+                        cookie: Some(site_cookie(site, self.slot)),
+                    };
+                    match prog.attach(point, &plan.exe, UProbeScope::OneProcess(nz)) {
+                        Ok(link) => links.push((*id, link)),
+                        Err(e) => errors.push(format!("site {id}: {e}")),
+                    }
+                }
+                if errors.is_empty() {
+                    Ok(())
+                } else {
+                    Err(errors.join("; "))
+                }
+            }
+        }
     }
 
     /// Place one more site on this process (an escalated call site), armed
@@ -545,7 +643,7 @@ impl GoAttachment {
             }
             Links::PerSite(links) => {
                 let prog = program(ebpf)?;
-                for link in links {
+                for (_, link) in links {
                     // A link of an exited process may already be gone; that is fine.
                     let _ = prog.detach(link);
                 }
