@@ -267,8 +267,9 @@ pub struct GoAuditOptions {
     pub aggregate_interval: std::time::Duration,
     /// Keep the auditor's cost below PCT percent of the target's CPU time
     /// (above 0, at most 100), estimated from probe hits and measured
-    /// per-hit cost; when over, probes are switched on only part of the
-    /// time and the coverage is reported.
+    /// per-hit cost; when over, the hottest call sites outside the main
+    /// module are detached first, then probes are switched on only part
+    /// of the time, and the coverage is reported.
     #[arg(long, value_name = "PCT", value_parser = checked_max_overhead)]
     pub max_overhead: Option<f64>,
     /// Overlap detection mode.
