@@ -79,6 +79,11 @@ pub const WIDEN_FRACTION: f64 = 0.5;
 /// Least time a narrowed site stays detached; doubled each time the same
 /// site is narrowed again, up to [`MAX_HOLD_MS`].
 pub const HOLD_MS: u64 = 10_000;
+/// A detached site whose predicted cost does not fit is still attached
+/// again, to be measured afresh, after this many holds: a site that went
+/// cold while detached cannot be seen to have (it is narrowed again, with
+/// a doubled hold, if it is still hot).
+pub const RETRY_HOLDS: u64 = 3;
 pub const MAX_HOLD_MS: u64 = 320_000;
 
 /// When the probes are on: `on_ms` of every `period_ms`.
@@ -276,13 +281,23 @@ pub fn choose_widening(e: Option<&Estimate>, narrowed: &[NarrowedSite]) -> Vec<u
     });
     let mut cost = e.full_cost_ns;
     let mut out = Vec::new();
-    for n in sorted {
+    for n in &sorted {
         let add = n.predicted_hits_per_s(e.hits_per_s) * interval_s * e.ns_per_hit;
         if cost + add > e.allowed_ns * WIDEN_FRACTION {
             break;
         }
         cost += add;
         out.push(n.site);
+    }
+    if out.is_empty() {
+        // Nothing fits by prediction: the coldest site long past its hold
+        // comes back on trial, one at a time.
+        if let Some(n) = sorted
+            .iter()
+            .find(|n| n.narrowed_ms >= n.hold_ms.saturating_mul(RETRY_HOLDS))
+        {
+            out.push(n.site);
+        }
     }
     out
 }
@@ -549,12 +564,29 @@ mod tests {
         let n = [narrowed(4, 10_000.0, HOLD_MS)];
         assert_eq!(choose_widening(Some(&e), &n), vec![4]);
         // At 40k hits/s it would cost ~4%: within the budget but not within
-        // half of it, so it stays off (no flapping at the edge).
+        // half of it, so it stays off (no flapping at the edge)...
         let n = [narrowed(4, 40_000.0, HOLD_MS)];
         assert!(choose_widening(Some(&e), &n).is_empty());
+        // ...until it has been off for RETRY_HOLDS holds: then it is
+        // measured afresh (it may have gone cold while detached).
+        let n = [narrowed(4, 40_000.0, RETRY_HOLDS * HOLD_MS - 1)];
+        assert!(choose_widening(Some(&e), &n).is_empty());
+        let n = [
+            narrowed(4, 40_000.0, RETRY_HOLDS * HOLD_MS),
+            narrowed(5, 80_000.0, RETRY_HOLDS * HOLD_MS),
+        ];
+        assert_eq!(
+            choose_widening(Some(&e), &n),
+            vec![4],
+            "one trial at a time"
+        );
+        // Over half the budget now: no trial either.
+        let busy = estimate(&sample(40_000, 1_000), 5.0, 0.0).unwrap();
+        assert!(choose_widening(Some(&busy), &n).is_empty());
         // The sites left on got 10x quieter: the site is predicted to have
         // too, and comes back.
         let quiet = estimate(&sample(1_000, 1_000), 5.0, 0.0).unwrap();
+        let n = [narrowed(4, 40_000.0, HOLD_MS)];
         assert_eq!(choose_widening(Some(&quiet), &n), vec![4]);
     }
 

@@ -1145,7 +1145,7 @@ impl GoEngine {
             r
         } else {
             format!(
-                "scope widened: {} call site{} attached again (estimated {:.1}% of the target's CPU without them, under half the {}% budget), {} detached still",
+                "scope widened: {} call site{} attached again after their hold (estimated {:.1}% of the target's CPU without them, under half the {}% budget), {} detached still",
                 widened.len(),
                 if widened.len() == 1 { "" } else { "s" },
                 e.full_pct,
