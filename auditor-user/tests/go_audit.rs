@@ -995,8 +995,10 @@ fn tight_budget_narrows_coverage_and_says_why() {
         return;
     }
     // A map hammered on five goroutines: every probe on costs the target
-    // far more than 1% of its CPU.
-    let audit = run_with_budget("1", "300000");
+    // far more than 1% of its CPU. Long enough for the ladder's first
+    // second at full cost and its second of per-site counting (which
+    // finds no call site outside the main module worth detaching).
+    let audit = run_with_budget("1", "3000000");
     assert!(audit.status.success(), "{}", audit.stderr);
     let changes = audit.kind("coverage");
     assert!(!changes.is_empty(), "no coverage event: {}", audit.stderr);
@@ -1165,6 +1167,130 @@ fn budget_narrows_scope_on_busy_cores() {
         return;
     }
     budget_narrows_scope_before_sampling(true);
+}
+
+/// A call site detached for its cost that goes cold meanwhile is attached
+/// again (on trial after three holds, since nothing can show it went cold)
+/// and stays attached: the summary says it was detached for part of the
+/// session only.
+#[test]
+fn detached_site_that_went_cold_is_attached_again() {
+    use std::io::BufRead;
+    if !bpf_available("detached_site_that_went_cold_is_attached_again") {
+        return;
+    }
+    let exe = build_go("narrow", NARROW, GoToolchain::Swiss, Link::Plain);
+    let go = std::env::temp_dir().join(format!("map-auditor-widen-{}", std::process::id()));
+    let done = go.with_extension("done");
+    let _ = std::fs::remove_file(&go);
+    let _ = std::fs::remove_file(&done);
+    let mut child = auditor()
+        .args([
+            "run",
+            "--quiet",
+            "--format",
+            "json",
+            "--max-overhead",
+            "5",
+            "--",
+        ])
+        .arg(&exe)
+        .arg("widen")
+        .arg(&go)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start map-auditor");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<Value>();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v.get("kind").is_some()
+                && tx.send(v).is_err()
+            {
+                break;
+            }
+        }
+    });
+    // Each step waits for the event that says the previous one happened.
+    let mut events = Vec::new();
+    let mut wait_for = |pred: &dyn Fn(&Value) -> bool, secs: u64| {
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while std::time::Instant::now() < until {
+            match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+                Ok(v) => {
+                    let hit = pred(&v);
+                    events.push(v);
+                    if hit {
+                        return true;
+                    }
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    let narrowed = wait_for(
+        &|v| v["kind"] == "coverage" && v["narrowed"].as_array().is_some_and(|a| !a.is_empty()),
+        60,
+    );
+    std::fs::write(&go, b"cold").unwrap();
+    let widened = narrowed
+        && wait_for(
+            &|v| v["kind"] == "coverage" && v["widened"].as_array().is_some_and(|a| !a.is_empty()),
+            90,
+        );
+    std::fs::write(&done, b"done").unwrap();
+    let status = child.wait().expect("map-auditor ends");
+    reader.join().unwrap();
+    events.extend(rx.try_iter());
+    let _ = std::fs::remove_file(&go);
+    let _ = std::fs::remove_file(&done);
+    let audit = Audit {
+        events,
+        status,
+        stderr: String::new(),
+    };
+    let changes = audit.kind("coverage");
+    assert!(narrowed, "never narrowed: {changes:?}");
+    assert!(widened, "never widened: {changes:?}");
+    assert!(audit.status.success());
+    let w = changes
+        .iter()
+        .find(|c| c["widened"].as_array().is_some_and(|a| !a.is_empty()))
+        .unwrap();
+    assert_eq!(w["step"], "scope", "{w}");
+    assert!(
+        w["reason"].as_str().unwrap().contains("scope widened"),
+        "{w}"
+    );
+    for x in w["widened"].as_array().unwrap() {
+        assert!(
+            x["call_site"].as_str().unwrap().starts_with("reflect."),
+            "{x}"
+        );
+    }
+    // Cold, it is not detached again.
+    let after: Vec<_> = changes
+        .iter()
+        .skip_while(|c| !std::ptr::eq(**c, *w))
+        .skip(1)
+        .filter(|c| c["narrowed"].as_array().is_some_and(|a| !a.is_empty()))
+        .collect();
+    assert!(after.is_empty(), "{after:?}");
+    let s = audit.summary();
+    let sites = s["narrowed_sites"].as_array().expect("narrowed sites");
+    assert!(!sites.is_empty(), "{s}");
+    for x in sites {
+        assert_eq!(x["narrowed_at_end"], false, "{x}");
+        assert!(x["narrowed_ms"].as_u64().unwrap() >= 10_000, "{x}");
+        assert!(x["narrowed_pct"].as_f64().unwrap() < 100.0, "{x}");
+    }
 }
 
 #[test]

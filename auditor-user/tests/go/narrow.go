@@ -5,6 +5,10 @@
 // (the test creates it after the auditor reports its scope narrowed), two
 // goroutines of the main module write one map without a lock: the race
 // the auditor must still name.
+//
+//	narrow widen FILE   the reflect loop stops once FILE exists (its call
+//	                    site goes cold while detached); the program's own
+//	                    loop goes on until FILE.done exists.
 package main
 
 import (
@@ -52,22 +56,34 @@ func rangeByReflect(stop <-chan struct{}) {
 	}
 }
 
-func main() {
-	stop := make(chan struct{})
-	go rangeByReflect(stop)
-	own := map[int]int{}
-	deadline := time.Now().Add(90 * time.Second)
+// Touch a map of the program's own every 10 ms until file exists.
+func ownLoopUntil(own map[int]int, file string) {
+	deadline := time.Now().Add(120 * time.Second)
 	for i := 0; ; i++ {
-		if _, err := os.Stat(os.Args[1]); err == nil {
-			break
+		if _, err := os.Stat(file); err == nil {
+			return
 		}
 		if time.Now().After(deadline) {
-			fmt.Println("never told to race")
+			fmt.Println("never told to go on")
 			os.Exit(3)
 		}
 		own[i%8]++
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+func main() {
+	stop := make(chan struct{})
+	go rangeByReflect(stop)
+	own := map[int]int{}
+	if os.Args[1] == "widen" {
+		ownLoopUntil(own, os.Args[2])
+		close(stop)
+		ownLoopUntil(own, os.Args[2]+".done")
+		fmt.Println("done", len(own))
+		return
+	}
+	ownLoopUntil(own, os.Args[1])
 	var wg sync.WaitGroup
 	for r := 0; r < 200; r++ {
 		wg.Add(2)
