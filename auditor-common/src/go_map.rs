@@ -156,6 +156,8 @@ pub const OWNER_SLOTS: u32 = 1 << 16;
 pub struct MapOwner {
     pub map: u64,
     pub goid: u64,
+    /// Entry time of the owner's last access; once shared, of the last
+    /// mutation entered by `writer_goid`.
     pub ts_ns: u64,
     /// Call site (return address) of the owner's last access.
     pub ret: u64,

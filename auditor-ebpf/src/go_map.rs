@@ -374,6 +374,10 @@ fn try_entry(hit: &Hit) -> Option<()> {
         return Some(());
     }
 
+    if !emit && op == MapOp::Write && try_owned_write(hit, &gr, map, ts, ret.known()) {
+        return Some(());
+    }
+
     let (writing, seed) = try_map_header(hit, map);
 
     let (state, owner) = match try_shared_state(hit, &gr, map, seed, writing, ts, ret.known(), op) {
@@ -414,7 +418,10 @@ fn try_entry(hit: &Hit) -> Option<()> {
             state.prev_writer = state.last_writer;
         }
         state.last_writer = *party;
-        unsafe { (*owner).writer_goid = gr.goid };
+        unsafe {
+            (*owner).writer_goid = gr.goid;
+            (*owner).ts_ns = ts;
+        }
         if op == MapOp::Clear {
             // A clear draws a new seed: the state stays with the map.
             state.seed = 0;
@@ -558,7 +565,7 @@ fn try_quiet_read(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, op: MapOp) -> bo
         return false;
     }
     if o.shared != 0 {
-        return hit.cfg.mode != mode::INTERVAL && (o.writer_goid == 0 || o.writer_goid == gr.goid);
+        return hit.cfg.mode != mode::INTERVAL && writer_is_quiet(o, gr.goid, ts);
     }
     if o.goid != gr.goid {
         return false;
@@ -569,6 +576,26 @@ fn try_quiet_read(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, op: MapOp) -> bo
     o.tid = hit.tid;
     o.probe_id = cookie::probe_id(hit.cookie);
     o.op = op as u8;
+    true
+}
+
+/// A write (not a delete or clear, which may draw a new seed) to a map only
+/// this goroutine has touched: the owner slot is brought up to date with
+/// the seed it holds, and the map header is not read. A new map the same
+/// goroutine made at a freed one's address keeps the old seed here; the
+/// next goroutine to touch it reads the real one and takes the map over
+/// as new, and the first of them to come back shares it.
+#[inline(always)]
+fn try_owned_write(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, ret: u64) -> bool {
+    let Some(o) = GO_OWNERS.get_ptr_mut(owner_slot(hit.pid, map)) else {
+        return false;
+    };
+    let o = unsafe { &mut *o };
+    if o.map != map || o.pid != hit.pid || o.shared != 0 || o.goid != gr.goid {
+        return false;
+    }
+    let seed = o.seed;
+    set_owner(o, hit, gr, map, seed, ts, ret, MapOp::Write);
     true
 }
 
@@ -628,6 +655,22 @@ fn owner_slot(pid: u32, map: u64) -> u32 {
     (h >> 48) as u32 & (OWNER_SLOTS - 1)
 }
 
+/// How long after a probed writer entered a shared map its write is taken
+/// to be over for readers (see [`writer_is_quiet`]).
+const QUIET_WRITER_NS: u64 = 100_000_000;
+
+/// Whether a read of a shared map can skip its writing marker and per-map
+/// state: since the map became shared nobody else entered a mutation, or
+/// the last one who did entered it more than [`QUIET_WRITER_NS`] ago (a
+/// map written at start-up and read ever after). A write still inside
+/// after that long sets a marker only the runtime's own check and the
+/// fatal-error probe see; every write makes its writer recent again, so a
+/// site reading a map that is still written is escalated as before.
+#[inline(always)]
+fn writer_is_quiet(o: &MapOwner, goid: u64, ts: u64) -> bool {
+    o.writer_goid == 0 || o.writer_goid == goid || ts.saturating_sub(o.ts_ns) > QUIET_WRITER_NS
+}
+
 /// What an access needs of a map's sharing.
 enum Sharing {
     /// Only this goroutine has touched the map.
@@ -675,9 +718,7 @@ fn try_shared_state(
         if !op.mutates()
             && writing == 0
             && hit.cfg.mode != mode::INTERVAL
-            && (o.writer_goid == 0
-                || o.writer_goid == gr.goid
-                || (ret != 0 && o.escalated_ret == ret))
+            && (writer_is_quiet(o, gr.goid, ts) || (ret != 0 && o.escalated_ret == ret))
         {
             return Sharing::QuietRead;
         }
@@ -698,9 +739,9 @@ fn try_shared_state(
             o.shared = 1;
             o.escalated_ret = 0;
             let state = try_state(&key, seed);
-            o.writer_goid = match state {
-                Some(st) => unsafe { (*st).last_writer.goid },
-                None => 0,
+            (o.writer_goid, o.ts_ns) = match state {
+                Some(st) => unsafe { ((*st).last_writer.goid, (*st).last_writer.ts_ns) },
+                None => (0, 0),
             };
             return shared(state, o);
         }

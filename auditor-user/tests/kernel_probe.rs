@@ -761,6 +761,71 @@ fn goroutine_cache_follows_goexit_copystack_and_generation() {
     drop(moved);
 }
 
+/// Escalation records in FINDINGS now.
+fn escalations(k: &mut Kernel) -> Vec<GoEscalate> {
+    k.findings()
+        .iter()
+        .filter(|(kind, _)| *kind == EventKind::GoEscalate)
+        .map(|(_, b)| read(b))
+        .collect()
+}
+
+#[test]
+fn owned_writes_keep_their_seed_and_old_writers_go_quiet_for_readers() {
+    if !bpf_available("owned_writes_keep_their_seed_and_old_writers_go_quiet_for_readers") {
+        return;
+    }
+    let mut k = Kernel::load();
+    k.attach("kp_fake_read", 0, MapOp::Read, cookie::STACKCHECK);
+    k.attach("kp_fake_write", 0, MapOp::Write, cookie::STACKCHECK);
+    let (stack1, stack2) = (vec![0u8; 4096], vec![0u8; 4096]);
+    let (g1, g2) = (FakeG::new(101, &stack1), FakeG::new(202, &stack2));
+    let none = std::ptr::null::<FakeG>();
+
+    // A goroutine writing its own map again does not read the map header:
+    // the seed it holds stands. So when the header's seed changes under it
+    // (a new map made at a freed one's address), the next goroutine takes
+    // the map over as new rather than sharing it...
+    let mut own = FakeMap::new(0x1111);
+    let m = &*own as *const FakeMap;
+    call(kp_fake_write, &g1, m, none, false);
+    own.0[SEED_OFF..SEED_OFF + 4].copy_from_slice(&0x2222u32.to_le_bytes());
+    call(kp_fake_write, &g1, m, none, false);
+    call(kp_fake_read, &g2, m, none, false);
+    assert_eq!(
+        k.counter(Counter::GoSharedMaps),
+        0,
+        "the owner's second write read the header"
+    );
+    // ...and the first of them to come back shares it.
+    call(kp_fake_write, &g1, m, none, false);
+    assert_eq!(k.counter(Counter::GoSharedMaps), 1);
+    assert_eq!(k.state(m).expect("shared").last_writer.goid, 101);
+    k.findings();
+
+    // A map written once and read ever after: reads long after its last
+    // probed write escalate nothing; a new write makes the writer recent
+    // again and the next read's site is escalated.
+    let table = FakeMap::new(0x3333);
+    let t = &*table as *const FakeMap;
+    call(kp_fake_write, &g1, t, none, false);
+    call(kp_fake_read, &g2, t, none, false);
+    assert_eq!(k.counter(Counter::GoSharedMaps), 2);
+    escalations(&mut k);
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    call(kp_call_site, &g2, t, none, false);
+    assert!(
+        escalations(&mut k).is_empty(),
+        "a read 150 ms after the last write was escalated"
+    );
+    call(kp_fake_write, &g1, t, none, false);
+    call(kp_call_site, &g2, t, none, false);
+    let esc = escalations(&mut k);
+    assert_eq!(esc.len(), 1, "{esc:?}");
+    assert_eq!(esc[0].ret, kp_call_site as *const () as u64 + 5);
+    assert_eq!(esc[0].map, t as u64);
+}
+
 #[test]
 fn overlap_names_the_watched_variable_holding_its_map() {
     if !bpf_available("overlap_names_the_watched_variable_holding_its_map") {
