@@ -173,7 +173,7 @@ pub struct MapOwner {
     pub probe_id: u16,
     /// [`MapOp`] of the owner's last access.
     pub op: u8,
-    /// Non-zero once a second goroutine touched the map.
+    /// Whether a second goroutine touched the map ([`sharing`]).
     pub shared: u8,
     /// Once shared: the goroutine that last entered a mutation (0: none
     /// since the map became shared). A read of a shared map whose last
@@ -184,6 +184,25 @@ pub struct MapOwner {
     /// (entry mode, marker clear) need nothing from the per-map state or
     /// the escalation table. 0: none.
     pub escalated_ret: u64,
+}
+
+/// Values of [`MapOwner::shared`].
+pub mod sharing {
+    /// Only the owner has touched the map, and no shared map ever held
+    /// this slot: a new map here cannot have per-map state.
+    pub const NEVER: u8 = 0;
+    /// A second goroutine touched the map.
+    pub const SHARED: u8 = 1;
+    /// The map is not shared, but a shared map held this slot before: a
+    /// map taking the slot over may be one with per-map state already.
+    pub const HELD_SHARED: u8 = 2;
+}
+
+/// Slot of a map in [`OWNERS_MAP`].
+#[inline(always)]
+pub const fn owner_slot(pid: u32, map: u64) -> u32 {
+    let h = (map ^ ((pid as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (h >> 48) as u32 & (OWNER_SLOTS - 1)
 }
 
 /// Name of the table of call sites already escalated (key: [`SiteKey`],

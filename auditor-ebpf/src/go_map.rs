@@ -28,7 +28,7 @@ use auditor_common::{
         CURRENT_SLOTS, CurrentAccess, GoEscalate, GoMapAccess, GoMapOverlap, GoTargetConfig,
         MAP_GLOBALS, MAX_STACK, MapArg, MapKey, MapOp, MapOwner, MapState, NESTED_RETS,
         NO_MAP_GLOBAL, OWNER_SLOTS, PAIR_REPORT_INTERVAL_NS, PairKey, PairSeen, Party, PidLosses,
-        SiteKey, TARGET_SLOTS, cookie, current_slot, emit, mode,
+        SiteKey, TARGET_SLOTS, cookie, current_slot, emit, mode, owner_slot, sharing,
     },
 };
 use aya_ebpf::{
@@ -564,7 +564,7 @@ fn try_quiet_read(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, op: MapOp) -> bo
     if o.map != map || o.pid != hit.pid {
         return false;
     }
-    if o.shared != 0 {
+    if o.shared == sharing::SHARED {
         return hit.cfg.mode != mode::INTERVAL && writer_is_quiet(o, gr.goid, ts);
     }
     if o.goid != gr.goid {
@@ -591,7 +591,7 @@ fn try_owned_write(hit: &Hit, gr: &Goroutine, map: u64, ts: u64, ret: u64) -> bo
         return false;
     };
     let o = unsafe { &mut *o };
-    if o.map != map || o.pid != hit.pid || o.shared != 0 || o.goid != gr.goid {
+    if o.map != map || o.pid != hit.pid || o.shared == sharing::SHARED || o.goid != gr.goid {
         return false;
     }
     let seed = o.seed;
@@ -646,13 +646,6 @@ fn is_nested_call(cfg: &GoTargetConfig, ret: u64) -> bool {
         }
     }
     false
-}
-
-/// Slot of a map in [`GO_OWNERS`].
-#[inline(always)]
-fn owner_slot(pid: u32, map: u64) -> u32 {
-    let h = (map ^ ((pid as u64) << 32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (h >> 48) as u32 & (OWNER_SLOTS - 1)
 }
 
 /// How long after a probed writer entered a shared map its write is taken
@@ -713,7 +706,7 @@ fn try_shared_state(
     };
     let o = unsafe { &mut *o };
     let same_map = o.map == map && o.pid == hit.pid && (o.seed == seed || o.seed == 0);
-    if same_map && o.shared != 0 {
+    if same_map && o.shared == sharing::SHARED {
         o.seed = seed;
         if !op.mutates()
             && writing == 0
@@ -729,14 +722,15 @@ fn try_shared_state(
         return Sharing::Owned;
     }
     if !same_map {
-        // A new map at this address, or another map's slot: shared state
-        // already kept for this address (the slot was taken by another map
-        // meanwhile) means the map is shared.
-        if GO_MAP_STATE.get_ptr(&key).is_some() {
+        // A new map at this address, or another map's slot. Only if a
+        // shared map held the slot before can this map be one whose slot
+        // was taken meanwhile: shared state kept for this address means
+        // the map is shared. Other slots skip the lookup.
+        if o.shared != sharing::NEVER && GO_MAP_STATE.get_ptr(&key).is_some() {
             o.map = map;
             o.pid = hit.pid;
             o.seed = seed;
-            o.shared = 1;
+            o.shared = sharing::SHARED;
             o.escalated_ret = 0;
             let state = try_state(&key, seed);
             (o.writer_goid, o.ts_ns) = match state {
@@ -746,12 +740,14 @@ fn try_shared_state(
             return shared(state, o);
         }
         set_owner(o, hit, gr, map, seed, ts, ret, op);
-        o.shared = 0;
+        if o.shared != sharing::NEVER {
+            o.shared = sharing::HELD_SHARED;
+        }
         return Sharing::Owned;
     }
     // A second goroutine: the map is shared from now on.
     let owner = *o;
-    o.shared = 1;
+    o.shared = sharing::SHARED;
     o.seed = seed;
     o.escalated_ret = 0;
     o.writer_goid = if is_mutating(owner.op) { owner.goid } else { 0 };

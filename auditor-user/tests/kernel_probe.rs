@@ -14,6 +14,7 @@ use auditor_common::{
     go_map::{
         GoEscalate, GoMapOverlap, GoTargetConfig, MAP_GLOBALS, MAP_STATE_MAP, MapArg, MapKey,
         MapOp, MapState, NESTED_RETS, NO_MAP_GLOBAL, TARGETS_MAP, cookie, current_slot, emit, mode,
+        owner_slot,
     },
 };
 use aya::{
@@ -824,6 +825,30 @@ fn owned_writes_keep_their_seed_and_old_writers_go_quiet_for_readers() {
     assert_eq!(esc.len(), 1, "{esc:?}");
     assert_eq!(esc[0].ret, kp_call_site as *const () as u64 + 5);
     assert_eq!(esc[0].map, t as u64);
+
+    // Another map takes the shared map's owner slot; the shared map, back
+    // in its slot, is still shared (its state is looked up because a
+    // shared map held the slot): a reader meeting the marker of its
+    // writer is an overlap.
+    let pid = k.pid.get();
+    let mut arena = vec![0u64; 1 << 21];
+    let other = arena
+        .chunks_exact_mut(8)
+        .find(|c| {
+            let a = c.as_ptr() as u64;
+            a != t as u64 && owner_slot(pid, a) == owner_slot(pid, t as u64)
+        })
+        .expect("an address in the shared map's owner slot");
+    other[1] = 0x4444 << 32; // the seed, at byte 12
+    let n = other.as_ptr() as *const FakeMap;
+    call(kp_fake_write, &g2, n, none, false);
+    call(kp_fake_write, &g1, t, none, false);
+    let mut table = table;
+    table.set_writing(true);
+    call(kp_fake_read, &g2, t, none, false);
+    let o = overlaps(&k.findings());
+    assert_eq!(o.len(), 1, "{o:?}");
+    assert_eq!((o[0].first.goid, o[0].second.goid), (101, 202));
 }
 
 #[test]
