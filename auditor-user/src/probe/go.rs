@@ -419,18 +419,24 @@ impl GoAttachment {
 
     /// Place the plan's probes again after [`Self::suspend`].
     pub fn resume(&mut self, multi: &MultiProgram, plan: &ProbePlan) -> Result<(), String> {
-        if let Links::Multi(link @ None) = &mut self.links {
-            *link = Some(
-                multi
-                    .attach(
-                        &plan.exe,
-                        self.pid,
-                        &multi_sites(plan, self.slot, &self.narrowed),
-                    )
-                    .map_err(|e| format!("cannot place the probes again: {e}"))?,
-            );
-            self.renew_gcache(plan);
+        if let Links::Multi(None) = &self.links {
+            self.place_multi(multi, plan)?;
         }
+        Ok(())
+    }
+
+    /// Attach the multi link anew with every site not narrowed, and renew
+    /// the goroutine cache generation for it.
+    fn place_multi(&mut self, multi: &MultiProgram, plan: &ProbePlan) -> Result<(), String> {
+        let link = multi
+            .attach(
+                &plan.exe,
+                self.pid,
+                &multi_sites(plan, self.slot, &self.narrowed),
+            )
+            .map_err(|e| format!("cannot place the probes again: {e}"))?;
+        self.links = Links::Multi(Some(link));
+        self.renew_gcache(plan);
         Ok(())
     }
 
@@ -475,17 +481,7 @@ impl GoAttachment {
                 }
                 self.gcache = 0;
                 let multi = multi.ok_or("no uprobe_multi program to place the probes with")?;
-                *link = Some(
-                    multi
-                        .attach(
-                            &plan.exe,
-                            self.pid,
-                            &multi_sites(plan, self.slot, &self.narrowed),
-                        )
-                        .map_err(|e| format!("cannot place the probes again: {e}"))?,
-                );
-                self.renew_gcache(plan);
-                Ok(())
+                self.place_multi(multi, plan)
             }
             Links::PerSite(links) => {
                 let nz = NonZeroU32::new(self.pid).ok_or("pid 0")?;
